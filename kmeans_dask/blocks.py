@@ -1,0 +1,365 @@
+"""Row blocks persisted once, and map-reduce over them (the Dask plumbing).
+
+A :class:`BlockSet` holds a dataset as a list of row blocks that live where the work runs:
+futures on the workers of a ``distributed`` cluster, or plain arrays in this process when
+no cluster is set up (then a thread pool runs the compiled kernels, which release the GIL).
+Iterative algorithms call :meth:`BlockSet.map` with small broadcast arguments (centres);
+each call is one task per block and returns small partials to the caller, so an iteration
+neither rebuilds a large graph nor moves data.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import numpy as np
+from dask.utils import parse_bytes
+
+from . import kernels
+
+__all__ = ["Block", "BlockSet", "BlockSummary", "get_client", "target_block_bytes"]
+
+#: dask config key: target bytes per persisted block ("auto" plans ~128 MiB blocks, at least
+#: one per worker thread; ``None`` keeps the input's own chunking).
+BLOCK_BYTES_KEY = "kmeans_dask.block-bytes"
+_DEFAULT_BLOCK_BYTES = "128MiB"
+
+
+def get_client() -> Any | None:
+    """The current ``distributed`` client, or None when none is set up."""
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def target_block_bytes() -> int | None:
+    """Target block size from dask config ``kmeans_dask.block-bytes`` (None: keep chunking)."""
+    value = dask.config.get(BLOCK_BYTES_KEY, _DEFAULT_BLOCK_BYTES)
+    if value is None or value == "keep":
+        return None
+    if value == "auto":
+        value = _DEFAULT_BLOCK_BYTES
+    return int(parse_bytes(value)) if isinstance(value, str) else int(value)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One persisted row block: the features (C-contiguous) and optional sample weights."""
+
+    X: np.ndarray
+    w: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class BlockSummary:
+    """What the preparation pass learns about a block (small, gathered to the caller)."""
+
+    n: int
+    mean: np.ndarray
+    m2: np.ndarray
+    n_nan: np.ndarray
+    n_inf: np.ndarray
+    weight_sum: float
+    n_bad_weight: int
+
+
+def make_block(X: Any, w: Any, dtype: np.dtype) -> Block:
+    """Materialise one block as a C-contiguous array of ``dtype`` (runs on a worker)."""
+    if hasattr(X, "to_numpy"):
+        X = X.to_numpy(dtype=dtype)
+    X = np.ascontiguousarray(X, dtype=dtype)
+    if X.ndim == 1:
+        X = X.reshape(-1, 1)
+    wv = None if w is None else np.ascontiguousarray(np.asarray(w, dtype=np.float64).ravel())
+    return Block(X, wv)
+
+
+def concat_blocks(*blocks: Block) -> Block:
+    """Join consecutive small blocks into one (runs on a worker)."""
+    X = np.concatenate([b.X for b in blocks])
+    w = None if blocks[0].w is None else np.concatenate([b.w for b in blocks])
+    return Block(X, w)
+
+
+def summarize(block: Block) -> BlockSummary:
+    """Moments, non-finite counts and weight checks of a block."""
+    n, mean, m2, n_nan, n_inf = kernels.moments(block.X)
+    if block.w is None:
+        return BlockSummary(n, mean, m2, n_nan, n_inf, float(n), 0)
+    w = block.w
+    bad = int((~np.isfinite(w) | (w < 0)).sum())
+    return BlockSummary(n, mean, m2, n_nan, n_inf, float(w[np.isfinite(w)].sum()), bad)
+
+
+def plan_sizes(n: int, row_bytes: int, n_threads: int, target: int) -> list[int]:
+    """Equal-ish block sizes: about ``target`` bytes each, at least one block per thread."""
+    if n == 0:
+        return [0]
+    per_block = max(1, target // max(row_bytes, 1))
+    n_blocks = max(math.ceil(n / per_block), n_threads)
+    n_blocks = min(n_blocks, n)
+    base, extra = divmod(n, n_blocks)
+    return [base + (i < extra) for i in range(n_blocks)]
+
+
+def _group_consecutive(sizes: Sequence[int], row_bytes: int, target: int) -> list[list[int]]:
+    """Group consecutive block indices so that each group holds about ``target`` bytes."""
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    cur_bytes = 0
+    for i, s in enumerate(sizes):
+        cur.append(i)
+        cur_bytes += s * row_bytes
+        if cur_bytes >= target:
+            groups.append(cur)
+            cur, cur_bytes = [], 0
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+class _Executor:
+    """Runs per-block functions either on a distributed client or on a local thread pool."""
+
+    def __init__(self, client: Any | None) -> None:
+        self.client = client
+
+    @property
+    def n_threads(self) -> int:
+        if self.client is not None:
+            return max(1, sum(self.client.nthreads().values()))
+        return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+
+    def map(self, func: Callable, *iterables: Sequence, **kwargs: Any) -> list:
+        """Apply ``func`` per block; results stay where they were computed (handles)."""
+        if self.client is not None:
+            return self.client.map(func, *iterables, pure=False, **kwargs)
+        args = list(zip(*iterables, strict=True))
+        if len(args) <= 1 or dask.config.get("scheduler", None) in ("sync", "synchronous"):
+            return [func(*a, **kwargs) for a in args]
+        with ThreadPoolExecutor(max_workers=min(self.n_threads, len(args))) as pool:
+            return list(pool.map(lambda a: func(*a, **kwargs), args))
+
+    def gather(self, handles: list) -> list:
+        """Bring (small) results to the caller."""
+        if self.client is not None:
+            return self.client.gather(handles)
+        return handles
+
+    def scatter(self, values: list) -> list:
+        if self.client is not None:
+            return self.client.scatter(values)
+        return values
+
+    def persist(self, delayed_values: list) -> list:
+        if self.client is not None:
+            return self.client.compute(delayed_values)
+        return list(dask.compute(*delayed_values))
+
+    def release(self, handles: list) -> None:
+        if self.client is not None:
+            for h in handles:
+                h.release()
+
+
+class BlockSet:
+    """A dataset held as row blocks on the workers (or locally), with block metadata.
+
+    Build one with :meth:`from_parts`; then :meth:`map` runs a kernel per block and
+    :meth:`map_keep` keeps per-block results (labels, per-row state) where they are.
+    """
+
+    def __init__(
+        self,
+        handles: list,
+        summaries: list[BlockSummary],
+        executor: _Executor,
+        dtype: np.dtype,
+        n_features: int,
+        weighted: bool,
+    ) -> None:
+        self.handles = handles
+        self.summaries = summaries
+        self.sizes = [s.n for s in summaries]
+        self.offsets = [0, *np.cumsum(self.sizes).tolist()][:-1]
+        self.n_samples = int(sum(self.sizes))
+        self.n_features = n_features
+        self.dtype = np.dtype(dtype)
+        self.weighted = weighted
+        self._exec = executor
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_parts(
+        cls,
+        parts: list,
+        weight_parts: list | None,
+        dtype: np.dtype,
+        n_features: int,
+        kind: str,
+        sizes: Sequence[int] | None = None,
+        client: Any | None = None,
+    ) -> BlockSet:
+        """Persist input parts as blocks and run the preparation pass.
+
+        Parameters
+        ----------
+        parts : list
+            numpy arrays (``kind="numpy"``) or dask ``Delayed`` objects producing arrays or
+            pandas frames (``kind="delayed"``), in row order.
+        weight_parts : list or None
+            Sample weights aligned part by part.
+        sizes : sequence of int, optional
+            Row counts of the parts when known (used to merge many small parts).
+        """
+        ex = _Executor(client if client is not None else get_client())
+        wparts = weight_parts if weight_parts is not None else [None] * len(parts)
+        if kind == "numpy":
+            if ex.client is not None:
+                # scatter ready-made blocks: the data goes straight to the workers
+                handles = ex.scatter(
+                    [make_block(p, w, dtype) for p, w in zip(parts, wparts, strict=False)]
+                )
+            else:
+                handles = [make_block(p, w, dtype) for p, w in zip(parts, wparts, strict=True)]
+        else:
+            mk = dask.delayed(make_block, pure=True)
+            handles = ex.persist([mk(p, w, dtype) for p, w in zip(parts, wparts, strict=True)])
+        summaries = ex.gather(ex.map(summarize, handles))
+        bs = cls(handles, summaries, ex, dtype, n_features, weight_parts is not None)
+        target = target_block_bytes()
+        if target is not None and sizes is None and len(handles) > ex.n_threads:
+            bs = bs._merge_small(target)
+        return bs
+
+    def _merge_small(self, target: int) -> BlockSet:
+        """Join runs of small consecutive blocks (for inputs whose sizes were unknown)."""
+        row_bytes = self.n_features * self.dtype.itemsize
+        groups = _group_consecutive(self.sizes, row_bytes, target)
+        if len(groups) == len(self.handles):
+            return self
+        groups = self._at_least(groups, self._exec.n_threads)
+        merged: list = []
+        summaries: list[BlockSummary] = []
+        for g in groups:
+            if len(g) == 1:
+                merged.append(self.handles[g[0]])
+                summaries.append(self.summaries[g[0]])
+                continue
+            merged.append(self._exec.map(concat_blocks, *[[self.handles[i]] for i in g])[0])
+            summaries.append(_merge_summaries([self.summaries[i] for i in g]))
+        old = [h for g in groups if len(g) > 1 for h in (self.handles[i] for i in g)]
+        out = BlockSet(merged, summaries, self._exec, self.dtype, self.n_features, self.weighted)
+        self._exec.release(old)
+        return out
+
+    def _at_least(self, groups: list[list[int]], n: int) -> list[list[int]]:
+        # split the largest groups until there are as many groups as threads (when possible)
+        groups = [list(g) for g in groups]
+        while len(groups) < n:
+            big = max(range(len(groups)), key=lambda i: len(groups[i]))
+            if len(groups[big]) < 2:
+                break
+            g = groups.pop(big)
+            half = len(g) // 2
+            groups[big:big] = [g[:half], g[half:]]
+        return groups
+
+    # ------------------------------------------------------------------ execution
+    @property
+    def n_blocks(self) -> int:
+        """Number of blocks."""
+        return len(self.handles)
+
+    @property
+    def client(self) -> Any | None:
+        """The distributed client the blocks live on (None when local)."""
+        return self._exec.client
+
+    def map(self, func: Callable, *per_block: Sequence, **broadcast: Any) -> list:
+        """``func(block, *per_block_values, **broadcast)`` on every block, results gathered.
+
+        Results must be small (partials): they travel to the caller.
+        """
+        return self._exec.gather(self.map_keep(func, *per_block, **broadcast))
+
+    def map_keep(self, func: Callable, *per_block: Sequence, **broadcast: Any) -> list:
+        """Like :meth:`map` but leave the results where they were computed (handles)."""
+        return self._exec.map(func, self.handles, *per_block, **broadcast)
+
+    def map_handles(self, func: Callable, *per_block: Sequence, **broadcast: Any) -> list:
+        """Apply ``func`` to per-block handles (e.g. results of :meth:`map_keep`), keep them."""
+        return self._exec.map(func, *per_block, **broadcast)
+
+    def gather(self, handles: list) -> list:
+        """Bring small per-block results to the caller."""
+        return self._exec.gather(handles)
+
+    def release(self, handles: list | None = None) -> None:
+        """Free per-block results (or, with no argument, the blocks themselves)."""
+        self._exec.release(self.handles if handles is None else handles)
+
+    def take_rows(self, global_index: np.ndarray) -> np.ndarray:
+        """Rows at the given global positions, in the given order (touches only their blocks)."""
+        global_index = np.asarray(global_index, dtype=np.int64)
+        block_of = np.searchsorted(np.asarray(self.offsets), global_index, side="right") - 1
+        wanted = sorted(set(block_of.tolist()))
+        local = [global_index[block_of == b] - self.offsets[b] for b in wanted]
+        hs = [self.handles[b] for b in wanted]
+        parts = self._exec.gather(self._exec.map(_take, hs, local))
+        out = np.empty((global_index.size, self.n_features), dtype=self.dtype)
+        for b, rows in zip(wanted, parts, strict=True):
+            out[block_of == b] = rows
+        return out
+
+    # ------------------------------------------------------------------ merged statistics
+    def moments(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """Global (count, mean, M2) over all blocks (Chan's merge of the block moments)."""
+        s = _merge_summaries(self.summaries)
+        return s.n, s.mean, s.m2
+
+    def per_block_array(self, handles: list, dtype: np.dtype, row_chunks: Sequence | None = None):
+        """A lazy 1-D dask array from per-block arrays (e.g. labels) kept on the workers."""
+        import dask.array as da
+
+        if self.client is not None:
+            arrs = [
+                da.from_delayed(h, shape=(n,), dtype=dtype)
+                for h, n in zip(handles, self.sizes, strict=True)
+            ]
+            out = da.concatenate(arrs) if len(arrs) > 1 else arrs[0]
+        else:
+            out = da.from_array(np.concatenate(handles), chunks=(tuple(self.sizes),))
+        if row_chunks is not None and tuple(row_chunks) != out.chunks[0]:
+            out = out.rechunk((tuple(row_chunks),))
+        return out
+
+
+def _take(block: Block, idx: np.ndarray) -> np.ndarray:
+    return block.X[idx]
+
+
+def _merge_summaries(summaries: Sequence[BlockSummary]) -> BlockSummary:
+    acc = (0, np.zeros_like(summaries[0].mean), np.zeros_like(summaries[0].m2))
+    for s in summaries:
+        acc = kernels.merge_moments(acc, (s.n, s.mean, s.m2))
+    return BlockSummary(
+        acc[0],
+        acc[1],
+        acc[2],
+        sum(s.n_nan for s in summaries),
+        sum(s.n_inf for s in summaries),
+        float(sum(s.weight_sum for s in summaries)),
+        int(sum(s.n_bad_weight for s in summaries)),
+    )

@@ -1,0 +1,459 @@
+"""Pure per-chunk kernels: numpy and numba, no Dask, no I/O.
+
+Every function here takes one in-memory chunk (a C-contiguous 2-D array) plus small
+broadcast values (centres, weights) and returns small partial results (sums, counts,
+inertia, candidate rows) that the Dask layer only has to add up.
+
+Inputs are assumed to be validated by the public entry points (finite, 2-D, float32 or
+float64, C-contiguous); these functions do not re-check them.
+
+Distances
+---------
+The argmin over centres uses one BLAS product per block of rows, with the centres
+*re-centred* on a reference point ``mu`` (usually the data mean)::
+
+    ||x - c||^2 = ||x - mu||^2 - 2 (x - mu).(c - mu) + ||c - mu||^2
+
+Only the terms that depend on the centre matter for the argmin, and they are
+``bias_j - 2 x.(c_j - mu)`` with ``bias_j = ||c_j - mu||^2 + 2 mu.(c_j - mu)``. Taking
+products with ``c - mu`` instead of ``c`` avoids the cancellation of the textbook expanded
+form on data far from the origin (scikit-learn centres the data for the same reason; here
+only the k centres are shifted, the data is never copied). The distance to the chosen
+centre is then computed exactly as ``sum((x - c)^2)``, which costs ``d`` operations per row
+next to the product's ``k * d`` and makes every reported inertia exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+#: Rows per block inside the compiled kernels: a block's (rows x k) distances stay in cache.
+BLOCK_ROWS = 1024
+
+__all__ = [
+    "BLOCK_ROWS",
+    "CentreSet",
+    "assign",
+    "farthest_points",
+    "kmeans_parallel_sample",
+    "kmeans_parallel_update",
+    "kmeanspp",
+    "lloyd_partials",
+    "merge_moments",
+    "moments",
+    "relocate_empty",
+    "row_uniforms",
+    "sq_distances",
+    "weighted_lloyd",
+    "weighted_topk_keys",
+]
+
+
+class CentreSet:
+    """Centres prepared for the blocked argmin kernels.
+
+    Parameters
+    ----------
+    centres : ndarray of shape (k, d)
+        Centres, in the dtype of the data they will be compared with.
+    reference : ndarray of shape (d,)
+        Reference point (typically the data mean) the centres are shifted by before the
+        products; any point gives the same argmin in exact arithmetic.
+    """
+
+    __slots__ = ("bias", "centres", "shifted_t")
+
+    def __init__(self, centres: np.ndarray, reference: np.ndarray) -> None:
+        c64 = np.asarray(centres, dtype=np.float64)
+        ref = np.asarray(reference, dtype=np.float64)
+        shifted = c64 - ref
+        self.centres = np.ascontiguousarray(centres)
+        # (d, k) so that one GEMM gives a (rows, k) block.
+        self.shifted_t = np.ascontiguousarray(shifted.T.astype(self.centres.dtype))
+        self.bias = np.einsum("ij,ij->i", shifted, shifted) + 2.0 * (shifted @ ref)
+
+    @property
+    def k(self) -> int:
+        """Number of centres."""
+        return self.centres.shape[0]
+
+
+# --------------------------------------------------------------------------- moments
+
+
+def moments(X: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Column count, mean, sum of squared deviations (M2) and NaN / inf counts of a chunk.
+
+    Non-finite values are excluded from the mean and M2 and counted separately, so that a
+    caller can name the offending column.
+
+    Returns
+    -------
+    n : int
+        Number of rows.
+    mean, m2 : ndarray of shape (d,), float64
+    n_nan, n_inf : ndarray of shape (d,), int64
+    """
+    n, d = X.shape
+    n_nan = np.isnan(X).sum(axis=0).astype(np.int64)
+    n_inf = np.isinf(X).sum(axis=0).astype(np.int64)
+    if n == 0:
+        return 0, np.zeros(d), np.zeros(d), n_nan, n_inf
+    if n_nan.any() or n_inf.any():
+        finite = np.isfinite(X)
+        Xf = np.where(finite, X, 0).astype(np.float64)
+        mean = Xf.sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
+        m2 = (np.where(finite, Xf - mean, 0.0) ** 2).sum(axis=0)
+        return n, mean, m2, n_nan, n_inf
+    mean = X.mean(axis=0, dtype=np.float64)
+    m2 = ((X - mean) ** 2).sum(axis=0, dtype=np.float64)
+    return n, mean, m2, n_nan, n_inf
+
+
+def merge_moments(
+    a: tuple[int, np.ndarray, np.ndarray], b: tuple[int, np.ndarray, np.ndarray]
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """Merge two (count, mean, M2) triples with Chan et al.'s parallel formula."""
+    na, ma, sa = a
+    nb, mb, sb = b
+    n = na + nb
+    if na == 0:
+        return nb, mb, sb
+    if nb == 0:
+        return na, ma, sa
+    delta = mb - ma
+    mean = ma + delta * (nb / n)
+    m2 = sa + sb + delta * delta * (na * nb / n)
+    return n, mean, m2
+
+
+# --------------------------------------------------------------------------- distances
+
+
+def sq_distances(X: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances (rows x centres) by the expanded form, clamped at 0.
+
+    Uses row norms and one GEMM. For reporting distances of many pairs (``transform``,
+    KNN); the argmin kernels use the shifted form described in the module docstring.
+    """
+    xx = np.einsum("ij,ij->i", X, X)
+    cc = np.einsum("ij,ij->i", C, C)
+    D = X @ C.T
+    D *= -2
+    D += xx[:, None]
+    D += cc[None, :]
+    np.maximum(D, 0, out=D)
+    return D
+
+
+@njit(nogil=True, cache=True)
+def _assign_kernel(X, shifted_t, bias, C, w, has_w, labels, mind, sums, wsum, accumulate):
+    """Blocked argmin + exact distance (+ weighted sums) over the rows of X.
+
+    Returns the weighted exact inertia. ``labels``/``mind`` are written when their length
+    is n; ``sums``/``wsum`` are accumulated when ``accumulate``.
+    """
+    n, d = X.shape
+    k = shifted_t.shape[1]
+    store = labels.shape[0] == n
+    G = np.empty((BLOCK_ROWS, k), dtype=X.dtype)
+    inertia = 0.0
+    for start in range(0, n, BLOCK_ROWS):
+        stop = min(start + BLOCK_ROWS, n)
+        m = stop - start
+        Gb = G[:m]
+        np.dot(X[start:stop], shifted_t, Gb)
+        for i in range(m):
+            row = start + i
+            best = np.inf
+            bj = 0
+            for j in range(k):
+                v = bias[j] - 2.0 * Gb[i, j]
+                if v < best:
+                    best = v
+                    bj = j
+            wi = w[row] if has_w else 1.0
+            s = 0.0
+            for t in range(d):
+                diff = np.float64(X[row, t]) - np.float64(C[bj, t])
+                s += diff * diff
+            if accumulate:
+                for t in range(d):
+                    sums[bj, t] += wi * X[row, t]
+                wsum[bj] += wi
+            inertia += wi * s
+            if store:
+                labels[row] = bj
+                mind[row] = s
+    return inertia
+
+
+_EMPTY_F = np.empty(0, dtype=np.float64)
+_EMPTY_I = np.empty(0, dtype=np.int32)
+_EMPTY_2D = np.empty((0, 0), dtype=np.float64)
+
+
+def _weights_arg(w: np.ndarray | None) -> tuple[np.ndarray, bool]:
+    if w is None:
+        return _EMPTY_F, False
+    return np.ascontiguousarray(w, dtype=np.float64), True
+
+
+def assign(
+    X: np.ndarray, cs: CentreSet, w: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Nearest centre of every row, its exact squared distance, and the weighted inertia.
+
+    Returns
+    -------
+    labels : ndarray of shape (n,), int32
+    min_sq_dist : ndarray of shape (n,), float64
+        Exact ``||x - c_label||^2``.
+    inertia : float
+        ``sum(w * min_sq_dist)``.
+    """
+    n = X.shape[0]
+    labels = np.empty(n, dtype=np.int32)
+    mind = np.empty(n, dtype=np.float64)
+    wa, has_w = _weights_arg(w)
+    inertia = _assign_kernel(
+        X, cs.shifted_t, cs.bias, cs.centres, wa, has_w, labels, mind, _EMPTY_2D, _EMPTY_F, False
+    )
+    return labels, mind, float(inertia)
+
+
+def lloyd_partials(
+    X: np.ndarray, cs: CentreSet, w: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """One Lloyd E-step on a chunk, returned as partials for the M-step.
+
+    Returns
+    -------
+    sums : ndarray of shape (k, d), float64
+        Weighted sum of the rows assigned to each centre.
+    weight : ndarray of shape (k,), float64
+        Total weight assigned to each centre.
+    inertia : float
+        Exact weighted inertia of this chunk against ``cs``.
+    """
+    k, d = cs.centres.shape
+    sums = np.zeros((k, d), dtype=np.float64)
+    wsum = np.zeros(k, dtype=np.float64)
+    wa, has_w = _weights_arg(w)
+    inertia = _assign_kernel(
+        X, cs.shifted_t, cs.bias, cs.centres, wa, has_w, _EMPTY_I, _EMPTY_F, sums, wsum, True
+    )
+    return sums, wsum, float(inertia)
+
+
+def farthest_points(
+    X: np.ndarray, cs: CentreSet, w: np.ndarray | None, offset: int, m: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ``m`` rows of a chunk farthest from their nearest centre (for empty-cluster relocation).
+
+    Returns ``(sq_dist, global_index, rows, labels, weights)`` sorted by decreasing distance
+    and then increasing global index, so that merging chunks is deterministic.
+    """
+    labels, mind, _ = assign(X, cs, w)
+    m = min(m, X.shape[0])
+    # stable order: larger distance first, ties by lower index
+    order = np.lexsort((np.arange(X.shape[0]), -mind))[:m]
+    wv = np.ones(m) if w is None else np.asarray(w, dtype=np.float64)[order]
+    return mind[order], order + offset, X[order].copy(), labels[order], wv
+
+
+def relocate_empty(
+    sums: np.ndarray,
+    wsum: np.ndarray,
+    empty: np.ndarray,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+) -> None:
+    """Give each empty cluster one of the farthest rows, in place (scikit-learn's rule).
+
+    ``rows``/``labels``/``weights`` are the farthest rows (farthest first), their current
+    cluster and their weight; each is moved out of its cluster's partial sums and becomes
+    the sole member of an empty cluster.
+    """
+    for e, x, lab, wi in zip(empty, rows, labels, weights, strict=False):
+        sums[lab] -= wi * x
+        wsum[lab] -= wi
+        sums[e] = wi * x
+        wsum[e] = wi
+
+
+# --------------------------------------------------------------------------- k-means||
+
+
+def kmeans_parallel_update(
+    X: np.ndarray,
+    w: np.ndarray | None,
+    d2: np.ndarray | None,
+    nearest: np.ndarray | None,
+    new: CentreSet,
+    first_new_index: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Update each row's cost against the centres added in the last k-means|| round.
+
+    Parameters
+    ----------
+    d2, nearest : ndarray of shape (n,) or None
+        Current exact squared distance to, and index of, the nearest candidate so far
+        (None before the first round).
+    new : CentreSet
+        Only the candidates added in the previous round.
+    first_new_index : int
+        Global candidate index of ``new.centres[0]``.
+
+    Returns
+    -------
+    d2, nearest : new arrays (inputs are not modified, so a retried task is harmless).
+    """
+    lab, dist, _ = assign(X, new)
+    lab = lab.astype(np.int64) + first_new_index
+    if d2 is None:
+        return dist, lab
+    better = dist < d2
+    return np.where(better, dist, d2), np.where(better, lab, nearest)
+
+
+def row_uniforms(seed: int, stream: int, offset: int, n: int) -> np.ndarray:
+    """Uniform [0, 1) draws for global rows ``offset .. offset + n`` of one random stream.
+
+    Counter-based (Philox): the draw of a row depends only on ``(seed, stream, row)``, not on
+    how the rows are chunked, so sampling decisions are reproducible for any chunking and
+    any worker that computes them.
+    """
+    bg = np.random.Philox(key=(int(seed) % (1 << 64)) << 64 | (int(stream) % (1 << 64)))
+    bg.advance(offset // 4)  # Philox yields four 64-bit words per counter step
+    g = np.random.Generator(bg)
+    skip = offset % 4
+    if skip:
+        g.random(skip)
+    return g.random(n)
+
+
+def kmeans_parallel_sample(
+    X: np.ndarray,
+    w: np.ndarray | None,
+    d2: np.ndarray,
+    u: np.ndarray,
+    oversampling: float,
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Local cost and the rows that may be sampled in a k-means|| round.
+
+    A row is sampled iff ``u < l * w * d2 / phi`` with ``phi`` the global cost, i.e. iff
+    ``t = l * w * d2 / u > phi``. The global ``phi`` is only known after this pass, but it
+    is at least the local cost, so the rows with ``t > phi_local`` are a superset
+    (expected size at most ``l`` per chunk) that the driver filters once ``phi`` is reduced:
+    one pass per round instead of two.
+
+    Returns
+    -------
+    phi_local : float
+    t : ndarray of the superset's thresholds
+    local_index : ndarray of the superset's row positions in this chunk
+    rows : ndarray of the superset's rows
+    """
+    cost = d2 if w is None else d2 * w
+    phi_local = float(cost.sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = oversampling * cost / u
+    pick = np.flatnonzero((cost > 0) & (t > phi_local))
+    return phi_local, t[pick], pick, X[pick].copy()
+
+
+def weighted_topk_keys(
+    w: np.ndarray | None, u: np.ndarray, k: int, offset: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Efraimidis-Spirakis keys ``u ** (1 / w)``: the k largest over all chunks are a
+    weighted sample without replacement. Returns this chunk's top-k (keys, global index)."""
+    with np.errstate(divide="ignore"):
+        keys = u if w is None else np.where(w > 0, u ** (1.0 / np.where(w > 0, w, 1)), -1.0)
+    k = min(k, keys.shape[0])
+    top = np.argpartition(-keys, k - 1)[:k] if k else np.empty(0, dtype=np.int64)
+    return keys[top], top + offset
+
+
+# --------------------------------------------------------------------------- driver-side
+
+
+def kmeanspp(
+    X: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    w: np.ndarray | None = None,
+    n_local_trials: int | None = None,
+) -> np.ndarray:
+    """Greedy weighted k-means++ seeding (Arthur & Vassilvitskii 2007) on in-memory rows.
+
+    The first centre is drawn with probability proportional to the weight; every next one
+    is the best (lowest resulting weighted cost) of ``n_local_trials`` draws proportional to
+    ``w * D(x)^2``, as scikit-learn does (``2 + log(k)`` trials by default).
+
+    Returns
+    -------
+    indices : ndarray of shape (k,)
+        Row indices of the chosen centres.
+    """
+    n = X.shape[0]
+    wv = np.ones(n) if w is None else np.asarray(w, dtype=np.float64)
+    if n_local_trials is None:
+        n_local_trials = 2 + int(np.log(k))
+    X64 = np.asarray(X, dtype=np.float64)
+    idx = np.empty(k, dtype=np.int64)
+    idx[0] = rng.choice(n, p=wv / wv.sum())
+    d2 = ((X64 - X64[idx[0]]) ** 2).sum(axis=1)
+    pot = float(wv @ d2)
+    for c in range(1, k):
+        if pot <= 0:
+            # every remaining row coincides with a chosen centre: take any unused row
+            unused = np.setdiff1d(np.arange(n), idx[:c])
+            idx[c] = unused[0] if unused.size else idx[0]
+            continue
+        cum = np.cumsum(wv * d2)
+        r = rng.uniform(size=n_local_trials) * cum[-1]
+        cand = np.minimum(np.searchsorted(cum, r, side="right"), n - 1)
+        dc = ((X64[None, :, :] - X64[cand][:, None, :]) ** 2).sum(axis=2)
+        np.minimum(dc, d2[None, :], out=dc)
+        pots = dc @ wv
+        best = int(np.argmin(pots))
+        idx[c] = cand[best]
+        d2 = dc[best]
+        pot = float(pots[best])
+    return idx
+
+
+def weighted_lloyd(
+    X: np.ndarray,
+    w: np.ndarray,
+    centres: np.ndarray,
+    max_iter: int = 300,
+    tol: float = 0.0,
+) -> tuple[np.ndarray, float]:
+    """Weighted Lloyd iterations on in-memory rows (the k-means|| candidate reduction).
+
+    Empty clusters take the farthest rows. Returns the final centres and their exact
+    weighted cost.
+    """
+    X = np.ascontiguousarray(X)
+    ref = np.average(X, axis=0, weights=w)
+    C = np.asarray(centres, dtype=X.dtype).copy()
+    for _ in range(max_iter):
+        cs = CentreSet(C, ref)
+        sums, wsum, _ = lloyd_partials(X, cs, w)
+        empty = np.flatnonzero(wsum <= 0)
+        if empty.size:
+            _, _, rows, labs, ws = farthest_points(X, cs, w, 0, empty.size)
+            relocate_empty(sums, wsum, empty, rows, labs, ws)
+        nz = wsum > 0
+        C_new = C.copy()
+        C_new[nz] = (sums[nz] / wsum[nz, None]).astype(X.dtype)
+        shift = float(((C_new.astype(np.float64) - C) ** 2).sum())
+        C = C_new
+        if shift <= tol:
+            break
+    _, _, cost = assign(X, CentreSet(C, ref), w)
+    return C, cost

@@ -1,0 +1,154 @@
+"""Lloyd iterations as map-reduce over persisted row blocks.
+
+Per iteration: the centres (small) go to every block; each block returns
+``(sums, weights, inertia)`` from one fused compiled pass (:func:`kernels.lloyd_partials`);
+the caller adds the partials and divides. Empty clusters take the rows farthest from their
+centre (scikit-learn's rule), found by an extra pass only in the iterations that need it.
+Convergence: the squared centre shift is at most ``tol_abs`` (scikit-learn's meaning, with
+``tol_abs = tol * mean feature variance``), or ``max_iter`` iterations.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import kernels
+from .blocks import Block, BlockSet
+
+__all__ = ["IterationStats", "LloydResult", "assign_blocks", "lloyd"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IterationStats:
+    """One Lloyd iteration: the exact inertia of the assignment to the centres it started
+    from, and the squared shift of the centres it produced."""
+
+    iteration: int
+    inertia: float
+    center_shift: float
+    n_empty: int
+
+
+@dataclass
+class LloydResult:
+    """Centres after Lloyd, with per-iteration history."""
+
+    centres: np.ndarray
+    n_iter: int
+    converged: bool
+    history: list[IterationStats] = field(default_factory=list)
+
+
+def _partials(block: Block, cs: kernels.CentreSet) -> tuple[np.ndarray, np.ndarray, float]:
+    return kernels.lloyd_partials(block.X, cs, block.w)
+
+
+def _farthest(block: Block, offset: int, cs: kernels.CentreSet, m: int) -> tuple:
+    return kernels.farthest_points(block.X, cs, block.w, offset, m)
+
+
+def _labels(block: Block, cs: kernels.CentreSet) -> tuple[np.ndarray, np.ndarray]:
+    labels, mind, _ = kernels.assign(block.X, cs, block.w)
+    return labels, mind
+
+
+def _inertia_of(result: tuple[np.ndarray, np.ndarray], block: Block) -> float:
+    _, mind = result
+    return float(mind.sum() if block.w is None else mind @ block.w)
+
+
+def _first(result: tuple) -> np.ndarray:
+    return result[0]
+
+
+def _second(result: tuple) -> np.ndarray:
+    return result[1]
+
+
+def _relocate(bs: BlockSet, cs: kernels.CentreSet, sums, wsum, empty: np.ndarray) -> None:
+    """Move the globally farthest rows into the empty clusters (deterministic order)."""
+    m = int(empty.size)
+    parts = bs.map(_farthest, bs.offsets, cs=cs, m=m)
+    dist = np.concatenate([p[0] for p in parts])
+    gidx = np.concatenate([p[1] for p in parts])
+    order = np.lexsort((gidx, -dist))[:m]
+    rows = np.concatenate([p[2] for p in parts])[order]
+    labels = np.concatenate([p[3] for p in parts])[order]
+    weights = np.concatenate([p[4] for p in parts])[order]
+    kernels.relocate_empty(sums, wsum, empty, rows, labels, weights)
+
+
+def lloyd(
+    bs: BlockSet,
+    centres: np.ndarray,
+    *,
+    max_iter: int,
+    tol_abs: float,
+    reference: np.ndarray,
+    callback: Callable[[IterationStats], None] | None = None,
+) -> LloydResult:
+    """Run Lloyd's algorithm from ``centres`` (inputs already validated).
+
+    Parameters
+    ----------
+    bs : BlockSet
+        Persisted data.
+    centres : ndarray of shape (k, d)
+        Initial centres, in the data's dtype.
+    max_iter : int
+        Maximum number of iterations.
+    tol_abs : float
+        Stop when the sum of squared centre shifts is at most this.
+    reference : ndarray of shape (d,)
+        Reference point of the shifted distance products (the data mean).
+    callback : callable, optional
+        Called with each iteration's :class:`IterationStats` (progress reporting).
+    """
+    C = np.ascontiguousarray(centres, dtype=bs.dtype)
+    history: list[IterationStats] = []
+    converged = False
+    for it in range(1, max_iter + 1):
+        cs = kernels.CentreSet(C, reference)
+        parts = bs.map(_partials, cs=cs)
+        sums = np.sum([p[0] for p in parts], axis=0)
+        wsum = np.sum([p[1] for p in parts], axis=0)
+        inertia = float(sum(p[2] for p in parts))
+        empty = np.flatnonzero(wsum <= 0)
+        if empty.size:
+            _relocate(bs, cs, sums, wsum, empty)
+        filled = wsum > 0
+        C_new = C.copy()
+        C_new[filled] = (sums[filled] / wsum[filled, None]).astype(bs.dtype)
+        shift = float(((C_new.astype(np.float64) - C.astype(np.float64)) ** 2).sum())
+        stats = IterationStats(it, inertia, shift, int(empty.size))
+        history.append(stats)
+        logger.info(
+            "Lloyd iteration %d: inertia %.6g, centre shift %.3g%s",
+            it,
+            inertia,
+            shift,
+            f", {empty.size} empty cluster(s) re-seeded" if empty.size else "",
+        )
+        if callback is not None:
+            callback(stats)
+        C = C_new
+        if shift <= tol_abs:
+            converged = True
+            break
+    return LloydResult(C, len(history), converged, history)
+
+
+def assign_blocks(bs: BlockSet, centres: np.ndarray, reference: np.ndarray) -> tuple[list, float]:
+    """Labels of every row (kept on the workers, one handle per block) and the exact inertia."""
+    cs = kernels.CentreSet(np.ascontiguousarray(centres, dtype=bs.dtype), reference)
+    both = bs.map_keep(_labels, cs=cs)
+    inertia = float(sum(bs.gather(bs.map_handles(_inertia_of, both, bs.handles))))
+    labels = bs.map_handles(_first, both)
+    bs.release(both)
+    return labels, inertia

@@ -1,0 +1,157 @@
+"""StandardScaler fitted in one map-reduce pass (Chan et al.'s parallel mean/variance)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+from sklearn.exceptions import NotFittedError
+
+from . import kernels
+from .exceptions import InputError
+from .validation import _column_label, _is_dask_array, _is_dask_frame, prepare_input
+
+__all__ = ["StandardScaler"]
+
+
+def _moments_part(part: Any, dtype: np.dtype) -> tuple:
+    X = part.to_numpy(dtype=dtype) if hasattr(part, "to_numpy") else np.asarray(part, dtype=dtype)
+    return kernels.moments(X)
+
+
+class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Standardise features to zero mean and unit variance, fitted in one pass over chunks.
+
+    Each chunk contributes (count, mean, M2); the partials are merged with Chan et al.'s
+    formula, so the result equals a single-pass variance over all rows (population
+    variance, ``ddof=0``, as scikit-learn's). Constant columns get ``scale_ = 1``.
+    NaN or infinity raise an error that names the column.
+
+    Parameters
+    ----------
+    with_mean : bool, default=True
+        Centre the data.
+    with_std : bool, default=True
+        Scale to unit variance.
+
+    Attributes
+    ----------
+    mean_ : ndarray of shape (n_features,) (float64)
+    var_ : ndarray of shape (n_features,) (float64)
+    scale_ : ndarray of shape (n_features,) (float64)
+    n_samples_seen_ : int
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str (when fitted on a DataFrame)
+    """
+
+    def __init__(self, *, with_mean: bool = True, with_std: bool = True) -> None:
+        self.with_mean = with_mean
+        self.with_std = with_std
+
+    def fit(self, X: Any, y: Any = None) -> StandardScaler:
+        """Compute mean and standard deviation per feature in one pass over the chunks.
+
+        Parameters
+        ----------
+        X : array-like, dask array or dask DataFrame of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self : StandardScaler
+        """
+        import dask
+
+        owner = type(self).__name__
+        prep = prepare_input(X, owner=owner, n_threads=1)
+        if prep.kind == "numpy":
+            results = [_moments_part(p, prep.dtype) for p in prep.parts]
+        else:
+            task = dask.delayed(_moments_part, pure=True)
+            results = dask.compute(*[task(p, prep.dtype) for p in prep.parts])
+        acc = (0, np.zeros(prep.n_features), np.zeros(prep.n_features))
+        n_nan = np.zeros(prep.n_features, dtype=np.int64)
+        n_inf = np.zeros(prep.n_features, dtype=np.int64)
+        for n, mean, m2, nn, ni in results:
+            acc = kernels.merge_moments(acc, (n, mean, m2))
+            n_nan += nn
+            n_inf += ni
+        for what, counts in (("NaN", n_nan), ("infinity", n_inf)):
+            bad = np.flatnonzero(counts)
+            if bad.size:
+                cols = ", ".join(_column_label(prep.feature_names, j) for j in bad[:5])
+                raise InputError(
+                    f"Input X contains {what} in column {cols}; {owner} needs finite values. "
+                    "Drop or impute those rows first."
+                )
+        n, mean, m2 = acc
+        if n == 0:
+            raise InputError(
+                f"Found array with 0 sample(s) (shape=(0, {prep.n_features})) while a minimum "
+                f"of 1 is required by {owner}."
+            )
+        var = m2 / n
+        # constant columns (variance lost in rounding) get scale 1, as scikit-learn does
+        eps = 10 * np.finfo(np.float64).eps
+        const = var <= eps * np.maximum(mean * mean, 1.0)
+        self.mean_ = mean if self.with_mean else None
+        self.var_ = var if self.with_std else None
+        self.scale_ = np.where(const, 1.0, np.sqrt(var)) if self.with_std else None
+        self.n_samples_seen_ = int(n)
+        self.n_features_in_ = prep.n_features
+        if prep.feature_names is not None:
+            self.feature_names_in_ = np.asarray(prep.feature_names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "n_samples_seen_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+
+    def _affine(self, X: Any, inverse: bool) -> Any:
+        self._check_fitted()
+        mean = self.mean_ if self.mean_ is not None else 0.0
+        scale = self.scale_ if self.scale_ is not None else 1.0
+        if _is_dask_frame(X):
+            names = getattr(self, "feature_names_in_", None)
+            if names is not None:
+                X = X[list(names)]
+            out = X * scale + mean if inverse else (X - mean) / scale
+            return out
+        if _is_dask_array(X):
+            dt = np.float32 if X.dtype == np.float32 else np.float64
+            X = X.astype(dt)
+            m = np.asarray(mean, dtype=dt)
+            s = np.asarray(scale, dtype=dt)
+            return X * s + m if inverse else (X - m) / s
+        import pandas as pd
+
+        if isinstance(X, pd.DataFrame):
+            names = getattr(self, "feature_names_in_", None)
+            if names is not None:
+                X = X[list(names)]
+            return X * scale + mean if inverse else (X - mean) / scale
+        arr = np.asarray(X)
+        dt = np.float32 if arr.dtype == np.float32 else np.float64
+        arr = arr.astype(dt)
+        if arr.ndim != 2 or arr.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has shape {arr.shape}, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        m = np.asarray(mean, dtype=dt)
+        s = np.asarray(scale, dtype=dt)
+        return arr * s + m if inverse else (arr - m) / s
+
+    def transform(self, X: Any) -> Any:
+        """Standardise ``X`` (lazily for dask input); float32 stays float32."""
+        return self._affine(X, inverse=False)
+
+    def inverse_transform(self, X: Any) -> Any:
+        """Undo :meth:`transform`."""
+        return self._affine(X, inverse=True)
