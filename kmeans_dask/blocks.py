@@ -159,7 +159,8 @@ class _Executor:
 
     def scatter(self, values: list) -> list:
         if self.client is not None:
-            return self.client.scatter(values)
+            # unique keys: identical data scattered by two fits must not share (and release) a key
+            return self.client.scatter(values, hash=False)
         return values
 
     def persist(self, delayed_values: list) -> list:
@@ -234,7 +235,7 @@ class BlockSet:
             else:
                 handles = [make_block(p, w, dtype) for p, w in zip(parts, wparts, strict=True)]
         else:
-            mk = dask.delayed(make_block, pure=True)
+            mk = dask.delayed(make_block, pure=False)  # unique keys per fit
             handles = ex.persist([mk(p, w, dtype) for p, w in zip(parts, wparts, strict=True)])
         summaries = ex.gather(ex.map(summarize, handles))
         bs = cls(handles, summaries, ex, dtype, n_features, weight_parts is not None)

@@ -64,7 +64,9 @@ def run_demo(
             f"{km.n_iter_} Lloyd iteration(s), converged={km.converged_}"
         )
         for h in km.history_:
-            print_fn(f"  iteration {h.iteration}: inertia {h.inertia:.6g}, shift {h.center_shift:.3g}")
+            print_fn(
+                f"  iteration {h.iteration}: inertia {h.inertia:.6g}, shift {h.center_shift:.3g}"
+            )
         print_fn(f"Adjusted Rand index against the true blobs: {ari:.4f}")
         print_fn(
             f"Time: {seconds:.2f} s (init {km.init_info_['seconds']:.2f} s, "

@@ -24,6 +24,27 @@ def _blob_chunk(
     return np.column_stack([X, y]).astype(out_dtype)
 
 
+def _separated_centres(
+    k: int, d: int, box: float, min_gap: float, seed: int, attempts: int = 200
+) -> np.ndarray:
+    """Centres drawn uniformly in the box, redrawn (seeded) until every pair is at least
+    ``min_gap`` apart, so that the true segments are recoverable; best effort when the box
+    is too small."""
+    rng = np.random.default_rng([seed, 1 << 30])
+    best, best_gap = None, -1.0
+    for _ in range(attempts):
+        c = rng.uniform(-box, box, size=(k, d))
+        gap = np.inf
+        if k > 1:
+            dist = np.linalg.norm(c[:, None] - c[None], axis=-1)
+            gap = dist[np.triu_indices(k, 1)].min()
+        if gap > best_gap:
+            best, best_gap = c, gap
+        if gap >= min_gap:
+            break
+    return best
+
+
 def make_blobs(
     n_samples: int = 1_000_000,
     n_features: int = 16,
@@ -36,7 +57,8 @@ def make_blobs(
 ) -> tuple[da.Array, da.Array, np.ndarray]:
     """Isotropic Gaussian blobs as dask arrays, generated on the workers.
 
-    Each chunk draws from its own stream seeded by ``(random_state, chunk index)``, so the
+    Centres are at least ``8 * cluster_std`` apart when the box allows it. Each chunk
+    draws from its own stream seeded by ``(random_state, chunk index)``, so the
     data is the same whatever the scheduler, and no chunk is ever built on the client.
 
     Returns
@@ -45,11 +67,8 @@ def make_blobs(
     y : dask array of shape (n_samples,), int64 — the true blob of every row
     centres : ndarray of shape (centers, n_features)
     """
-    rng = np.random.default_rng([random_state, 1 << 30])
-    centres = rng.uniform(-center_box, center_box, size=(centers, n_features))
-    sizes = tuple(
-        min(chunk_rows, n_samples - s) for s in range(0, n_samples, chunk_rows)
-    ) or (0,)
+    centres = _separated_centres(centers, n_features, center_box, 8.0 * cluster_std, random_state)
+    sizes = tuple(min(chunk_rows, n_samples - s) for s in range(0, n_samples, chunk_rows)) or (0,)
     full = da.map_blocks(
         _blob_chunk,
         sizes=sizes,

@@ -116,16 +116,17 @@ def _is_dask_frame(X: Any) -> bool:
     return isinstance(X, dd.DataFrame | dd.Series)
 
 
-def _resolve_dtype(dtypes: list[np.dtype], columns: list[str], owner: str) -> np.dtype:
+def _resolve_dtype(dtypes: list, columns: list[str], owner: str) -> np.dtype:
+    """float32 if every column is float32, else float64; non-numeric columns are named."""
+    from pandas.api.types import is_complex_dtype, is_numeric_dtype
+
     for col, dt in zip(columns, dtypes, strict=True):
-        dt = np.dtype(dt) if not hasattr(dt, "numpy_dtype") else dt.numpy_dtype
-        if dt.kind not in "biuf":
+        if not is_numeric_dtype(dt) or is_complex_dtype(dt):
             raise InputError(
                 f"{owner}: column {col} has dtype {dt}, which is not numeric. Select numeric "
                 f"feature columns, or encode {col} as numbers first."
             )
-    kinds = [np.dtype(getattr(dt, "numpy_dtype", dt)) for dt in dtypes]
-    if kinds and all(k == np.float32 for k in kinds):
+    if dtypes and all(str(dt) == "float32" for dt in dtypes):
         return np.dtype(np.float32)
     return np.dtype(np.float64)
 

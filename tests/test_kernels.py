@@ -1,0 +1,148 @@
+"""Property tests of the pure per-chunk kernels against naive numpy."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from kmeans_dask import kernels
+
+finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=64)
+
+
+@st.composite
+def data_and_centres(draw):
+    n = draw(st.integers(1, 3000))
+    d = draw(st.integers(1, 6))
+    k = draw(st.integers(1, 7))
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    X = (rng.normal(size=(n, d)) * draw(st.sampled_from([1.0, 100.0]))).astype(dtype)
+    X += draw(st.sampled_from([0.0, 1e4])) if dtype == np.float64 else 0.0
+    C = X[rng.integers(0, n, size=k)] + rng.normal(size=(k, d)).astype(dtype)
+    w = rng.uniform(0, 3, size=n) if draw(st.booleans()) else None
+    return X, C.astype(dtype), w
+
+
+def _naive(X, C):
+    return ((X[:, None, :].astype(np.float64) - C[None].astype(np.float64)) ** 2).sum(-1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data_and_centres())
+def test_assign_matches_naive(case):
+    X, C, w = case
+    cs = kernels.CentreSet(C, X.mean(axis=0))
+    labels, mind, inertia = kernels.assign(X, cs, w)
+    D = _naive(X, C)
+    best = D.min(axis=1)
+    # exact distance to the chosen centre; the chosen centre is a nearest one up to rounding
+    np.testing.assert_allclose(mind, D[np.arange(len(X)), labels], rtol=1e-12, atol=1e-9)
+    tol = 1e-3 if X.dtype == np.float32 else 1e-7
+    assert np.all(mind <= best + tol * (1 + best))
+    wv = np.ones(len(X)) if w is None else w
+    np.testing.assert_allclose(inertia, wv @ mind, rtol=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data_and_centres(), st.integers(1, 5))
+def test_partials_of_chunks_add_up_to_the_whole(case, n_chunks):
+    X, C, w = case
+    cs = kernels.CentreSet(C, X.mean(axis=0))
+    whole = kernels.lloyd_partials(X, cs, w)
+    bounds = np.linspace(0, len(X), n_chunks + 1).astype(int)
+    parts = [
+        kernels.lloyd_partials(X[a:b], cs, None if w is None else w[a:b])
+        for a, b in itertools.pairwise(bounds)
+    ]
+    np.testing.assert_allclose(sum(p[0] for p in parts), whole[0], rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(sum(p[1] for p in parts), whole[1], rtol=1e-12)
+    np.testing.assert_allclose(sum(p[2] for p in parts), whole[2], rtol=1e-9)
+    # and the partials are the per-cluster weighted sums of the assignment
+    labels, _, _ = kernels.assign(X, cs, w)
+    wv = np.ones(len(X)) if w is None else w
+    np.testing.assert_allclose(whole[1], np.bincount(labels, wv, minlength=len(C)), rtol=1e-12)
+    for j in range(len(C)):
+        np.testing.assert_allclose(
+            whole[0][j],
+            (X[labels == j].astype(np.float64) * wv[labels == j, None]).sum(0),
+            rtol=1e-9,
+            atol=1e-6,
+        )
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    arrays(np.float64, st.tuples(st.integers(1, 200), st.integers(1, 4)), elements=finite),
+    st.integers(1, 6),
+)
+def test_chan_merge_equals_numpy_variance(X, n_chunks):
+    bounds = np.linspace(0, len(X), n_chunks + 1).astype(int)
+    acc = (0, np.zeros(X.shape[1]), np.zeros(X.shape[1]))
+    for a, b in itertools.pairwise(bounds):
+        n, mean, m2, _, _ = kernels.moments(X[a:b])
+        acc = kernels.merge_moments(acc, (n, mean, m2))
+    n, mean, m2 = acc
+    assert n == len(X)
+    np.testing.assert_allclose(mean, X.mean(0), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(m2 / n, X.var(0), rtol=1e-8, atol=1e-6)
+
+
+def test_moments_count_nan_and_inf_per_column():
+    X = np.zeros((5, 3))
+    X[1, 2] = np.nan
+    X[3, 0] = np.inf
+    X[4, 0] = -np.inf
+    _, _, _, n_nan, n_inf = kernels.moments(X)
+    assert n_nan.tolist() == [0, 0, 1]
+    assert n_inf.tolist() == [2, 0, 0]
+
+
+@given(st.integers(0, 2**40), st.integers(0, 10), st.integers(0, 1000), st.integers(0, 300))
+def test_row_uniforms_do_not_depend_on_chunking(seed, stream, offset, n):
+    whole = kernels.row_uniforms(seed, stream, 0, offset + n)
+    np.testing.assert_array_equal(kernels.row_uniforms(seed, stream, offset, n), whole[offset:])
+    assert np.all((whole >= 0) & (whole < 1))
+
+
+def test_kmeans_parallel_sample_superset_contains_every_sampled_row():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 3))
+    d2 = rng.exponential(size=5000)
+    u = rng.uniform(size=5000)
+    oversampling = 20.0
+    phi_total = 3 * d2.sum()  # as if two other chunks had twice this cost
+    _, t, local, _ = kernels.kmeans_parallel_sample(X, None, d2, u, oversampling)
+    truly = np.flatnonzero(u < oversampling * d2 / phi_total)
+    chosen = local[t > phi_total]
+    np.testing.assert_array_equal(np.sort(chosen), truly)
+    # the superset is small: about l rows per chunk in expectation
+    assert len(local) < 3 * oversampling
+
+
+def test_kmeanspp_picks_distinct_rows_and_spreads():
+    rng = np.random.default_rng(1)
+    centres = np.array([[0, 0], [50, 0], [0, 50], [50, 50]], dtype=float)
+    X = np.concatenate([c + rng.normal(size=(200, 2)) for c in centres])
+    idx = kernels.kmeanspp(X, 4, np.random.default_rng(0))
+    assert len(set(idx.tolist())) == 4
+    assert sorted((idx // 200).tolist()) == [0, 1, 2, 3]  # one seed per blob
+
+
+def test_weighted_lloyd_zero_weight_rows_are_ignored():
+    X = np.array([[0.0], [1.0], [10.0], [11.0], [1000.0]])
+    w = np.array([1.0, 1.0, 1.0, 1.0, 0.0])
+    C, cost = kernels.weighted_lloyd(X, w, np.array([[0.0], [10.0]]))
+    np.testing.assert_allclose(np.sort(C.ravel()), [0.5, 10.5])
+    np.testing.assert_allclose(cost, 4 * 0.25)
+
+
+def test_sq_distances_match_naive():
+    rng = np.random.default_rng(2)
+    X, C = rng.normal(size=(50, 4)), rng.normal(size=(6, 4))
+    np.testing.assert_allclose(kernels.sq_distances(X, C), _naive(X, C), rtol=1e-10, atol=1e-12)
