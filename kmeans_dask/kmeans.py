@@ -14,11 +14,14 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from . import kernels
 from .blocks import BlockSet
+from .exceptions import InputError
 from .init import kmeans_parallel, kmeanspp_sample, random_rows
 from .lloyd import IterationStats, assign_blocks, lloyd
 from .validation import (
+    check_array,
     check_interval,
     check_options,
+    check_random_state,
     load_blocks,
     prepare_input,
     seed_from,
@@ -128,7 +131,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         check_interval(self.max_iter, "max_iter", owner, kind=numbers.Integral, low=1)
         check_interval(self.tol, "tol", owner, low=0)
         check_interval(self.n_init, "n_init", owner, kind=numbers.Integral, low=1)
-        seed_from(self.random_state if not isinstance(self.random_state, int) else 0)
+        check_random_state(self.random_state, owner)
 
     def _explicit_init(self, n_features: int, dtype: np.dtype) -> np.ndarray | None:
         if isinstance(self.init, str):
@@ -306,13 +309,23 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 chunks=(X.chunks[0], (out_cols,)),
                 meta=np.empty((0, 0), dtype),
             )
-        prep = prepare_input(X, owner=owner, feature_names=names, n_threads=1)
-        if prep.n_features != self.n_features_in_:
+        import pandas as pd
+
+        if isinstance(X, pd.DataFrame) and names is not None:
+            missing = [c for c in names if c not in X.columns]
+            if missing:
+                raise InputError(
+                    f"{owner}: X has no column(s) {missing}; it was fitted on columns {names}."
+                )
+            X = X[names]
+        if isinstance(X, pd.DataFrame):
+            _resolve_dtype(list(X.dtypes), [repr(str(c)) for c in X.columns], owner)
+        arr = check_array(X, owner)
+        if arr.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"X has {prep.n_features} features, but {owner} is expecting "
+                f"X has {arr.shape[1]} features, but {owner} is expecting "
                 f"{self.n_features_in_} features as input."
             )
-        arr = np.concatenate(prep.parts) if len(prep.parts) > 1 else prep.parts[0]
         if not np.isfinite(arr).all():
             bad = np.flatnonzero(~np.isfinite(arr).all(axis=0))
             raise ValueError(f"Input X contains NaN or infinity in column(s) {bad.tolist()}.")
@@ -345,7 +358,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 def _apply_block(X: np.ndarray, func: str, C: np.ndarray, ref: np.ndarray) -> np.ndarray:
     X = np.ascontiguousarray(X, dtype=C.dtype)
     if func == "transform":
-        return np.sqrt(kernels.sq_distances(X, C)).astype(C.dtype)
+        # shifted to the training mean: no cancellation on data far from the origin
+        shift = ref.astype(C.dtype)
+        return np.sqrt(kernels.sq_distances(X - shift, C - shift)).astype(C.dtype)
     if not np.isfinite(X).all():
         raise ValueError("Input X contains NaN or infinity.")
     labels, mind, _ = kernels.assign(X, kernels.CentreSet(C, ref))

@@ -17,8 +17,10 @@ from .exceptions import InputError, InvalidParameterError
 
 __all__ = [
     "PreparedInput",
+    "check_array",
     "check_interval",
     "check_options",
+    "check_random_state",
     "load_blocks",
     "prepare_input",
     "seed_from",
@@ -67,6 +69,20 @@ def check_options(value: Any, name: str, owner: str, options: tuple) -> None:
         allowed = ", ".join(repr(o) for o in options)
         raise InvalidParameterError(
             f"The {name!r} parameter of {owner} must be one of {allowed}. Got {value!r} instead."
+        )
+
+
+def check_random_state(random_state: Any, owner: str) -> None:
+    """Raise InvalidParameterError unless ``random_state`` is None, an int, a RandomState or
+    a Generator (without drawing from it)."""
+    ok = random_state is None or isinstance(
+        random_state, np.random.RandomState | np.random.Generator
+    )
+    ok = ok or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool))
+    if not ok:
+        raise InvalidParameterError(
+            f"The 'random_state' parameter of {owner} must be an int, a numpy RandomState or "
+            f"Generator, or None. Got {random_state!r} instead."
         )
 
 
@@ -133,6 +149,36 @@ def _resolve_dtype(dtypes: list, columns: list[str], owner: str) -> np.dtype:
 
 def _column_label(names: list[str] | None, j: int) -> str:
     return f"{names[j]!r}" if names is not None else f"{j}"
+
+
+def check_array(X: Any, owner: str) -> np.ndarray:
+    """An in-memory 2-D numeric, non-empty array from array-like ``X`` (no copy if possible)."""
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # pragma: no cover - defensive
+        raise InputError(f"{owner}: could not convert X to an array ({exc}).") from exc
+    if arr.ndim != 2:
+        raise InputError(
+            f"{owner}: expected a 2-D array of shape (n_samples, n_features), got "
+            f"{arr.ndim}-D with shape {arr.shape}. Reshape 1-D data with "
+            "X.reshape(-1, 1) for a single feature."
+        )
+    if arr.dtype.kind not in "biuf":
+        raise InputError(
+            f"{owner}: X has dtype {arr.dtype}, which is not numeric; {owner} needs numeric "
+            "features."
+        )
+    if arr.shape[0] == 0:
+        raise InputError(
+            f"Found array with 0 sample(s) (shape={arr.shape}) while a minimum of 1 is "
+            f"required by {owner}."
+        )
+    if arr.shape[1] == 0:
+        raise InputError(
+            f"Found array with 0 feature(s) (shape={arr.shape}) while a minimum of 1 is "
+            f"required by {owner}."
+        )
+    return arr
 
 
 def prepare_input(
@@ -223,32 +269,7 @@ def prepare_input(
             lazy=True,
         )
 
-    # numpy (and anything array-like)
-    try:
-        arr = np.asarray(X)
-    except Exception as exc:  # pragma: no cover - defensive
-        raise InputError(f"{owner}: could not convert X to an array ({exc}).") from exc
-    if arr.ndim != 2:
-        raise InputError(
-            f"{owner}: expected a 2-D array of shape (n_samples, n_features), got "
-            f"{arr.ndim}-D with shape {arr.shape}. Reshape 1-D data with "
-            "X.reshape(-1, 1) for a single feature."
-        )
-    if arr.dtype.kind not in "biuf":
-        raise InputError(
-            f"{owner}: X has dtype {arr.dtype}, which is not numeric; KMeans needs numeric "
-            "features."
-        )
-    if arr.shape[0] == 0:
-        raise InputError(
-            f"Found array with 0 sample(s) (shape={arr.shape}) while a minimum of 1 is "
-            f"required by {owner}."
-        )
-    if arr.shape[1] == 0:
-        raise InputError(
-            f"Found array with 0 feature(s) (shape={arr.shape}) while a minimum of 1 is "
-            f"required by {owner}."
-        )
+    arr = check_array(X, owner)
     dtype = np.dtype(np.float32) if arr.dtype == np.float32 else np.dtype(np.float64)
     n, d = arr.shape
     sizes = plan_sizes(n, d * dtype.itemsize, n_threads, target or 1 << 62)
