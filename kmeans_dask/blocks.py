@@ -25,10 +25,10 @@ from . import kernels
 
 __all__ = ["Block", "BlockSet", "BlockSummary", "get_client", "target_block_bytes"]
 
-#: dask config key: target bytes per persisted block ("auto" plans ~128 MiB blocks, at least
+#: dask config key: target bytes per persisted block ("auto" plans ~256 MiB blocks, at least
 #: one per worker thread; ``None`` keeps the input's own chunking).
 BLOCK_BYTES_KEY = "kmeans_dask.block-bytes"
-_DEFAULT_BLOCK_BYTES = "128MiB"
+_DEFAULT_BLOCK_BYTES = "256MiB"
 
 
 def get_client() -> Any | None:

@@ -147,7 +147,9 @@ def sq_distances(X: np.ndarray, C: np.ndarray) -> np.ndarray:
     return D
 
 
-@njit(nogil=True, cache=True)
+# Reassociation lets LLVM vectorise the per-row distance and sum loops (1.3-1.7x here);
+# no 'nnan'/'ninf' flags, so the comparisons with inf stay exact.
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
 def _assign_kernel(X, shifted_t, bias, C, w, has_w, labels, mind, sums, wsum, accumulate):
     """Blocked argmin + exact distance (+ weighted sums) over the rows of X.
 

@@ -11,6 +11,7 @@ Convergence: the squared centre shift is at most ``tol_abs`` (scikit-learn's mea
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ class IterationStats:
     inertia: float
     center_shift: float
     n_empty: int
+    seconds: float
 
 
 @dataclass
@@ -114,6 +116,7 @@ def lloyd(
     history: list[IterationStats] = []
     converged = False
     for it in range(1, max_iter + 1):
+        t0 = time.perf_counter()
         cs = kernels.CentreSet(C, reference)
         parts = bs.map(_partials, cs=cs)
         sums = np.sum([p[0] for p in parts], axis=0)
@@ -126,7 +129,7 @@ def lloyd(
         C_new = C.copy()
         C_new[filled] = (sums[filled] / wsum[filled, None]).astype(bs.dtype)
         shift = float(((C_new.astype(np.float64) - C.astype(np.float64)) ** 2).sum())
-        stats = IterationStats(it, inertia, shift, int(empty.size))
+        stats = IterationStats(it, inertia, shift, int(empty.size), time.perf_counter() - t0)
         history.append(stats)
         logger.info(
             "Lloyd iteration %d: inertia %.6g, centre shift %.3g%s",
