@@ -242,7 +242,52 @@ class BlockSet:
         target = target_block_bytes()
         if target is not None and sizes is None and len(handles) > ex.n_threads:
             bs = bs._merge_small(target)
+        bs._balance()
         return bs
+
+    def _balance(self) -> None:
+        """Spread the blocks over the workers in proportion to their threads.
+
+        Every iteration runs each block where it lives, so an uneven placement (which
+        rechunking or merging near the input data easily produces) makes one worker do most
+        of each iteration. Blocks are kept where they are while their worker is under its
+        share, and the rest are copied (once) to the least-loaded workers.
+        """
+        client = self.client
+        if client is None or self.n_blocks < 2:
+            return
+        nthreads = client.nthreads()
+        if len(nthreads) < 2:
+            return
+        total_threads = sum(nthreads.values())
+        quota = {w: self.n_samples * t / total_threads for w, t in nthreads.items()}
+        load = dict.fromkeys(nthreads, 0.0)
+        who = client.who_has(self.handles)
+        order = sorted(range(self.n_blocks), key=lambda i: -self.sizes[i])
+        moves: dict[int, str] = {}
+        for i in order:
+            here = [w for w in who.get(self.handles[i].key, ()) if w in load]
+            size = self.sizes[i]
+            if here and load[here[0]] + size <= quota[here[0]] * 1.05:
+                load[here[0]] += size
+                continue
+            dest = min(load, key=lambda w: load[w] / quota[w])
+            if here and dest == here[0]:
+                load[dest] += size
+                continue
+            moves[i] = dest
+            load[dest] += size
+        if not moves:
+            return
+        old = [self.handles[i] for i in moves]
+        for i, dest in moves.items():
+            self.handles[i] = client.submit(
+                _identity, self.handles[i], workers=[dest], allow_other_workers=True, pure=False
+            )
+        from distributed import wait
+
+        wait([self.handles[i] for i in moves])
+        self._exec.release(old)
 
     def _merge_small(self, target: int) -> BlockSet:
         """Join runs of small consecutive blocks (for inputs whose sizes were unknown)."""
@@ -345,6 +390,10 @@ class BlockSet:
         if row_chunks is not None and tuple(row_chunks) != out.chunks[0]:
             out = out.rechunk((tuple(row_chunks),))
         return out
+
+
+def _identity(block: Block) -> Block:
+    return block
 
 
 def _take(block: Block, idx: np.ndarray) -> np.ndarray:

@@ -11,10 +11,12 @@ from sklearn.exceptions import ConvergenceWarning
 
 __all__ = [
     "ConvergenceWarning",
+    "DatasetError",
     "InputError",
     "InvalidParameterError",
     "KMeansDaskError",
     "KMeansDaskWarning",
+    "StorageError",
 ]
 
 
@@ -32,3 +34,12 @@ class InputError(KMeansDaskError, ValueError):
 
 class KMeansDaskWarning(UserWarning):
     """Base class of the warnings issued by kmeans_dask."""
+
+
+class DatasetError(InputError):
+    """An input dataset is unusable: no files, a missing or non-numeric column, files whose
+    schemas differ, an unreadable file. The message names the URI or file and the column."""
+
+
+class StorageError(KMeansDaskError, OSError):
+    """Writing or committing results failed (the run is left uncommitted)."""

@@ -14,7 +14,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from . import kernels
 from .blocks import BlockSet
-from .exceptions import InputError
+from .exceptions import InputError, InvalidParameterError
 from .init import kmeans_parallel, kmeanspp_sample, random_rows
 from .lloyd import IterationStats, assign_blocks, lloyd
 from .validation import (
@@ -115,6 +115,49 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.tol = tol
         self.n_init = n_init
         self.random_state = random_state
+
+    @classmethod
+    def from_centers(
+        cls,
+        centers: Any,
+        *,
+        reference: Any = None,
+        feature_names: list[str] | None = None,
+        **params: Any,
+    ) -> KMeans:
+        """A fitted KMeans that assigns rows to the given centres (e.g. a reloaded model).
+
+        Parameters
+        ----------
+        centers : array of shape (n_clusters, n_features)
+        reference : array of shape (n_features,), optional
+            Reference point of the shifted distance products (the training mean); any
+            point gives the same labels up to rounding. Default: the centres' mean.
+        feature_names : list of str, optional
+            Column names that ``predict`` selects from DataFrames.
+        **params
+            Other estimator parameters, recorded as given.
+        """
+        C = np.ascontiguousarray(centers)
+        if C.ndim != 2 or C.shape[0] < 1 or not np.isfinite(C).all():
+            raise InvalidParameterError(
+                f"centers must be a finite 2-D array of shape (n_clusters, n_features); got "
+                f"shape {C.shape}"
+            )
+        if C.dtype != np.float32:
+            C = C.astype(np.float64)
+        km = cls(n_clusters=C.shape[0], **params)
+        km.cluster_centers_ = C
+        km._reference = (
+            C.mean(axis=0).astype(np.float64)
+            if reference is None
+            else np.asarray(reference, dtype=np.float64)
+        )
+        km.n_features_in_ = C.shape[1]
+        if feature_names is not None:
+            km.feature_names_in_ = np.asarray(list(feature_names), dtype=object)
+        km._fit_lazy = False
+        return km
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self) -> None:

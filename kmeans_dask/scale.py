@@ -106,6 +106,31 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             del self.feature_names_in_
         return self
 
+    @classmethod
+    def from_stats(
+        cls,
+        mean: Any,
+        scale: Any,
+        *,
+        var: Any = None,
+        n_samples_seen: int = 0,
+        feature_names: list[str] | None = None,
+    ) -> StandardScaler:
+        """A fitted scaler from stored statistics (e.g. a reloaded model); ``None`` for
+        ``mean``/``scale`` means no centring/scaling."""
+        sc = cls(with_mean=mean is not None, with_std=scale is not None)
+        sc.mean_ = None if mean is None else np.asarray(mean, dtype=np.float64)
+        sc.scale_ = None if scale is None else np.asarray(scale, dtype=np.float64)
+        sc.var_ = None if var is None else np.asarray(var, dtype=np.float64)
+        ref = sc.mean_ if sc.mean_ is not None else sc.scale_
+        if ref is None:
+            raise ValueError("from_stats needs mean or scale")
+        sc.n_features_in_ = int(ref.shape[0])
+        sc.n_samples_seen_ = int(n_samples_seen)
+        if feature_names is not None:
+            sc.feature_names_in_ = np.asarray(list(feature_names), dtype=object)
+        return sc
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "n_samples_seen_"):
             raise NotFittedError(

@@ -1,11 +1,27 @@
-"""Shared fixtures: one real LocalCluster (2 worker processes x 1 thread) per session."""
+"""Shared fixtures: one real LocalCluster (2 worker processes x 1 thread) per session, and a
+real S3-protocol server (moto's standalone server on 127.0.0.1) reached through s3fs."""
 
 from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
 
 import dask
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
+
+# Credentials come from the environment, as in production; set before any worker process
+# starts so that the workers resolve the same ones. Never real credentials.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "kmeans-dask-test-key")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "kmeans-dask-test-secret")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +71,100 @@ def keep_chunks():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+# --------------------------------------------------------------------------- S3 (moto)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's standalone S3 server in its own process, as s3fs's own test suite runs it."""
+    import requests
+
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(endpoint, timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"moto server did not start on {endpoint}")
+            time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3(s3_endpoint):
+    """A clean S3 server with one bucket, ``test-bucket``; returns the storage_options."""
+    import requests
+    import s3fs
+
+    requests.post(f"{s3_endpoint}/moto-api/reset", timeout=10)
+    s3fs.S3FileSystem.clear_instance_cache()
+    opts = {"endpoint_url": s3_endpoint}
+    s3fs.S3FileSystem(**opts).mkdir("test-bucket")
+    yield opts
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@dataclass
+class Store:
+    """A place to put test data and outputs: a local folder or an S3 prefix."""
+
+    base: str
+    options: dict | None
+
+    def uri(self, *parts: str) -> str:
+        return "/".join([self.base.rstrip("/"), *parts])
+
+    @property
+    def fs(self):
+        from kmeans_dask.io import filesystem
+
+        return filesystem(self.base, self.options)[0]
+
+    def write_parquet(self, rel: str, df, **kw) -> str:
+        import io
+
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False, **kw)
+        return self.write_bytes(rel, buf.getvalue())
+
+    def write_csv(self, rel: str, df) -> str:
+        return self.write_bytes(rel, df.to_csv(index=False).encode())
+
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        fs = self.fs
+        path = self.uri(rel)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(path, data)
+        fs.invalidate_cache()
+        return path
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    """Every storage test runs on a local folder and on the S3 server."""
+    if request.param == "local":
+        yield Store(str(tmp_path), None)
+    else:
+        opts = request.getfixturevalue("s3")
+        yield Store(f"s3://test-bucket/{uuid.uuid4().hex[:8]}", opts)

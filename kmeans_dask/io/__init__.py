@@ -1,0 +1,30 @@
+"""Storage: partitioned readers, partition writers, the commit protocol, model files.
+
+All reading and writing of the package happens in this sub-package.
+"""
+
+from .commit import SUCCESS, FileRecord, RunCommit, canonical_json, latest_run, run_id_for
+from .fs import filesystem, redact
+from .model_store import load_model, save_model
+from .read import Dataset, DatasetInfo, fingerprint, list_files, open_dataset, read_dataset
+from .write import write_partitions
+
+__all__ = [
+    "SUCCESS",
+    "Dataset",
+    "DatasetInfo",
+    "FileRecord",
+    "RunCommit",
+    "canonical_json",
+    "filesystem",
+    "fingerprint",
+    "latest_run",
+    "list_files",
+    "load_model",
+    "open_dataset",
+    "read_dataset",
+    "redact",
+    "run_id_for",
+    "save_model",
+    "write_partitions",
+]

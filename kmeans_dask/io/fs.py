@@ -1,0 +1,64 @@
+"""Filesystems for local paths and ``s3://`` URIs (fsspec / s3fs), and credential hygiene."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+__all__ = ["SECRET_KEYS", "filesystem", "join", "redact", "to_uri"]
+
+#: storage_options keys whose values are never printed, logged or written to a manifest
+SECRET_KEYS = frozenset(
+    {
+        "key",
+        "secret",
+        "token",
+        "password",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "session_token",
+        "secret_access_key",
+        "access_key_id",
+    }
+)
+
+
+def redact(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``storage_options`` with every credential replaced by ``'***'``."""
+    out: dict[str, Any] = {}
+    for k, v in (options or {}).items():
+        if k.lower() in SECRET_KEYS:
+            out[k] = "***"
+        elif isinstance(v, Mapping):
+            out[k] = redact(v)
+        else:
+            out[k] = v
+    return out
+
+
+def filesystem(uri: str, storage_options: Mapping[str, Any] | None = None):
+    """``(fs, path)`` for a URI; ``path`` has no protocol. Credentials come from
+    ``storage_options`` or the standard environment/profile of the backend (s3fs/boto)."""
+    opts = dict(storage_options or {})
+    fs, path = url_to_fs(str(uri), **opts)
+    return fs, path.rstrip("/") if path not in ("/", "") else path
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path segments with ``/`` (object-store style)."""
+    out = base.rstrip("/")
+    for p in parts:
+        out = f"{out}/{p.strip('/')}"
+    return out
+
+
+def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The user-facing URI of a path on ``fs`` (``s3://bucket/key`` or a local path)."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return path
+    return f"{protocol}://{path}"

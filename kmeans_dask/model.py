@@ -1,0 +1,132 @@
+"""A segmentation model (scaler + k-means centres) and its portable form (tables and JSON).
+
+No pickle anywhere: the model is three small documents that any tool can read: the
+centres as a table, the scaler as JSON, and the metadata as JSON. ``io.model_store`` reads
+and writes them; this module only converts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .kmeans import KMeans
+from .scale import StandardScaler
+
+__all__ = ["FORMAT_VERSION", "SegmentationModel"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SegmentationModel:
+    """Scaler and centres of a committed run; ``predict`` assigns segments to new rows.
+
+    Parameters
+    ----------
+    kmeans : KMeans
+        Fitted (centres in the scaled space).
+    scaler : StandardScaler or None
+        Applied to the features before ``kmeans``.
+    feature_names : list of str
+        Feature columns, in order.
+    metadata : dict
+        Anything else recorded with the model (run id, inertia, K and why, versions).
+    """
+
+    kmeans: KMeans
+    scaler: StandardScaler | None
+    feature_names: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def _features(self, X: Any) -> Any:
+        if hasattr(X, "columns"):
+            missing = [c for c in self.feature_names if c not in X.columns]
+            if missing:
+                raise ValueError(
+                    f"input has no column(s) {missing}; the model needs {self.feature_names}"
+                )
+            X = X[self.feature_names]
+            # positional from here on: the scaler and the centres share the feature order
+            return X.to_dask_array(lengths=True) if hasattr(X, "to_dask_array") else X.to_numpy()
+        return X
+
+    def transform_features(self, X: Any) -> Any:
+        """Select the features and apply the scaler (the space the centres live in)."""
+        X = self._features(X)
+        return X if self.scaler is None else self.scaler.transform(X)
+
+    def predict(self, X: Any) -> Any:
+        """Segment of each row (numpy for in-memory input, dask array for dask input)."""
+        return self.kmeans.predict(self.transform_features(X))
+
+    def distances(self, X: Any) -> Any:
+        """Euclidean distance of each row to every centre (scaled space)."""
+        return self.kmeans.transform(self.transform_features(X))
+
+    # ------------------------------------------------------------------ portable form
+    def to_documents(self) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+        """``(centroids table, scaler document, model document)``."""
+        C = self.kmeans.cluster_centers_
+        centroids = pd.DataFrame(C.astype(np.float64), columns=self.feature_names)
+        centroids.insert(0, "segment", np.arange(C.shape[0], dtype=np.int32))
+        if self.scaler is None:
+            scaler_doc: dict[str, Any] = {"kind": "none", "feature_names": self.feature_names}
+        else:
+            sc = self.scaler
+            scaler_doc = {
+                "kind": "standard",
+                "feature_names": self.feature_names,
+                "mean": None if sc.mean_ is None else sc.mean_.tolist(),
+                "scale": None if sc.scale_ is None else sc.scale_.tolist(),
+                "var": None if sc.var_ is None else sc.var_.tolist(),
+                "n_samples_seen": int(sc.n_samples_seen_),
+            }
+        km = self.kmeans
+        params = {k: v for k, v in km.get_params().items() if k != "init"}
+        params["init"] = km.init if isinstance(km.init, str) else "array"
+        model_doc = {
+            "format_version": FORMAT_VERSION,
+            "algorithm": "kmeans",
+            "n_clusters": int(C.shape[0]),
+            "feature_names": self.feature_names,
+            "dtype": str(C.dtype),
+            "reference": np.asarray(km._reference, dtype=np.float64).tolist(),
+            "inertia": float(getattr(km, "inertia_", float("nan"))),
+            "n_iter": int(getattr(km, "n_iter_", 0)),
+            "params": params,
+            "metadata": self.metadata,
+        }
+        return centroids, scaler_doc, model_doc
+
+    @classmethod
+    def from_documents(
+        cls, centroids: pd.DataFrame, scaler_doc: dict[str, Any], model_doc: dict[str, Any]
+    ) -> SegmentationModel:
+        """Rebuild a model from :meth:`to_documents` output."""
+        version = model_doc.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"model format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+            )
+        names = list(model_doc["feature_names"])
+        table = centroids.sort_values("segment")
+        C = table[names].to_numpy(dtype=np.dtype(model_doc.get("dtype", "float64")))
+        params = {
+            k: v for k, v in model_doc.get("params", {}).items() if k not in ("n_clusters", "init")
+        }
+        km = KMeans.from_centers(C, reference=model_doc.get("reference"), **params)
+        km.inertia_ = model_doc.get("inertia")
+        km.n_iter_ = model_doc.get("n_iter")
+        scaler = None
+        if scaler_doc.get("kind") == "standard":
+            scaler = StandardScaler.from_stats(
+                scaler_doc.get("mean"),
+                scaler_doc.get("scale"),
+                var=scaler_doc.get("var"),
+                n_samples_seen=scaler_doc.get("n_samples_seen", 0),
+            )
+        return cls(km, scaler, names, dict(model_doc.get("metadata", {})))

@@ -1,0 +1,213 @@
+"""Partitioned readers, local and over the S3 protocol (moto server), against pandas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kmeans_dask.exceptions import DatasetError
+from kmeans_dask.io import fingerprint, open_dataset, read_dataset
+
+
+def _frame(seed: int, n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{seed}-{i}" for i in range(n)],
+            "age": rng.integers(18, 90, n),
+            "spend": rng.gamma(2.0, 50.0, n),
+            "visits": rng.poisson(3.0, n).astype("float64"),
+            "city": rng.choice(["x", "y"], n),
+        }
+    )
+
+
+@pytest.fixture
+def hive_parquet(store):
+    """4 files in region=/year= folders, plus files readers must ignore."""
+    frames = {}
+    for i, (region, year) in enumerate([("eu", 2025), ("eu", 2026), ("us", 2025), ("us", 2026)]):
+        df = _frame(i, 50 + 10 * i)
+        store.write_parquet(f"data/region={region}/year={year}/part-0.parquet", df)
+        frames[(region, year)] = df
+    store.write_bytes("data/_SUCCESS", b"")
+    store.write_bytes("data/.hidden/x.parquet", b"not parquet")
+    return store, frames
+
+
+def _expected(frames, keep=lambda r, y: True):
+    parts = []
+    for (region, year), df in sorted(frames.items()):
+        if keep(region, year):
+            parts.append(df.assign(region=region, year=year))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_parquet_round_trip_with_columns_and_id(hive_parquet, backend):
+    store, frames = hive_parquet
+    ds = open_dataset(
+        store.uri("data"),
+        "parquet",
+        columns=["age", "spend"],
+        id_column="customer_id",
+        storage_options=store.options,
+    )
+    df = ds.frame
+    assert list(df.columns) == ["customer_id", "age", "spend"]
+    assert df.npartitions == 4  # one per file
+    assert df.known_divisions  # global row numbers, from the footers
+    got = df.compute()
+    exp = _expected(frames)[["customer_id", "age", "spend"]]
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), exp, check_dtype=False)
+    np.testing.assert_array_equal(got.index, np.arange(len(exp)))
+    assert ds.info.n_rows == len(exp)
+    assert ds.info.partition_columns == []
+
+
+def test_hive_columns_and_partition_filter_prunes_files(hive_parquet):
+    store, frames = hive_parquet
+    ds = open_dataset(
+        store.uri("data"),
+        "parquet",
+        id_column="customer_id",
+        storage_options=store.options,
+        filters=[("year", "=", 2026), ("region", "in", ["eu"])],
+    )
+    assert ds.frame.npartitions == 1
+    assert len(ds.info.files) == 1 and "region=eu/year=2026" in ds.info.files[0]
+    got = ds.frame.compute()
+    exp = _expected(frames, lambda r, y: r == "eu" and y == 2026)
+    # all numeric columns are features by default; the partition columns come along
+    assert list(got.columns) == ["customer_id", "age", "spend", "visits", "region", "year"]
+    pd.testing.assert_frame_equal(
+        got.reset_index(drop=True), exp[list(got.columns)], check_dtype=False
+    )
+
+
+def test_row_filter_on_a_data_column(hive_parquet):
+    store, frames = hive_parquet
+    df = read_dataset(
+        store.uri("data"),
+        columns=["age", "spend"],
+        storage_options=store.options,
+        filters=[("spend", ">", 100.0)],
+    ).compute()
+    exp = _expected(frames)
+    assert len(df) == int((exp.spend > 100).sum())
+    assert (df.spend > 100).all()
+
+
+def test_csv_round_trip(store, backend):
+    frames = [_frame(i, 40) for i in range(3)]
+    for i, f in enumerate(frames):
+        store.write_csv(f"csv/part-{i}.csv", f)
+    df = read_dataset(
+        store.uri("csv"),
+        "csv",
+        columns=["age", "spend", "visits"],
+        id_column="customer_id",
+        storage_options=store.options,
+    )
+    assert df.npartitions == 3
+    got = df.compute().reset_index(drop=True)
+    exp = pd.concat(frames, ignore_index=True)[["customer_id", "age", "spend", "visits"]]
+    pd.testing.assert_frame_equal(got, exp, check_dtype=False, check_exact=False, rtol=1e-12)
+
+
+def test_large_parquet_file_splits_by_row_groups(store, monkeypatch):
+    import kmeans_dask.io.read as read_mod
+
+    df = _frame(7, 1000)
+    store.write_parquet("big/one.parquet", df, row_group_size=100)
+    monkeypatch.setattr(read_mod, "_SPLIT_BYTES", 1000)  # make the small file "large"
+    ddf = read_dataset(store.uri("big"), columns=["age"], storage_options=store.options)
+    assert ddf.npartitions > 1 and ddf.known_divisions
+    np.testing.assert_array_equal(ddf.compute().age.to_numpy(), df.age.to_numpy())
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"columns": ["age", "income"]}, r"column\(s\) \['income'\] not found in .*data"),
+        ({"columns": ["age", "city"]}, r"feature column 'city' in .* not numeric"),
+        ({"id_column": "cust"}, r"id column 'cust' not found in .*data"),
+        ({"format": "json"}, r"format must be one of parquet, csv; got 'json'"),
+        ({"filters": [("year", "~", 1)]}, r"operator '~' on column 'year'"),
+        ({"filters": [("year", ">", 3000)]}, r"select no partition"),
+    ],
+)
+def test_bad_arguments_name_the_column(hive_parquet, kwargs, match):
+    store, _ = hive_parquet
+    with pytest.raises(DatasetError, match=match):
+        read_dataset(store.uri("data"), storage_options=store.options, **kwargs)
+
+
+def test_no_files(store):
+    store.write_bytes("empty/readme.txt", b"nothing here")
+    with pytest.raises(DatasetError, match=r"no parquet files .* found at .*empty"):
+        read_dataset(store.uri("empty"), storage_options=store.options)
+    with pytest.raises(DatasetError, match=r"no csv files"):
+        read_dataset(store.uri("does-not-exist"), "csv", storage_options=store.options)
+
+
+def test_schema_differs_between_files(store):
+    store.write_parquet("mixed/a.parquet", _frame(1, 10))
+    store.write_parquet("mixed/b.parquet", _frame(2, 10).drop(columns="visits"))
+    with pytest.raises(
+        DatasetError, match=r"schema of .*b.parquet differs .*missing columns \['visits'\]"
+    ):
+        read_dataset(store.uri("mixed"), storage_options=store.options)
+    store.write_parquet("typed/a.parquet", _frame(1, 10))
+    store.write_parquet("typed/b.parquet", _frame(2, 10).astype({"spend": str}))
+    with pytest.raises(
+        DatasetError, match=r"column 'spend' is (large_)?string in .*b.parquet but double"
+    ):
+        read_dataset(store.uri("typed"), storage_options=store.options)
+
+
+def test_corrupt_file_is_named(store):
+    store.write_parquet("bad/a.parquet", _frame(1, 10))
+    store.write_bytes("bad/b.parquet", b"PAR1 this is not a parquet file")
+    with pytest.raises(DatasetError, match=r"cannot read Parquet file .*bad/b.parquet"):
+        read_dataset(store.uri("bad"), storage_options=store.options)
+
+
+def test_non_numeric_value_in_a_csv_feature_is_named(store, backend):
+    good = _frame(1, 2000)
+    bad = _frame(2, 2000)
+    bad["spend"] = bad["spend"].astype(object)
+    bad.loc[1500, "spend"] = "unknown"  # beyond the rows used to check the header
+    store.write_csv("csv/a.csv", good)
+    store.write_csv("csv/b.csv", bad)
+    df = read_dataset(store.uri("csv"), "csv", columns=["spend"], storage_options=store.options)
+    with pytest.raises(
+        DatasetError, match=r"column 'spend' in .*b.csv has non-numeric values \(e.g. 'unknown'\)"
+    ):
+        df.compute()
+
+
+def test_credentials_never_appear_in_errors(s3):
+    opts = {**s3, "key": "AKIA-VISIBLE-KEY", "secret": "very-secret-value"}
+    with pytest.raises(DatasetError) as err:
+        read_dataset("s3://no-such-bucket/data", storage_options=opts)
+    assert "very-secret-value" not in str(err.value)
+    assert "AKIA-VISIBLE-KEY" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+
+def test_fingerprint_is_a_listing_and_changes_with_a_file(hive_parquet):
+    store, _frames = hive_parquet
+    a = fingerprint(store.uri("data"), storage_options=store.options)
+    assert len(a) == 4 and all(r["size"] > 0 for r in a)
+    assert all(("etag" in r) or ("mtime" in r) for r in a)
+    assert fingerprint(store.uri("data"), storage_options=store.options) == a
+    store.write_parquet("data/region=us/year=2026/part-0.parquet", _frame(99, 77))
+    b = fingerprint(store.uri("data"), storage_options=store.options)
+    changed = [x for x, y in zip(a, b, strict=True) if x != y]
+    assert len(changed) == 1 and "region=us/year=2026" in changed[0]["path"]
