@@ -29,6 +29,7 @@ demo: install
 bench: install
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/bench_kmeans.py
+	$(BIN)/python benchmarks/bench_io.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

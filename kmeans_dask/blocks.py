@@ -10,8 +10,10 @@ neither rebuilds a large graph nor moves data.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,10 +57,12 @@ def target_block_bytes() -> int | None:
 
 @dataclass(frozen=True)
 class Block:
-    """One persisted row block: the features (C-contiguous) and optional sample weights."""
+    """One persisted row block: the features (C-contiguous), optional sample weights and
+    optional cluster labels (for metrics of a given labelling)."""
 
     X: np.ndarray
     w: np.ndarray | None
+    labels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ class BlockSummary:
     n_bad_weight: int
 
 
-def make_block(X: Any, w: Any, dtype: np.dtype) -> Block:
+def make_block(X: Any, w: Any, dtype: np.dtype, labels: Any = None) -> Block:
     """Materialise one block as a C-contiguous array of ``dtype`` (runs on a worker)."""
     if hasattr(X, "to_numpy"):
         X = X.to_numpy(dtype=dtype)
@@ -82,14 +86,16 @@ def make_block(X: Any, w: Any, dtype: np.dtype) -> Block:
     if X.ndim == 1:
         X = X.reshape(-1, 1)
     wv = None if w is None else np.ascontiguousarray(np.asarray(w, dtype=np.float64).ravel())
-    return Block(X, wv)
+    lv = None if labels is None else np.asarray(labels, dtype=np.int64).ravel()
+    return Block(X, wv, lv)
 
 
 def concat_blocks(*blocks: Block) -> Block:
     """Join consecutive small blocks into one (runs on a worker)."""
     X = np.concatenate([b.X for b in blocks])
     w = None if blocks[0].w is None else np.concatenate([b.w for b in blocks])
-    return Block(X, w)
+    lab = None if blocks[0].labels is None else np.concatenate([b.labels for b in blocks])
+    return Block(X, w, lab)
 
 
 def summarize(block: Block) -> BlockSummary:
@@ -132,8 +138,9 @@ def _group_consecutive(sizes: Sequence[int], row_bytes: int, target: int) -> lis
 class _Executor:
     """Runs per-block functions either on a distributed client or on a local thread pool."""
 
-    def __init__(self, client: Any | None) -> None:
+    def __init__(self, client: Any | None, tag: str | None = None) -> None:
         self.client = client
+        self.tag = tag
 
     @property
     def n_threads(self) -> int:
@@ -144,7 +151,13 @@ class _Executor:
     def map(self, func: Callable, *iterables: Sequence, **kwargs: Any) -> list:
         """Apply ``func`` per block; results stay where they were computed (handles)."""
         if self.client is not None:
-            return self.client.map(func, *iterables, pure=False, **kwargs)
+            if self.tag is None:
+                return self.client.map(func, *iterables, pure=False, **kwargs)
+            # tagged keys make one job's tasks recognisable on the cluster (task stream)
+            n = len(iterables[0])
+            name = getattr(func, "__name__", "task").lstrip("_")
+            keys = [f"{self.tag}-{name}-{uuid.uuid4().hex}" for _ in range(n)]
+            return self.client.map(func, *iterables, key=keys, pure=False, **kwargs)
         args = list(zip(*iterables, strict=True))
         if len(args) <= 1 or dask.config.get("scheduler", None) in ("sync", "synchronous"):
             return [func(*a, **kwargs) for a in args]
@@ -211,6 +224,7 @@ class BlockSet:
         kind: str,
         sizes: Sequence[int] | None = None,
         client: Any | None = None,
+        label_parts: list | None = None,
     ) -> BlockSet:
         """Persist input parts as blocks and run the preparation pass.
 
@@ -226,17 +240,15 @@ class BlockSet:
         """
         ex = _Executor(client if client is not None else get_client())
         wparts = weight_parts if weight_parts is not None else [None] * len(parts)
+        lparts = label_parts if label_parts is not None else [None] * len(parts)
+        triples = list(zip(parts, wparts, lparts, strict=True))
         if kind == "numpy":
-            if ex.client is not None:
-                # scatter ready-made blocks: the data goes straight to the workers
-                handles = ex.scatter(
-                    [make_block(p, w, dtype) for p, w in zip(parts, wparts, strict=False)]
-                )
-            else:
-                handles = [make_block(p, w, dtype) for p, w in zip(parts, wparts, strict=True)]
+            blocks = [make_block(p, w, dtype, lab) for p, w, lab in triples]
+            # scatter ready-made blocks: the data goes straight to the workers
+            handles = ex.scatter(blocks) if ex.client is not None else blocks
         else:
             mk = dask.delayed(make_block, pure=False)  # unique keys per fit
-            handles = ex.persist([mk(p, w, dtype) for p, w in zip(parts, wparts, strict=True)])
+            handles = ex.persist([mk(p, w, dtype, lab) for p, w, lab in triples])
         summaries = ex.gather(ex.map(summarize, handles))
         bs = cls(handles, summaries, ex, dtype, n_features, weight_parts is not None)
         target = target_block_bytes()
@@ -321,6 +333,12 @@ class BlockSet:
             half = len(g) // 2
             groups[big:big] = [g[:half], g[half:]]
         return groups
+
+    def tagged(self, tag: str) -> BlockSet:
+        """The same blocks, with task keys prefixed by ``tag`` (to tell concurrent jobs apart)."""
+        view = copy.copy(self)
+        view._exec = _Executor(self._exec.client, tag)
+        return view
 
     # ------------------------------------------------------------------ execution
     @property

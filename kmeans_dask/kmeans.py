@@ -212,16 +212,20 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         explicit = self._explicit_init(prep.n_features, prep.dtype)
         bs = load_blocks(prep, owner=owner)
         try:
-            self._fit_blocks(bs, explicit, prep.row_chunks)
+            self._fit_prepared(bs, prep, explicit)
         finally:
             bs.release()
+        return self
+
+    def _fit_prepared(self, bs: BlockSet, prep: Any, explicit: np.ndarray | None = None) -> None:
+        """Fit on data already persisted as blocks (shared by several fits in a K sweep)."""
+        self._fit_blocks(bs, explicit, prep.row_chunks)
         self.n_features_in_ = prep.n_features
         if prep.feature_names is not None:
             self.feature_names_in_ = np.asarray(prep.feature_names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         self._fit_lazy = prep.lazy
-        return self
 
     def _fit_blocks(self, bs: BlockSet, explicit: np.ndarray | None, row_chunks) -> None:
         if bs.n_samples < self.n_clusters:
@@ -265,6 +269,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.history_: list[IterationStats] = res.history
         self.init_info_ = {k: v for k, v in init.items() if k != "centres"}
         self.labels_ = bs.per_block_array(labels, np.int32, row_chunks)
+        self._label_handles = labels  # per-block labels on the workers (metrics of a sweep)
         n_distinct = self._count_distinct_clusters(bs, labels)
         if n_distinct < self.n_clusters:
             warnings.warn(

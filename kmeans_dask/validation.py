@@ -118,6 +118,7 @@ class PreparedInput:
     n_features: int
     feature_names: list[str] | None
     lazy: bool  # the caller passed a dask collection
+    label_parts: list | None = None  # cluster labels aligned with the parts (metrics)
 
 
 def _is_dask_array(X: Any) -> bool:
@@ -188,6 +189,7 @@ def prepare_input(
     owner: str,
     feature_names: list[str] | None = None,
     n_threads: int | None = None,
+    labels: Any = None,
 ) -> PreparedInput:
     """Check type, shape and dtypes of ``X`` (no pass over the data) and split it into parts.
 
@@ -221,7 +223,7 @@ def prepare_input(
         names = cols
         if isinstance(X, pd.DataFrame):
             X = X.to_numpy(dtype=dtype)
-        elif sample_weight is not None:
+        elif sample_weight is not None or labels is not None:
             # aligning weights needs the partition lengths: one extra pass, only in this case
             X = X.to_dask_array(lengths=True)
         else:
@@ -245,17 +247,19 @@ def prepare_input(
             plan = plan_sizes(int(X.shape[0]), X.shape[1] * dtype.itemsize, n_threads, target)
             X = X.rechunk({0: tuple(plan)})
         parts = list(X.to_delayed(optimize_graph=False)[:, 0])
-        wparts = None
-        if sample_weight is not None:
-            w = sample_weight
-            if not _is_dask_array(w):
-                w = np.asarray(w, dtype=np.float64)
-                _check_weight_shape(w, X.shape[0], owner)
-                w = da.from_array(w, chunks=(X.chunks[0],))
+
+        def aligned(v: Any, name: str, dtype: Any) -> list:
+            if not _is_dask_array(v):
+                v = np.asarray(v, dtype=dtype)
+                _check_weight_shape(v, X.shape[0], owner, name)
+                v = da.from_array(v, chunks=(X.chunks[0],))
             else:
-                _check_weight_shape(w, X.shape[0], owner)
-                w = w.rechunk((X.chunks[0],))
-            wparts = list(w.to_delayed(optimize_graph=False))
+                _check_weight_shape(v, X.shape[0], owner, name)
+                v = v.astype(dtype).rechunk((X.chunks[0],))
+            return list(v.to_delayed(optimize_graph=False))
+
+        wparts = None if sample_weight is None else aligned(sample_weight, "sample_weight", float)
+        lparts = None if labels is None else aligned(labels, "labels", np.int64)
         sizes = list(X.chunks[0]) if known else None
         return PreparedInput(
             "delayed",
@@ -267,6 +271,7 @@ def prepare_input(
             int(X.shape[1]),
             names,
             lazy=True,
+            label_parts=lparts,
         )
 
     arr = check_array(X, owner)
@@ -275,18 +280,23 @@ def prepare_input(
     sizes = plan_sizes(n, d * dtype.itemsize, n_threads, target or 1 << 62)
     bounds = np.cumsum([0, *sizes])
     parts = [arr[a:b] for a, b in itertools.pairwise(bounds)]
-    wparts = None
-    if sample_weight is not None:
-        w = np.asarray(sample_weight, dtype=np.float64)
-        _check_weight_shape(w, n, owner)
-        wparts = [w[a:b] for a, b in itertools.pairwise(bounds)]
-    return PreparedInput("numpy", parts, wparts, sizes, None, dtype, d, names, lazy=False)
+
+    def split(v: Any, name: str, dtype: Any) -> list:
+        v = np.asarray(v.compute() if hasattr(v, "compute") else v, dtype=dtype)
+        _check_weight_shape(v, n, owner, name)
+        return [v[a:b] for a, b in itertools.pairwise(bounds)]
+
+    wparts = None if sample_weight is None else split(sample_weight, "sample_weight", float)
+    lparts = None if labels is None else split(labels, "labels", np.int64)
+    return PreparedInput(
+        "numpy", parts, wparts, sizes, None, dtype, d, names, lazy=False, label_parts=lparts
+    )
 
 
-def _check_weight_shape(w: Any, n: Any, owner: str) -> None:
+def _check_weight_shape(w: Any, n: Any, owner: str, name: str = "sample_weight") -> None:
     if w.ndim != 1 or (not np.isnan(w.shape[0]) and not np.isnan(n) and w.shape[0] != n):
         raise InputError(
-            f"{owner}: sample_weight must be 1-D with one weight per row of X "
+            f"{owner}: {name} must be 1-D with one value per row of X "
             f"({n} rows); got shape {w.shape}."
         )
 
@@ -299,6 +309,7 @@ def load_blocks(prep: PreparedInput, *, owner: str, client: Any | None = None) -
         prep.dtype,
         prep.n_features,
         prep.kind,
+        label_parts=prep.label_parts,
         sizes=prep.sizes,
         client=client,
     )

@@ -211,3 +211,12 @@ def test_fingerprint_is_a_listing_and_changes_with_a_file(hive_parquet):
     b = fingerprint(store.uri("data"), storage_options=store.options)
     changed = [x for x, y in zip(a, b, strict=True) if x != y]
     assert len(changed) == 1 and "region=us/year=2026" in changed[0]["path"]
+
+
+def test_dataset_to_dask_array_has_known_chunks(hive_parquet):
+    store, frames = hive_parquet
+    ds = open_dataset(store.uri("data"), columns=["age", "spend"], storage_options=store.options)
+    X = ds.to_dask_array()
+    assert X.chunks[0] == (50, 60, 70, 80)  # from the footers, no pass over the data
+    exp = _expected(frames)[["age", "spend"]].to_numpy(dtype=float)
+    np.testing.assert_allclose(X.compute(), exp)

@@ -113,7 +113,7 @@ def test_fewer_distinct_points_than_clusters_warns(init, backend):
 
 
 def test_bad_sample_weight(X):
-    with pytest.raises(InputError, match="sample_weight must be 1-D with one weight per row"):
+    with pytest.raises(InputError, match="sample_weight must be 1-D with one value per row"):
         KMeans(2).fit(X, sample_weight=np.ones(5))
     w = np.ones(100)
     w[3] = -1

@@ -196,6 +196,19 @@ class Dataset:
     frame: Any  # dask.dataframe.DataFrame
     info: DatasetInfo
 
+    def to_dask_array(self, dtype: Any = None) -> Any:
+        """The feature columns as a 2-D dask array, with known chunk sizes when the
+        Parquet footers gave them (no extra pass over the data)."""
+        X = self.frame[self.info.features]
+        div = self.frame.divisions
+        if self.frame.known_divisions and len(div) > 1:
+            lengths = [b - a for a, b in zip(div[:-2], div[1:-1], strict=True)]  # noqa: RUF007
+            lengths.append(div[-1] - div[-2] + 1)
+            arr = X.to_dask_array(lengths=lengths)
+        else:
+            arr = X.to_dask_array(lengths=True)
+        return arr if dtype is None else arr.astype(dtype)
+
 
 def read_dataset(
     uri: str,

@@ -1,0 +1,244 @@
+"""Choosing K: fits for several K on data persisted once, run concurrently, with metrics.
+
+Every K's fit is driven by its own client thread over the same persisted blocks, so their
+tasks interleave on the cluster; each fit is followed by its metrics (two passes for Spark's
+squared-Euclidean silhouette, Calinski-Harabasz and Davies-Bouldin, one for the stratified
+sample of the exact silhouette). K is then picked by the maximum sampled silhouette or by
+the knee (Kneedle) of the inertia curve.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import InvalidParameterError
+from .kmeans import KMeans
+from .knee import Knee, find_knee
+from .metrics import cluster_quality, sample_silhouette, stratified_sample
+from .validation import check_options, load_blocks, prepare_input, seed_from
+
+__all__ = ["SELECT_RULES", "SweepResult", "elbow_knee", "sweep_k"]
+
+logger = logging.getLogger(__name__)
+
+SELECT_RULES = ("silhouette", "elbow")
+COLUMNS = [
+    "k",
+    "inertia",
+    "silhouette_sample",
+    "silhouette_full_sq",
+    "calinski_harabasz",
+    "davies_bouldin",
+    "n_iter",
+    "fit_seconds",
+    "metrics_seconds",
+]
+
+
+@dataclass
+class SweepResult:
+    """Outcome of :func:`sweep_k`.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per K: inertia, ``silhouette_sample`` (exact Euclidean silhouette of a
+        stratified sample), ``silhouette_full_sq`` (Spark's squared-Euclidean silhouette over
+        all rows), Calinski-Harabasz, Davies-Bouldin, iterations and seconds.
+    k : int
+        The chosen K.
+    rule : str
+        How K was chosen (``'silhouette'``, ``'elbow'``, or the fallback taken and why).
+    knee : Knee
+        The Kneedle result on the log-inertia curve (``knee.x`` is None when there is none).
+    model : KMeans
+        The fitted model of the chosen K.
+    """
+
+    table: pd.DataFrame
+    k: int
+    rule: str
+    knee: Knee
+    model: KMeans
+    centres: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def plot_elbow(self) -> bytes:
+        """PNG of inertia vs K with the knee and the chosen K marked."""
+        from .plots import elbow_png
+
+        return elbow_png(self.table, self.knee.x, self.k)
+
+    def plot_silhouette(self) -> bytes:
+        """PNG of both silhouettes vs K with the chosen K marked."""
+        from .plots import silhouette_png
+
+        return silhouette_png(self.table, self.k)
+
+
+def _validate(k_values: Any, select: str, sample_size: Any) -> list[int]:
+    check_options(select, "select", "sweep_k", SELECT_RULES)
+    if isinstance(k_values, numbers.Integral) or not isinstance(k_values, Sequence | np.ndarray):
+        raise InvalidParameterError(
+            f"k_values must be a non-empty sequence of ints >= 1; got {k_values!r}"
+        )
+    ks = list(k_values)
+    if not ks:
+        raise InvalidParameterError("k_values is empty; give at least one K, e.g. range(2, 11)")
+    bad = [k for k in ks if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1]
+    if bad:
+        raise InvalidParameterError(f"k_values must be ints >= 1; got {bad}")
+    if select == "silhouette" and min(ks) < 2:
+        raise InvalidParameterError(
+            f"select='silhouette' needs every K >= 2 (a silhouette needs two clusters); "
+            f"k_values has {min(ks)}. Use select='elbow' to include K=1."
+        )
+    if not isinstance(sample_size, numbers.Integral) or sample_size < 2:
+        raise InvalidParameterError(
+            f"silhouette_sample_size must be an int >= 2; got {sample_size!r}"
+        )
+    return sorted({int(k) for k in ks})
+
+
+def elbow_knee(k: np.ndarray, inertia: np.ndarray) -> Knee:
+    """Kneedle on log(inertia).
+
+    The inertia of well-separated segments falls by orders of magnitude once K reaches the
+    number of segments; on a linear scale the first drops dominate the normalised curve and
+    Kneedle lands early (measured here: 5 instead of 7, and 3 instead of 4 on 2-D blobs),
+    while on a log scale the bend is where the segments are.
+    """
+    inertia = np.asarray(inertia, dtype=np.float64)
+    floor = (
+        max(inertia[inertia > 0].min() * 1e-12, np.finfo(float).tiny)
+        if (inertia > 0).any()
+        else 1.0
+    )
+    return find_knee(k, np.log(np.maximum(inertia, floor)))
+
+
+def _choose(table: pd.DataFrame, select: str, knee: Knee) -> tuple[int, str]:
+    sil = table.dropna(subset=["silhouette_sample"])
+
+    def best_silhouette() -> int:
+        # highest silhouette; ties go to the smaller K
+        return int(sil.sort_values(["silhouette_sample", "k"], ascending=[False, True]).k.iloc[0])
+
+    if select == "silhouette":
+        return best_silhouette(), "silhouette"
+    if knee.x is not None:
+        return int(knee.x), "elbow"
+    if len(sil):
+        return best_silhouette(), f"silhouette (elbow: no knee, {knee.reason})"
+    return int(table.k.iloc[0]), f"smallest K (elbow: no knee, {knee.reason}; no silhouette)"
+
+
+def sweep_k(
+    X: Any,
+    k_values: Sequence[int],
+    select: str = "silhouette",
+    silhouette_sample_size: int = 20_000,
+    random_state: int = 0,
+    sample_weight: Any = None,
+    callback: Callable[[dict], None] | None = None,
+    **kmeans_params: Any,
+) -> SweepResult:
+    """Fit KMeans for every K in ``k_values`` on data persisted once, and pick K.
+
+    Parameters
+    ----------
+    X : array-like, dask array or dask DataFrame
+        Features (already scaled as wanted).
+    k_values : sequence of int
+        Values of K to try (duplicates removed, sorted).
+    select : {'silhouette', 'elbow'}
+        ``'silhouette'``: the K with the highest sampled silhouette. ``'elbow'``: the knee
+        of the log-inertia curve (Kneedle, see :func:`elbow_knee`); when there is none,
+        the highest silhouette, and the result's ``rule`` says so.
+    silhouette_sample_size : int
+        Rows in the stratified sample of the exact silhouette.
+    random_state : int
+        Seed of every fit (the same seed for each K) and of the sample.
+    sample_weight : array-like or dask array, optional
+    callback : callable, optional
+        Called with each K's table row as it completes (progress reporting).
+    **kmeans_params
+        Passed to :class:`KMeans` (``init``, ``max_iter``, ``tol``, ``n_init``, ...).
+
+    Returns
+    -------
+    SweepResult
+    """
+    ks = _validate(k_values, select, silhouette_sample_size)
+    seed = seed_from(random_state)
+    for key in ("n_clusters", "random_state"):
+        if key in kmeans_params:
+            raise InvalidParameterError(f"sweep_k sets {key!r} itself; do not pass it")
+    KMeans(**kmeans_params)._validate_params()
+    prep = prepare_input(X, sample_weight, owner="sweep_k")
+    bs = load_blocks(prep, owner="sweep_k")
+    try:
+        if ks[-1] > bs.n_samples:
+            raise InvalidParameterError(
+                f"k_values contains K={ks[-1]} but X has only n_samples={bs.n_samples} rows"
+            )
+        reference = bs.moments()[1]
+        models: dict[int, KMeans] = {}
+
+        def run(k: int) -> dict:
+            view = bs.tagged(f"sweep-k{k}")
+            km = KMeans(k, random_state=seed, **kmeans_params)
+            t0 = time.perf_counter()
+            km._fit_prepared(view, prep)
+            t1 = time.perf_counter()
+            quality = cluster_quality(view, km._label_handles, k, reference)
+            rows, lab, _ = stratified_sample(
+                view, km._label_handles, quality.counts, silhouette_sample_size, seed
+            )
+            sil = sample_silhouette(rows, lab, k, bs.client) if k >= 2 else float("nan")
+            models[k] = km
+            row = {
+                "k": k,
+                "inertia": km.inertia_,
+                "silhouette_sample": sil,
+                "silhouette_full_sq": quality.silhouette_full_sq,
+                "calinski_harabasz": quality.calinski_harabasz,
+                "davies_bouldin": quality.davies_bouldin,
+                "n_iter": km.n_iter_,
+                "fit_seconds": t1 - t0,
+                "metrics_seconds": time.perf_counter() - t1,
+            }
+            logger.info(
+                "sweep K=%d: inertia %.6g, silhouette %.4f (sample), %.4f (full, squared)",
+                k,
+                km.inertia_,
+                sil,
+                quality.silhouette_full_sq,
+            )
+            if callback is not None:
+                callback(row)
+            return row
+
+        workers = max(1, min(len(ks), 8))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep") as pool:
+            rows = list(pool.map(run, ks))
+        table = pd.DataFrame(rows, columns=COLUMNS)
+        knee = elbow_knee(table.k.to_numpy(), table.inertia.to_numpy())
+        k, rule = _choose(table, select, knee)
+        for other, model in models.items():
+            if other != k:
+                bs.release(model._label_handles)
+        logger.info("sweep chose K=%d by %s", k, rule)
+        return SweepResult(
+            table, k, rule, knee, models[k], {kk: m.cluster_centers_ for kk, m in models.items()}
+        )
+    finally:
+        bs.release()

@@ -1,0 +1,132 @@
+"""Choosing K: concurrent sweep on the cluster, Kneedle, selection rules, plots."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import get_task_stream
+from sklearn.datasets import make_blobs
+from sklearn.metrics import silhouette_score as sk_sil
+
+from kmeans_dask import InvalidParameterError
+from kmeans_dask.knee import find_knee
+from kmeans_dask.sweep import sweep_k
+
+
+def _blobs(k, n=3000, d=4, seed=0):
+    X, y = make_blobs(
+        n, n_features=d, centers=k, cluster_std=0.6, center_box=(-20, 20), random_state=seed
+    )
+    return X, y
+
+
+@pytest.mark.parametrize("true_k", [3, 4, 7])
+@pytest.mark.parametrize("select", ["silhouette", "elbow"])
+def test_known_k_is_found_by_both_rules(true_k, select, backend):
+    X, _ = _blobs(true_k, seed=true_k)
+    ks = range(2, 11) if select == "silhouette" else range(1, 11)
+    res = sweep_k(
+        da.from_array(X, chunks=1000),
+        ks,
+        select=select,
+        silhouette_sample_size=1500,
+        random_state=0,
+    )
+    assert res.k == true_k, res.table
+    assert res.rule == select
+    assert list(res.table.k) == list(ks)
+    assert res.model.n_clusters == true_k
+    assert res.model.labels_.shape == (len(X),)
+
+
+def test_seeds_example_four_blobs_k1_to_10():
+    X, _ = _blobs(4, n=2000, d=2, seed=42)
+    res = sweep_k(X, range(1, 11), select="elbow", silhouette_sample_size=2000)
+    assert res.knee.x == 4 and res.k == 4
+    table = res.table.set_index("k")
+    assert np.isnan(table.loc[1, "silhouette_sample"])  # undefined for one cluster
+    assert table.silhouette_sample.idxmax() == 4
+    # the sample holds every row here, so it is scikit-learn's silhouette of the labels
+    labels = res.model.labels_.compute()
+    np.testing.assert_allclose(table.loc[4, "silhouette_sample"], sk_sil(X, labels), rtol=1e-9)
+
+
+def test_table_columns_and_monotone_inertia():
+    X, _ = _blobs(3, n=1500)
+    res = sweep_k(X, [5, 2, 3, 3], silhouette_sample_size=500)
+    assert list(res.table.columns) == [
+        "k",
+        "inertia",
+        "silhouette_sample",
+        "silhouette_full_sq",
+        "calinski_harabasz",
+        "davies_bouldin",
+        "n_iter",
+        "fit_seconds",
+        "metrics_seconds",
+    ]
+    assert list(res.table.k) == [2, 3, 5]
+    assert (res.table.inertia.diff().dropna() < 0).all()
+
+
+def test_sweep_fits_run_concurrently_on_the_cluster(client):
+    X, _ = _blobs(5, n=20000, d=8)
+    Xd = da.from_array(X, chunks=2500)
+    with get_task_stream(client) as ts:
+        sweep_k(Xd, [2, 3, 4, 5], silhouette_sample_size=500, init="random", max_iter=30, tol=0)
+    spans = {}
+    for t in ts.data:
+        key = t["key"] if isinstance(t["key"], str) else str(t["key"])
+        if key.startswith("sweep-k"):
+            k = key.split("-")[1]
+            start = min(s["start"] for s in t["startstops"] if s["action"] == "compute")
+            stop = max(s["stop"] for s in t["startstops"] if s["action"] == "compute")
+            lo, hi = spans.get(k, (np.inf, -np.inf))
+            spans[k] = (min(lo, start), max(hi, stop))
+    assert set(spans) == {"k2", "k3", "k4", "k5"}
+    # every pair of fits overlaps in time on the workers: none waited for another to end
+    names = sorted(spans)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1], (a, b, spans)
+
+
+def test_elbow_without_knee_falls_back_to_silhouette():
+    X = np.random.default_rng(0).uniform(size=(1500, 2))  # no cluster structure
+    res = sweep_k(X, [2, 3, 4], select="elbow", silhouette_sample_size=500)
+    assert res.knee.x is None
+    assert res.rule.startswith("silhouette (elbow: no knee")
+    assert res.k == int(res.table.sort_values("silhouette_sample").k.iloc[-1])
+
+
+@pytest.mark.parametrize(
+    ("k_values", "select", "match"),
+    [
+        ([], "silhouette", "k_values is empty"),
+        ([1, 2, 3], "silhouette", r"needs every K >= 2"),
+        ([0, 2], "elbow", r"must be ints >= 1; got \[0\]"),
+        ([2, 500], "silhouette", r"K=500 but X has only n_samples=100"),
+        ([2, 3], "knee", r"'select' parameter of sweep_k must be one of 'silhouette', 'elbow'"),
+    ],
+)
+def test_k_values_validation(k_values, select, match):
+    X = np.random.default_rng(0).normal(size=(100, 2))
+    with pytest.raises(InvalidParameterError, match=match):
+        sweep_k(X, k_values, select=select)
+
+
+def test_kneedle_on_textbook_curves():
+    x = np.arange(1, 11)
+    knee = find_knee(x, 1.0 / x)
+    assert knee.x is not None and 2 <= knee.x <= 4
+    line = find_knee(x, 10.0 - x)
+    assert line.x is None and "no local maximum" in line.reason
+    assert find_knee([1, 2], [3, 1]).x is None
+
+
+def test_plots_are_png():
+    X, _ = _blobs(3, n=600)
+    res = sweep_k(X, range(2, 6), silhouette_sample_size=300)
+    for png in (res.plot_elbow(), res.plot_silhouette()):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
