@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask
 import numpy as np
 import pandas as pd
 
@@ -25,6 +26,7 @@ from .schema import (
     hive_values,
     is_numeric_type,
     normalise_filters,
+    open_parquet,
     parquet_meta,
     row_mask,
     test_term,
@@ -62,7 +64,7 @@ class _Part:
 
 @dataclass
 class DatasetInfo:
-    """What validation learned about a dataset (attached to the frame as ``attrs``)."""
+    """What validation learned about a dataset."""
 
     uri: str
     format: str
@@ -150,10 +152,7 @@ def _read_part(
     uri = to_uri(fs, part.path)
     try:
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            with fs.open(part.path, "rb") as f:
-                pf = pq.ParquetFile(f)
+            with open_parquet(fs, part.path) as pf:
                 table = (
                     pf.read_row_groups(part.row_groups, columns=file_columns)
                     if part.row_groups is not None
@@ -195,19 +194,68 @@ class Dataset:
 
     frame: Any  # dask.dataframe.DataFrame
     info: DatasetInfo
+    # direct array path (Parquet features read straight into arrays, lengths from footers)
+    _fs: Any = None
+    _parts: list | None = None
+    _lengths: list[int] | None = None
 
     def to_dask_array(self, dtype: Any = None) -> Any:
-        """The feature columns as a 2-D dask array, with known chunk sizes when the
-        Parquet footers gave them (no extra pass over the data)."""
-        X = self.frame[self.info.features]
-        div = self.frame.divisions
-        if self.frame.known_divisions and len(div) > 1:
-            lengths = [b - a for a, b in zip(div[:-2], div[1:-1], strict=True)]  # noqa: RUF007
-            lengths.append(div[-1] - div[-2] + 1)
-            arr = X.to_dask_array(lengths=lengths)
-        else:
-            arr = X.to_dask_array(lengths=True)
+        """The feature columns as a 2-D dask array with known chunk sizes.
+
+        For Parquet without row filters, each partition is read straight into an array
+        (no DataFrame in between) and the chunk sizes come from the footers; otherwise the
+        frame is converted, with one pass to learn the lengths.
+        """
+        import dask.array as da
+
+        feats = self.info.features
+        direct = (
+            self._parts is not None
+            and self._lengths is not None
+            and not any(f in self.info.partition_columns for f in feats)
+        )
+        if direct:
+            out_dtype = np.dtype(dtype or np.float64)
+            task = dask.delayed(_read_array_part, pure=True)
+            arrays = [
+                da.from_delayed(
+                    task(part, fs=self._fs, columns=feats, dtype=out_dtype),
+                    shape=(n, len(feats)),
+                    dtype=out_dtype,
+                )
+                for part, n in zip(self._parts, self._lengths, strict=True)
+            ]
+            return da.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+        arr = self.frame[feats].to_dask_array(lengths=True)
         return arr if dtype is None else arr.astype(dtype)
+
+
+def _read_array_part(part: _Part, *, fs: Any, columns: list[str], dtype: np.dtype) -> np.ndarray:
+    """One Parquet partition's feature columns as a Fortran-ordered array (runs on a worker).
+
+    Filling column by column into Fortran order is one sequential copy per column: the
+    cheapest way from Arrow's columns to a 2-D array.
+    """
+
+    try:
+        with open_parquet(fs, part.path) as pf:
+            table = (
+                pf.read_row_groups(part.row_groups, columns=columns)
+                if part.row_groups is not None
+                else pf.read(columns=columns)
+            )
+    except Exception as exc:
+        raise DatasetError(
+            f"cannot read parquet file {to_uri(fs, part.path)}: {type(exc).__name__}: {exc}"
+        ) from exc
+    out = np.empty((table.num_rows, len(columns)), dtype=dtype, order="F")
+    for j, name in enumerate(columns):
+        col = table.column(name)
+        if col.null_count:
+            out[:, j] = col.to_numpy(zero_copy_only=False)  # nulls become NaN
+        else:
+            out[:, j] = col.to_numpy()
+    return out
 
 
 def read_dataset(
@@ -430,16 +478,20 @@ def open_dataset(
         features,
         f", {info.n_rows:,} rows" if info.n_rows is not None else "",
     )
-    return Dataset(ddf, info)
+    return Dataset(
+        ddf,
+        info,
+        _fs=fs,
+        _parts=parts if format == "parquet" and known else None,
+        _lengths=[p.n_rows for p in parts] if format == "parquet" and known else None,
+    )
 
 
 def _read_meta(fs, fmt, part, file_columns, part_cols, order, features) -> pd.DataFrame:
     """Empty frame with the output's columns and dtypes (from the file's schema)."""
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        with fs.open(part.path, "rb") as f:
-            schema = pq.ParquetFile(f).schema_arrow
+        with open_parquet(fs, part.path) as pf:
+            schema = pf.schema_arrow
         empty = schema.empty_table().select(file_columns).to_pandas(ignore_metadata=True)
     else:
         with fs.open(part.path, "rb", compression="infer") as f:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
@@ -15,11 +17,34 @@ __all__ = [
     "hive_values",
     "is_numeric_type",
     "normalise_filters",
+    "open_parquet",
     "parquet_meta",
     "row_mask",
     "test_term",
     "typed_values",
 ]
+
+
+@contextmanager
+def open_parquet(fs: Any, path: str) -> Iterator[Any]:
+    """A ``pyarrow.parquet.ParquetFile`` for a path on ``fs``.
+
+    Local files are opened by pyarrow itself (native I/O, about 3x faster than through a
+    Python file object); other filesystems go through fsspec.
+    """
+    import pyarrow.parquet as pq
+
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        pf = pq.ParquetFile(path)
+        try:
+            yield pf
+        finally:
+            pf.close()
+        return
+    with fs.open(path, "rb") as f:
+        yield pq.ParquetFile(f)
+
 
 _OPS = ("=", "==", "!=", "<", "<=", ">", ">=", "in", "not in")
 
@@ -101,11 +126,10 @@ def row_mask(df: pd.DataFrame, conj: list[tuple[str, str, Any]]) -> pd.Series:
 
 
 def parquet_meta(fs, path: str) -> tuple[dict[str, str], list[int], int]:
-    import pyarrow.parquet as pq
 
     try:
-        with fs.open(path, "rb") as f:
-            md = pq.ParquetFile(f).metadata
+        with open_parquet(fs, path) as pf:
+            md = pf.metadata
             schema = md.schema.to_arrow_schema()
             groups = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
     except Exception as exc:
