@@ -1,76 +1,96 @@
-"""`kmeans-dask demo`: the engine on an embedded LocalCluster and seeded synthetic data."""
+"""`kmeans-dask demo`: synthetic customers with a known segment structure, then the full job.
+
+The data is written as Hive-partitioned Parquet (``region=*/``) to a local folder, together
+with a set of new customers to score (some of them far from every segment, so the outlier
+score has something to find); then ``configs/demo.yaml`` runs on an embedded LocalCluster.
+"""
 
 from __future__ import annotations
 
-import logging
-import time
+import io
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from .kmeans import KMeans
-from .metrics import adjusted_rand_score
-from .synthetic import make_blobs
+__all__ = ["DEMO_FEATURES", "DemoData", "make_customers", "write_demo_data"]
 
-__all__ = ["run_demo"]
+DEMO_FEATURES = ["age", "income", "spend", "visits", "tenure_months", "online_share"]
+_REGIONS = ["north", "south", "east", "west"]
+
+# segment profiles: mean and spread of each feature (age, income k$, spend $/month,
+# visits/month, tenure months, online share)
+_PROFILES = np.array(
+    [
+        [24, 28, 120, 9, 8, 0.85],  # young, digital, frequent, new
+        [41, 95, 640, 4, 70, 0.45],  # affluent, established
+        [67, 42, 210, 3, 150, 0.10],  # senior, loyal, in store
+        [35, 60, 380, 14, 36, 0.60],  # busy families, many visits
+        [52, 150, 1400, 2, 96, 0.30],  # premium, rare big baskets
+    ]
+)
+_SPREAD = np.array([3.0, 8.0, 60.0, 1.2, 8.0, 0.05])
 
 
-def run_demo(
-    n_samples: int = 1_000_000,
-    n_features: int = 16,
-    n_clusters: int = 8,
-    n_workers: int | None = None,
-    random_state: int = 0,
-    print_fn=print,
-) -> dict:
-    """Generate blobs on a local cluster, fit KMeans, and report what happened.
+@dataclass
+class DemoData:
+    """Where the demo data is and what the truth is."""
 
-    Returns the reported figures as a dict (k, inertia, n_iter, ari, seconds).
-    """
-    import os
+    customers_uri: str
+    queries_uri: str
+    n_customers: int
+    n_queries: int
+    n_segments: int
 
-    from distributed import Client, LocalCluster
 
-    n_workers = n_workers or max(1, min(os.cpu_count() or 1, 4))
-    logging.getLogger("kmeans_dask").setLevel(logging.WARNING)
-    with (
-        LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        print_fn(f"Local Dask cluster: {n_workers} workers; dashboard {client.dashboard_link}")
-        X, y, _ = make_blobs(
-            n_samples, n_features, n_clusters, cluster_std=1.5, random_state=random_state
-        )
-        print_fn(
-            f"Data: {n_samples:,} rows x {n_features} features, {n_clusters} seeded blobs "
-            f"(generated on the workers)"
-        )
-        t0 = time.perf_counter()
-        km = KMeans(n_clusters, random_state=random_state)
-        km.fit(X)
-        seconds = time.perf_counter() - t0
-        ari = adjusted_rand_score(y, km.labels_)
-        report = {
-            "k": n_clusters,
-            "inertia": km.inertia_,
-            "n_iter": km.n_iter_,
-            "ari": ari,
-            "seconds": seconds,
-            "init_seconds": km.init_info_["seconds"],
-        }
-        print_fn(
-            f"KMeans(k={n_clusters}, init='k-means||'): inertia {km.inertia_:.6g}, "
-            f"{km.n_iter_} Lloyd iteration(s), converged={km.converged_}"
-        )
-        for h in km.history_:
-            print_fn(
-                f"  iteration {h.iteration}: inertia {h.inertia:.6g}, shift {h.center_shift:.3g}"
-            )
-        print_fn(f"Adjusted Rand index against the true blobs: {ari:.4f}")
-        print_fn(
-            f"Time: {seconds:.2f} s (init {km.init_info_['seconds']:.2f} s, "
-            f"{km.init_info_['n_passes']} passes)"
-        )
-        print_fn(f"Centre norms: {np.round(np.linalg.norm(km.cluster_centers_, axis=1), 2)}")
-    return report
+def make_customers(
+    n: int, seed: int, offset: int = 0, outliers: float = 0.0
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """``n`` customers drawn from the segment profiles; returns (frame, true segment)."""
+    rng = np.random.default_rng(seed)
+    seg = rng.integers(0, len(_PROFILES), size=n)
+    X = _PROFILES[seg] + rng.normal(size=(n, len(DEMO_FEATURES))) * _SPREAD
+    n_out = round(outliers * n)
+    if n_out:
+        far = rng.choice(n, size=n_out, replace=False)
+        X[far] = _PROFILES.max(axis=0) * rng.uniform(2.0, 3.0, size=(n_out, len(DEMO_FEATURES)))
+        seg[far] = -1
+    df = pd.DataFrame(X, columns=DEMO_FEATURES)
+    df.insert(0, "customer_id", [f"C{offset + i:08d}" for i in range(n)])
+    df["region"] = rng.choice(_REGIONS, size=n)
+    return df, seg
+
+
+def _write(df: pd.DataFrame, folder: Path, parts_per_region: int) -> None:
+    for region, sub in df.groupby("region", sort=True):
+        out = folder / f"region={region}"
+        out.mkdir(parents=True, exist_ok=True)
+        sub = sub.drop(columns="region")
+        bounds = np.linspace(0, len(sub), parts_per_region + 1).astype(int)
+        for i in range(parts_per_region):
+            chunk = sub.iloc[bounds[i] : bounds[i + 1]]
+            buf = io.BytesIO()
+            chunk.to_parquet(buf, index=False)
+            (out / f"part-{i:03d}.parquet").write_bytes(buf.getvalue())
+
+
+def write_demo_data(
+    folder: str | Path, n_customers: int = 200_000, n_queries: int = 10_000, seed: int = 0
+) -> DemoData:
+    """Write the demo customers and new customers under ``folder`` (replaced if present)."""
+    import shutil
+
+    base = Path(folder)
+    customers = base / "customers"
+    queries = base / "new-customers"
+    for p in (customers, queries):
+        shutil.rmtree(p, ignore_errors=True)
+    df, truth = make_customers(n_customers, seed)
+    _write(df, customers, parts_per_region=2)
+    pd.DataFrame({"customer_id": df.customer_id, "true_segment": truth}).to_parquet(
+        base / "truth.parquet", index=False
+    )
+    q, _ = make_customers(n_queries, seed + 1, offset=n_customers, outliers=0.01)
+    _write(q, queries, parts_per_region=1)
+    return DemoData(str(customers), str(queries), n_customers, n_queries, len(_PROFILES))

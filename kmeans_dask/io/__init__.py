@@ -4,7 +4,7 @@ All reading and writing of the package happens in this sub-package.
 """
 
 from .commit import SUCCESS, FileRecord, RunCommit, canonical_json, latest_run, run_id_for
-from .fs import filesystem, redact
+from .fs import filesystem, read_text, redact
 from .model_store import load_model, save_model
 from .read import Dataset, DatasetInfo, fingerprint, list_files, open_dataset, read_dataset
 from .write import write_partitions
@@ -23,6 +23,7 @@ __all__ = [
     "load_model",
     "open_dataset",
     "read_dataset",
+    "read_text",
     "redact",
     "run_id_for",
     "save_model",

@@ -102,7 +102,12 @@ class RunCommit:
     output_uri: str
     run_id: str
     storage_options: Mapping[str, Any] | None = None
-    files: list[FileRecord] = field(default_factory=list)
+    _files: dict[str, FileRecord] = field(default_factory=dict, repr=False)
+
+    @property
+    def files(self) -> list[FileRecord]:
+        """Files written so far (a retried write replaces its earlier record)."""
+        return list(self._files.values())
 
     def __post_init__(self) -> None:
         self.fs, self.root = filesystem(self.output_uri, self.storage_options)
@@ -148,7 +153,7 @@ class RunCommit:
             self.fs.rm(self.path(SUCCESS))
             logger.info("run %s is committed; recomputing (force)", self.uri)
         self._remove_run_folder()
-        self.files = []
+        self._files = {}
         return True
 
     def _remove_run_folder(self) -> None:
@@ -180,7 +185,7 @@ class RunCommit:
         except Exception as exc:
             raise StorageError(f"cannot write {to_uri(self.fs, path)}: {exc}") from exc
         rec = FileRecord(rel, len(data), rows)
-        self.files.append(rec)
+        self._files[rel] = rec
         return rec
 
     def write_bytes(self, rel: str, data: bytes) -> FileRecord:
@@ -199,7 +204,8 @@ class RunCommit:
 
     def add_records(self, records: list[FileRecord]) -> None:
         """Register files that the workers wrote (see :func:`write_partitions`)."""
-        self.files.extend(records)
+        for rec in records:
+            self._files[rec.path] = rec
 
     # ------------------------------------------------------------------ commit
     def commit(self, manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-__all__ = ["SECRET_KEYS", "filesystem", "join", "redact", "to_uri"]
+__all__ = ["SECRET_KEYS", "filesystem", "join", "read_text", "redact", "to_uri"]
 
 #: storage_options keys whose values are never printed, logged or written to a manifest
 SECRET_KEYS = frozenset(
@@ -62,3 +62,9 @@ def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     if protocol in ("file", "local"):
         return path
     return f"{protocol}://{path}"
+
+
+def read_text(uri: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """The text of a small file (a config) at a local path or URI."""
+    fs, path = filesystem(uri, storage_options)
+    return fs.cat_file(path).decode()

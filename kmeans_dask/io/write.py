@@ -11,7 +11,7 @@ from ..exceptions import StorageError
 from .commit import FileRecord, RunCommit
 from .fs import to_uri
 
-__all__ = ["write_partitions"]
+__all__ = ["write_frames", "write_partitions"]
 
 
 def _write_part(df: pd.DataFrame, fs: Any, path: str, rel: str) -> FileRecord:
@@ -32,12 +32,18 @@ def write_partitions(frame: Any, run: RunCommit, folder: str) -> list[FileRecord
     only the file records (path, size, rows) come back. The records are registered with
     ``run`` for the manifest.
     """
+    return write_frames(list(frame.to_delayed(optimize_graph=True)), run, folder)
+
+
+def write_frames(parts: list, run: RunCommit, folder: str) -> list[FileRecord]:
+    """Write delayed pandas frames (one per partition) as ``{folder}/part-NNNNN.parquet``,
+    each on the worker that computes it; see :func:`write_partitions`."""
     import dask
 
     run.fs.makedirs(run.path(folder), exist_ok=True)
     task = dask.delayed(_write_part, pure=False)
     tasks = []
-    for i, part in enumerate(frame.to_delayed(optimize_graph=True)):
+    for i, part in enumerate(parts):
         rel = f"{folder}/part-{i:05d}.parquet"
         tasks.append(task(part, run.fs, run.path(rel), rel))
     records = list(dask.compute(*tasks))

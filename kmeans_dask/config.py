@@ -1,0 +1,314 @@
+"""The run configuration: a pydantic model that is also the schema of ``configs/*.yaml``.
+
+A run is fully described by one YAML file (plus ``--set key.path=value`` overrides). Unknown
+keys are errors; every error names the key path, what is allowed and what was given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .exceptions import KMeansDaskError
+
+__all__ = [
+    "ClusterSpec",
+    "ConfigError",
+    "InputSpec",
+    "KMeansSpec",
+    "KNNSpec",
+    "MetricsSpec",
+    "OutputSpec",
+    "RunConfig",
+    "apply_overrides",
+    "config_hash",
+    "identity",
+    "load_config",
+    "parse_config",
+    "parse_overrides",
+]
+
+
+class ConfigError(KMeansDaskError, ValueError):
+    """The run configuration is invalid; the message lists every problem by key path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InputSpec(_Strict):
+    """Where a dataset is and which columns to use."""
+
+    uri: str = Field(description="Local path or s3://bucket/prefix (folder or file).")
+    format: Literal["parquet", "csv"] = "parquet"
+    columns: list[str] | None = Field(
+        None, description="Feature columns (numeric). Default: every numeric column."
+    )
+    id_column: str | None = Field(None, description="Row identifier copied to the outputs.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec/s3fs options such as endpoint_url; credentials belong in the "
+        "environment (AWS_ACCESS_KEY_ID, ...), never in a config file.",
+    )
+    filters: list[Any] | None = Field(
+        None, description='pyarrow-style filters, e.g. [["year", ">=", 2025]].'
+    )
+
+
+class KMeansSpec(_Strict):
+    """The k-means fit; ``k: auto`` sweeps ``k_min..k_max`` and picks K by ``select``."""
+
+    k: int | Literal["auto"] = "auto"
+    k_min: int = Field(2, ge=1)
+    k_max: int = Field(10, ge=1)
+    select: Literal["silhouette", "elbow"] = "silhouette"
+    init: Literal["k-means||", "k-means++", "random"] = "k-means||"
+    oversampling_factor: float = Field(2.0, gt=0)
+    init_rounds: int = Field(5, ge=1)
+    max_iter: int = Field(300, ge=1)
+    tol: float = Field(1e-4, ge=0)
+    n_init: int = Field(1, ge=1)
+    random_state: int = Field(0, ge=0)
+    dtype: Literal["float32", "float64"] = "float64"
+
+    @model_validator(mode="after")
+    def _ranges(self) -> KMeansSpec:
+        if isinstance(self.k, int) and self.k < 1:
+            raise ValueError(f"k: must be an int >= 1 or 'auto'; got {self.k}")
+        if self.k == "auto":
+            if self.k_min > self.k_max:
+                raise ValueError(
+                    f"k_min ({self.k_min}) must be <= k_max ({self.k_max}) when k is 'auto'"
+                )
+            if self.select == "silhouette" and self.k_min < 2:
+                raise ValueError(
+                    "k_min: must be >= 2 with select 'silhouette' (a silhouette needs two "
+                    f"clusters); got {self.k_min}"
+                )
+        return self
+
+
+class MetricsSpec(_Strict):
+    """Cluster-quality metrics."""
+
+    silhouette_sample_size: int = Field(20_000, ge=2)
+
+
+class KNNSpec(_Strict):
+    """KNN scoring of new rows against the segmented reference rows."""
+
+    enabled: bool = False
+    query: InputSpec | None = None
+    n_neighbors: int = Field(15, ge=1)
+    weights: Literal["uniform", "distance"] = "uniform"
+    task: Literal["classify", "regress"] = "classify"
+    target: str = Field(
+        "segment", description="'segment' (the k-means label) or a column of the input."
+    )
+
+    @model_validator(mode="after")
+    def _query_needed(self) -> KNNSpec:
+        if self.enabled and self.query is None:
+            raise ValueError("query: required when knn.enabled is true")
+        if self.task == "regress" and self.target == "segment":
+            raise ValueError("target: task 'regress' needs a numeric column, not 'segment'")
+        return self
+
+
+class OutputSpec(_Strict):
+    """Where results are committed (``{uri}/{run_id}/``)."""
+
+    uri: str
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ClusterSpec(_Strict):
+    """The Dask cluster: an existing scheduler, or an embedded LocalCluster."""
+
+    address: str | None = Field(
+        None, description="tcp://host:8786 of an existing scheduler (or DASK_SCHEDULER_ADDRESS)."
+    )
+    n_workers: int | None = Field(None, ge=1, description="Embedded: worker processes (cores).")
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str = Field("auto", description="Embedded: per worker, e.g. '4GiB'.")
+
+
+class RunConfig(_Strict):
+    """A whole segmentation run."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    input: InputSpec
+    scaling: Literal["standard", "none"] = "standard"
+    kmeans: KMeansSpec = Field(default_factory=KMeansSpec)
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    knn: KNNSpec = Field(default_factory=KNNSpec)
+    output: OutputSpec
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _format_error(err: Mapping[str, Any]) -> str:
+    loc = [str(p) for p in err.get("loc", ()) if not str(p).startswith(("function-", "literal["))]
+    # drop pydantic's union branch names such as 'int' / 'literal['auto']'
+    loc = [p for p in loc if p not in ("int", "str", "float", "bool")]
+    path = ".".join(loc) or "(config)"
+    kind = err.get("type", "")
+    got = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return f"{path}: unknown key (check the spelling; allowed keys are in configs/README)"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
+        return f"{path}: must be one of {expected}; got {got!r}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = {
+            "greater_than_equal": ">=",
+            "greater_than": ">",
+            "less_than_equal": "<=",
+            "less_than": "<",
+        }[kind]
+        limit = next(iter(ctx.values()), "")
+        return f"{path}: must be {bound} {limit}; got {got!r}"
+    if kind.endswith("_parsing") or kind.endswith("_type"):
+        want = kind.split("_")[0]
+        return f"{path}: must be a{'n' if want[0] in 'aeiou' else ''} {want}; got {got!r}"
+    if kind == "value_error":
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        return f"{path}.{msg}" if path != "(config)" and not msg.startswith(path) else msg
+    if kind == "string_pattern_mismatch":
+        return f"{path}: must match {ctx.get('pattern')}; got {got!r}"
+    return f"{path}: {err.get('msg')}; got {got!r}"
+
+
+def parse_config(data: Mapping[str, Any], source: str = "config") -> RunConfig:
+    """Validate a mapping into a :class:`RunConfig` (raises :class:`ConfigError`)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys; got {data!r}")
+    try:
+        return RunConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        seen: list[str] = []
+        for e in exc.errors():
+            line = _format_error(e)
+            if line not in seen:
+                seen.append(line)
+        # a union (k: int | 'auto') reports one error per branch: keep the clearest
+        lines = _merge_union_errors(seen)
+        raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
+
+
+def _merge_union_errors(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    by_path: dict[str, list[str]] = {}
+    for line in lines:
+        by_path.setdefault(line.split(":", 1)[0], []).append(line)
+    for path, group in by_path.items():
+        if path == "kmeans.k" and len(group) > 1:
+            got = group[0].rsplit("got ", 1)[-1]
+            out.append(f"kmeans.k: must be an int >= 1 or 'auto'; got {got}")
+        else:
+            out.extend(group)
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """``["kmeans.k=6", "knn.enabled=false"]`` -> ``{"kmeans.k": 6, "knn.enabled": False}``
+    (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. kmeans.k=6")
+        key, _, raw = item.partition("=")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str] | Mapping[str, Any]) -> dict:
+    """Apply ``key.path=value`` overrides (values parsed as YAML scalars) to a config mapping."""
+    mapping = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
+    items = mapping.items()
+    out = _deepcopy(data)
+    for key, value in items:
+        parts = [p for p in str(key).split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set: empty key in {key!r}")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: {p!r} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _deepcopy(data: Any) -> Any:
+    if isinstance(data, Mapping):
+        return {k: _deepcopy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deepcopy(v) for v in data]
+    return data
+
+
+def load_config(
+    uri: str,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+    storage_options: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Read a YAML config (local path or any fsspec URI), apply overrides, validate."""
+    from .io import read_text
+
+    try:
+        text = read_text(uri, storage_options)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {uri}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{uri} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{uri}: the top level must be a mapping of keys")
+    return parse_config(apply_overrides(data, overrides), source=uri)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def identity(config: RunConfig) -> dict[str, Any]:
+    """The part of the config that determines the results (hashed into the run id).
+
+    Leaves out where results go (``output``), where the work runs (``cluster``) and every
+    ``storage_options`` (connection details and credentials, which must never be hashed
+    into a name or written anywhere).
+    """
+    data = config.model_dump(mode="json")
+    data.pop("output", None)
+    data.pop("cluster", None)
+    data["input"].pop("storage_options", None)
+    if data.get("knn", {}).get("query"):
+        data["knn"]["query"].pop("storage_options", None)
+    return data
+
+
+def config_hash(config: RunConfig) -> str:
+    """SHA-256 of :func:`identity` (canonical JSON)."""
+    from .io import canonical_json
+
+    return hashlib.sha256(canonical_json(identity(config)).encode()).hexdigest()

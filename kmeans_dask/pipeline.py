@@ -1,0 +1,474 @@
+"""The segmentation job as plain Python: plan -> read -> scale -> sweep -> fit -> assign ->
+score -> commit. Runnable without Prefect; ``flows/segmentation.py`` wraps these stages.
+
+Each stage is a function of small, explicit inputs so that an orchestrator can run it as a
+task. Results are written under ``{output}/{run_id}/`` and committed with ``_SUCCESS`` last
+(see :mod:`kmeans_dask.io.commit`); a committed run with the same id is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import RunConfig, config_hash, identity
+from .io import Dataset, RunCommit, fingerprint, open_dataset, redact, run_id_for
+from .io.model_store import save_model
+from .io.write import write_frames
+from .kmeans import KMeans, _apply_block
+from .model import SegmentationModel
+from .scale import StandardScaler
+from .sweep import SweepResult, sweep_k
+
+__all__ = [
+    "Plan",
+    "RunResult",
+    "Stages",
+    "connect",
+    "plan",
+    "run",
+]
+
+logger = logging.getLogger(__name__)
+
+_VERSIONED = (
+    "kmeans-dask",
+    "dask",
+    "distributed",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "s3fs",
+    "scikit-learn",
+    "numba",
+    "prefect",
+)
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+@contextlib.contextmanager
+def connect(config: RunConfig) -> Iterator[Any]:
+    """A distributed Client: ``cluster.address`` (or ``DASK_SCHEDULER_ADDRESS``) when set,
+    else an embedded LocalCluster (one worker process per core by default)."""
+    from distributed import Client, LocalCluster
+
+    spec = config.cluster
+    address = spec.address or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        with Client(address) as client:
+            logger.info("connected to Dask scheduler %s", address)
+            yield client
+        return
+    n_workers = spec.n_workers or max(1, os.cpu_count() or 1)
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=spec.threads_per_worker,
+            processes=True,
+            memory_limit=spec.memory_limit,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        logger.info(
+            "embedded LocalCluster: %d workers; dashboard %s", n_workers, client.dashboard_link
+        )
+        yield client
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class Plan:
+    """What a run is: its id, where it goes, and whether it is already committed."""
+
+    run_id: str
+    run_uri: str
+    config_hash: str
+    inputs: dict[str, Any]
+    committed: bool
+
+
+def _inputs(config: RunConfig) -> dict[str, Any]:
+    out = {
+        "input": fingerprint(
+            config.input.uri, config.input.format, config.input.storage_options or None
+        )
+    }
+    q = config.knn.query if config.knn.enabled else None
+    if q is not None:
+        out["query"] = fingerprint(q.uri, q.format, q.storage_options or None)
+    return out
+
+
+def _committer(config: RunConfig, run_id: str) -> RunCommit:
+    return RunCommit(config.output.uri, run_id, config.output.storage_options or None)
+
+
+def plan(config: RunConfig) -> Plan:
+    """Fingerprint the inputs (a listing) and derive the run id; checks ``_SUCCESS``."""
+    inputs = _inputs(config)
+    run_id = run_id_for(identity(config), inputs, name=config.name)
+    commit = _committer(config, run_id)
+    return Plan(run_id, commit.uri, config_hash(config), inputs, commit.is_committed())
+
+
+# --------------------------------------------------------------------------- stages
+
+
+@dataclass
+class Prepared:
+    """Input read, features persisted and scaled."""
+
+    dataset: Dataset
+    X: Any  # persisted raw features (dask array, one chunk per input partition)
+    X_scaled: Any
+    scaler: StandardScaler | None
+
+
+def read_and_scale(config: RunConfig) -> Prepared:
+    """Open and validate the input, persist its features once, fit the scaler."""
+    spec = config.input
+    ds = open_dataset(
+        spec.uri,
+        spec.format,
+        spec.columns,
+        spec.id_column,
+        spec.storage_options or None,
+        spec.filters,
+    )
+    X = ds.to_dask_array(dtype=np.dtype(config.kmeans.dtype)).persist()
+    scaler = None
+    X_scaled = X
+    if config.scaling == "standard":
+        scaler = StandardScaler().fit(X)
+        X_scaled = scaler.transform(X)
+    return Prepared(ds, X, X_scaled, scaler)
+
+
+def _kmeans_params(config: RunConfig) -> dict[str, Any]:
+    km = config.kmeans
+    return {
+        "init": km.init,
+        "oversampling_factor": km.oversampling_factor,
+        "init_rounds": km.init_rounds,
+        "max_iter": km.max_iter,
+        "tol": km.tol,
+        "n_init": km.n_init,
+    }
+
+
+def choose_k(config: RunConfig, prepared: Prepared) -> SweepResult | None:
+    """Sweep K (when ``kmeans.k`` is 'auto') on the scaled features."""
+    km = config.kmeans
+    if km.k != "auto":
+        return None
+    return sweep_k(
+        prepared.X_scaled,
+        range(km.k_min, km.k_max + 1),
+        select=km.select,
+        silhouette_sample_size=config.metrics.silhouette_sample_size,
+        random_state=km.random_state,
+        **_kmeans_params(config),
+    )
+
+
+def fit(config: RunConfig, prepared: Prepared, sweep: SweepResult | None) -> KMeans:
+    """The final model: the sweep's model for the chosen K, or a fit with the fixed K."""
+    if sweep is not None:
+        return sweep.model
+    km = config.kmeans
+    return KMeans(int(km.k), random_state=km.random_state, **_kmeans_params(config)).fit(
+        prepared.X_scaled
+    )
+
+
+def _assign_part(
+    X: np.ndarray,
+    ids: Any,
+    offset: int,
+    C: np.ndarray,
+    ref: np.ndarray,
+    mean: np.ndarray | None,
+    scale: np.ndarray | None,
+    id_name: str,
+) -> pd.DataFrame:
+    Xs = X if mean is None else (X - mean.astype(X.dtype)) / scale.astype(X.dtype)
+    seg = _apply_block(Xs, "predict", C, ref)
+    d2 = _apply_block(Xs, "min_sq_dist", C, ref)
+    ident = np.arange(offset, offset + X.shape[0]) if ids is None else np.asarray(ids)
+    return pd.DataFrame(
+        {id_name: ident, "segment": seg.astype(np.int32), "distance_to_centroid": np.sqrt(d2)}
+    )
+
+
+def _scaler_arrays(scaler: StandardScaler | None):
+    if scaler is None:
+        return None, None
+    mean = scaler.mean_ if scaler.mean_ is not None else np.zeros(scaler.n_features_in_)
+    scale = scaler.scale_ if scaler.scale_ is not None else np.ones(scaler.n_features_in_)
+    return mean, scale
+
+
+def _id_parts(ds: Dataset) -> list:
+    if ds.info.id_column is None:
+        return [None] * ds.frame.npartitions
+    return list(ds.frame[ds.info.id_column].to_delayed(optimize_graph=False))
+
+
+def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> list[Any]:
+    """``assignments/part-*.parquet``: id, segment, distance_to_centroid, one file per
+    input partition, computed and written on the workers."""
+    import dask
+
+    ds = prepared.dataset
+    id_name = ds.info.id_column or "row"
+    mean, scale = _scaler_arrays(prepared.scaler)
+    blocks = prepared.X.to_delayed(optimize_graph=False)[:, 0]
+    offsets = np.cumsum([0, *prepared.X.chunks[0]])[:-1]
+    task = dask.delayed(_assign_part, pure=True)
+    parts = [
+        task(b, ids, int(off), model.cluster_centers_, model._reference, mean, scale, id_name)
+        for b, ids, off in zip(blocks, _id_parts(ds), offsets, strict=True)
+    ]
+    return write_frames(parts, run, "assignments")
+
+
+def score_queries(
+    config: RunConfig, run: RunCommit, prepared: Prepared, model: KMeans
+) -> list[Any]:
+    """``scores/part-*.parquet`` for the query rows (KNN against the segmented rows)."""
+    from .knn import KNeighborsScorer
+
+    knn = config.knn
+    q = knn.query
+    features = prepared.dataset.info.features
+    qds = open_dataset(q.uri, q.format, features, q.id_column, q.storage_options or None, q.filters)
+    Xq = qds.to_dask_array(dtype=np.dtype(config.kmeans.dtype))
+    Xq_scaled = prepared.scaler.transform(Xq) if prepared.scaler is not None else Xq
+    if knn.target == "segment":
+        y = model.predict(prepared.X_scaled)
+    else:
+        spec = config.input
+        tds = open_dataset(
+            spec.uri, spec.format, [knn.target], None, spec.storage_options or None, spec.filters
+        )
+        y = tds.to_dask_array()[:, 0]
+        y = y.rechunk((prepared.X.chunks[0],))
+    scorer = KNeighborsScorer(n_neighbors=knn.n_neighbors, weights=knn.weights, task=knn.task)
+    scorer.fit(prepared.X_scaled, y)
+    id_name = q.id_column or "row"
+    if q.id_column is not None:
+        ids = qds.frame[q.id_column].to_dask_array(lengths=list(Xq.chunks[0]))
+    else:
+        import dask.array as da
+
+        ids = da.arange(Xq.shape[0], chunks=Xq.chunks[0])
+    frame = scorer.score_frame(Xq_scaled, ids)
+    nearest = model.predict(Xq_scaled)
+    import dask
+
+    # score partitions follow the query chunks: add the nearest centroid block by block
+    parts = [
+        dask.delayed(_with_nearest, pure=True)(f, n, id_name)
+        for f, n in zip(
+            frame.to_delayed(optimize_graph=False),
+            nearest.to_delayed(optimize_graph=False),
+            strict=True,
+        )
+    ]
+    return write_frames(parts, run, "scores")
+
+
+def _with_nearest(frame: pd.DataFrame, nearest: np.ndarray, id_name: str) -> pd.DataFrame:
+    frame = frame.reset_index(drop=True)
+    frame = frame.rename(columns={"id": id_name}) if id_name != "id" else frame
+    frame["nearest_centroid"] = np.asarray(nearest, dtype=np.int32)
+    return frame
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass
+class RunResult:
+    """What a run produced (or found already committed). ``as_dict`` is JSON-able."""
+
+    run_id: str
+    run_uri: str
+    skipped: bool
+    k: int | None = None
+    rule: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    sweep: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as plain data (for an orchestrator's result store)."""
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that shape the results (for the manifest)."""
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+class Stages:
+    """Run the stages in order, timing each; ``wrap`` lets an orchestrator run each stage
+    as its own task (the Prefect flow passes a function that submits a task)."""
+
+    def __init__(self, wrap: Callable[[str, Callable, tuple], Any] | None = None) -> None:
+        self.timings: dict[str, float] = {}
+        self._wrap = wrap
+
+    def __call__(self, name: str, func: Callable, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        logger.info("stage %s ...", name)
+        out = self._wrap(name, func, args) if self._wrap else func(*args)
+        self.timings[name] = round(time.perf_counter() - t0, 3)
+        logger.info("stage %s done in %.2f s", name, self.timings[name])
+        return out
+
+
+def run(
+    config: RunConfig,
+    force: bool = False,
+    stages: Stages | None = None,
+    client: Any = None,
+    on_connect: Callable[[Any], None] | None = None,
+) -> RunResult:
+    """Run the whole job (connects its own cluster unless a client is given).
+
+    ``on_connect(client)`` is called once the cluster is up (e.g. to print the dashboard).
+    """
+    stages = stages or Stages()
+    p = stages("plan", plan, config)
+    if p.committed and not force:
+        logger.info("run %s is already committed at %s: skipped", p.run_id, p.run_uri)
+        manifest = _committer(config, p.run_id).manifest()
+        return RunResult(
+            p.run_id,
+            p.run_uri,
+            True,
+            manifest.get("k"),
+            manifest.get("k_rule"),
+            manifest.get("metrics", {}),
+            manifest.get("timings", {}),
+            manifest.get("files", []),
+        )
+    ctx = connect(config) if client is None else contextlib.nullcontext(client)
+    with ctx as c:
+        if on_connect is not None:
+            on_connect(c)
+        return _execute(config, p, force, stages)
+
+
+def _execute(config: RunConfig, p: Plan, force: bool, stages: Stages) -> RunResult:
+    prepared = stages("read", read_and_scale, config)
+    sweep = stages("sweep", choose_k, config, prepared)
+    model = stages("fit", fit, config, prepared, sweep)
+    run_commit = _committer(config, p.run_id)
+    if not run_commit.begin(force=force):  # committed meanwhile by another process
+        return RunResult(p.run_id, p.run_uri, True)
+    with run_commit.attempt():
+        stages("assign", write_assignments, run_commit, prepared, model)
+        if config.knn.enabled:
+            stages("score", score_queries, config, run_commit, prepared, model)
+        metrics = stages("model", _write_model, config, run_commit, prepared, model, sweep, p)
+        manifest = {
+            "name": config.name,
+            "config": _redacted(config),
+            "config_hash": p.config_hash,
+            "inputs": p.inputs,
+            "versions": versions(),
+            "k": int(model.n_clusters),
+            "k_rule": sweep.rule if sweep is not None else "fixed",
+            "metrics": metrics,
+            "sweep": _records(sweep),
+            "timings": stages.timings,
+        }
+        full = stages("commit", run_commit.commit, manifest)
+    return RunResult(
+        p.run_id,
+        run_commit.uri,
+        False,
+        manifest["k"],
+        manifest["k_rule"],
+        metrics,
+        dict(stages.timings),
+        full["files"],
+        manifest["sweep"],
+    )
+
+
+def _records(sweep: SweepResult | None) -> list[dict[str, Any]]:
+    """The sweep table as JSON-able records (NaN as None)."""
+    if sweep is None:
+        return []
+    table = sweep.table.astype(object).where(sweep.table.notna(), None)
+    return [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for row in table.to_dict(orient="records")
+    ]
+
+
+def _redacted(config: RunConfig) -> dict[str, Any]:
+    data = config.model_dump(mode="json")
+    data["input"]["storage_options"] = redact(data["input"].get("storage_options"))
+    data["output"]["storage_options"] = redact(data["output"].get("storage_options"))
+    if data["knn"].get("query"):
+        data["knn"]["query"]["storage_options"] = redact(data["knn"]["query"]["storage_options"])
+    return data
+
+
+def _write_model(
+    config: RunConfig,
+    run: RunCommit,
+    prepared: Prepared,
+    model: KMeans,
+    sweep: SweepResult | None,
+    p: Plan,
+) -> dict[str, Any]:
+    metrics: dict[str, Any] = {"inertia": float(model.inertia_), "n_iter": int(model.n_iter_)}
+    if sweep is not None:
+        run.write_table("sweep.parquet", sweep.table)
+        run.write_bytes("elbow.png", sweep.plot_elbow())
+        run.write_bytes("silhouette.png", sweep.plot_silhouette())
+        row = sweep.table.set_index("k").loc[sweep.k]
+        for col in (
+            "silhouette_sample",
+            "silhouette_full_sq",
+            "calinski_harabasz",
+            "davies_bouldin",
+        ):
+            metrics[col] = None if pd.isna(row[col]) else float(row[col])
+        metrics["knee"] = sweep.knee.x
+    features = prepared.dataset.info.features
+    seg_model = SegmentationModel(
+        model,
+        prepared.scaler,
+        features,
+        {"run_id": p.run_id, "name": config.name, "k_rule": sweep.rule if sweep else "fixed"},
+    )
+    save_model(run, seg_model)
+    return metrics
