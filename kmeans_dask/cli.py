@@ -148,8 +148,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     base = Path(args.dir)
     print(
-        f"Generating {args.customers:,} synthetic customers (5 segments) and "
-        f"{args.queries:,} new customers under {base}/data ..."
+        f"Synthetic data: {args.customers:,} customers (5 segments) and "
+        f"{args.queries:,} new customers under {base}/data"
     )
     data = write_demo_data(base / "data", args.customers, args.queries)
     overrides = [

@@ -78,12 +78,23 @@ def _write(df: pd.DataFrame, folder: Path, parts_per_region: int) -> None:
 def write_demo_data(
     folder: str | Path, n_customers: int = 200_000, n_queries: int = 10_000, seed: int = 0
 ) -> DemoData:
-    """Write the demo customers and new customers under ``folder`` (replaced if present)."""
+    """Write the demo customers and new customers under ``folder``.
+
+    Data written earlier with the same sizes and seed is reused as is, so that running the
+    demo twice finds the committed run instead of recomputing (new files are a new input).
+    """
+    import json
     import shutil
 
     base = Path(folder)
     customers = base / "customers"
     queries = base / "new-customers"
+    marker = base / "demo.json"
+    spec = {"customers": n_customers, "queries": n_queries, "seed": seed, "version": 1}
+    data = DemoData(str(customers), str(queries), n_customers, n_queries, len(_PROFILES))
+    if marker.exists() and json.loads(marker.read_text()) == spec:
+        return data
+    marker.unlink(missing_ok=True)
     for p in (customers, queries):
         shutil.rmtree(p, ignore_errors=True)
     df, truth = make_customers(n_customers, seed)
@@ -93,4 +104,5 @@ def write_demo_data(
     )
     q, _ = make_customers(n_queries, seed + 1, offset=n_customers, outliers=0.01)
     _write(q, queries, parts_per_region=1)
-    return DemoData(str(customers), str(queries), n_customers, n_queries, len(_PROFILES))
+    marker.write_text(json.dumps(spec))  # last: a complete data set
+    return data

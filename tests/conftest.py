@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "kmeans-dask-test-key")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "kmeans-dask-test-secret")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+# Prefect: a private home per test session (its database, settings), no telemetry (no network)
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="kmeans-dask-prefect-"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
 
 @pytest.fixture(scope="session")
@@ -168,3 +172,15 @@ def store(request, tmp_path):
     else:
         opts = request.getfixturevalue("s3")
         yield Store(f"s3://test-bucket/{uuid.uuid4().hex[:8]}", opts)
+
+
+# --------------------------------------------------------------------------- Prefect
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """Prefect's test harness: a temporary API server and database for the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
