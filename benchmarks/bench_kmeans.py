@@ -536,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     env_before = {k: os.environ.get(k) for k in THREAD_ENV}
     with (
         LocalCluster(
-            n_workers=N_WORKERS, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=N_WORKERS, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -20,11 +20,10 @@ import platform
 import sys
 import time
 
-import numpy as np
-
 # import the numeric libraries before the cluster starts: starting a LocalCluster sets the
 # OMP/MKL/OpenBLAS thread variables of this process to 1, which would hobble scikit-learn
-import sklearn.cluster  # noqa: F401  isort: skip
+import sklearn.cluster
+
 import sklearn.metrics  # noqa: F401  isort: skip
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -61,14 +60,15 @@ def main() -> int:
     saved = {v: os.environ.get(v) for v in _THREAD_VARS}
     print(f"command: {' '.join([sys.executable, *sys.argv])}")
     print(
-        f"machine: {platform.platform()}; cpus={os.cpu_count()}; kmeans_dask {kmeans_dask.__version__}"
+        f"machine: {platform.platform()}; cpus={os.cpu_count()}; "
+        f"kmeans_dask {kmeans_dask.__version__}"
     )
     ks = list(range(args.kmin, args.kmax + 1))
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
-        Client(cluster) as client,
+        Client(cluster),
     ):
         for v, val in saved.items():  # give scikit-learn its threads back
             if val is None:

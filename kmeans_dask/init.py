@@ -9,7 +9,7 @@ k-means|| follows the paper (and Spark), not dask-ml's shortcut:
   the workers; a round compares rows only with the candidates added in the previous round;
 * each round samples every row independently with probability ``min(1, l * w * d2 / phi)``,
   ``l = oversampling_factor * k``, and ``phi`` is reduced in the same pass (see
-  :func:`kernels.kmeans_parallel_sample`);
+  :func:`init_kernels.kmeans_parallel_sample`);
 * one last pass weights every candidate by the total weight of the rows nearest to it;
 * the weighted candidates (a few hundred rows) are reduced to ``k`` centres on the caller
   with weighted k-means++ then weighted Lloyd, over several seeded trials, keeping the lowest
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
+from . import init_kernels, kernels
 from .blocks import Block, BlockSet
 
 __all__ = ["InitResult", "kmeans_parallel", "kmeanspp_sample", "random_rows"]
@@ -68,11 +68,11 @@ def _round(
     """Update the block's cost against last round's candidates, then sample this round."""
     d2, nearest = _state(prev)
     if new is not None:  # None when the previous round added no candidate
-        d2, nearest = kernels.kmeans_parallel_update(
+        d2, nearest = init_kernels.kmeans_parallel_update(
             block.X, block.w, d2, nearest, new, first_new_index
         )
-    u = kernels.row_uniforms(seed, stream, offset, block.X.shape[0])
-    phi, t, local, rows = kernels.kmeans_parallel_sample(block.X, block.w, d2, u, oversampling)
+    u = init_kernels.row_uniforms(seed, stream, offset, block.X.shape[0])
+    phi, t, local, rows = init_kernels.kmeans_parallel_sample(block.X, block.w, d2, u, oversampling)
     return (d2, nearest), (phi, t, local + offset, rows)
 
 
@@ -85,7 +85,7 @@ def _candidate_weights(
 ) -> np.ndarray:
     d2, nearest = _state(prev)
     if new is not None:
-        d2, nearest = kernels.kmeans_parallel_update(
+        d2, nearest = init_kernels.kmeans_parallel_update(
             block.X, block.w, d2, nearest, new, first_new_index
         )
     return np.bincount(nearest, weights=block.w, minlength=m).astype(np.float64)
@@ -97,14 +97,14 @@ def _pick_weighted(block: Block, target: float) -> int:
 
 
 def _topk_keys(block: Block, offset: int, seed: int, stream: int, k: int) -> tuple:
-    u = kernels.row_uniforms(seed, stream, offset, block.X.shape[0])
-    return kernels.weighted_topk_keys(block.w, u, k, offset)
+    u = init_kernels.row_uniforms(seed, stream, offset, block.X.shape[0])
+    return init_kernels.weighted_topk_keys(block.w, u, k, offset)
 
 
 def _bernoulli_sample(
     block: Block, offset: int, seed: int, stream: int, rate: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    u = kernels.row_uniforms(seed, stream, offset, block.X.shape[0])
+    u = init_kernels.row_uniforms(seed, stream, offset, block.X.shape[0])
     pick = np.flatnonzero(u < rate)
     w = np.ones(pick.size) if block.w is None else block.w[pick]
     return block.X[pick].copy(), w
@@ -115,7 +115,7 @@ def _bernoulli_sample(
 
 def _first_centre(bs: BlockSet, seed: int) -> np.ndarray:
     """A random row, with probability proportional to its weight."""
-    u = float(kernels.row_uniforms(seed, 0, 0, 1)[0])
+    u = float(init_kernels.row_uniforms(seed, 0, 0, 1)[0])
     if not bs.weighted:
         idx = min(int(u * bs.n_samples), bs.n_samples - 1)
         return bs.take_rows(np.array([idx]))
@@ -136,8 +136,8 @@ def reduce_candidates(
     """Weighted k-means++ then weighted Lloyd on the candidates, best of ``n_trials``."""
     best_c, best_cost = None, np.inf
     for _ in range(n_trials):
-        idx = kernels.kmeanspp(cand, k, rng, weights)
-        c, cost = kernels.weighted_lloyd(cand, weights, cand[idx], max_iter=300)
+        idx = init_kernels.kmeanspp(cand, k, rng, weights)
+        c, cost = init_kernels.weighted_lloyd(cand, weights, cand[idx], max_iter=300)
         if cost < best_cost:
             best_c, best_cost = c, cost
     return best_c, float(best_cost)
@@ -249,7 +249,7 @@ def kmeanspp_sample(bs: BlockSet, k: int, seed: int, sample_size: int | None = N
         X = np.concatenate([p[0] for p in parts])
         w = np.concatenate([p[1] for p in parts])
     rng = np.random.default_rng([seed, 2])
-    idx = kernels.kmeanspp(X, k, rng, w)
+    idx = init_kernels.kmeanspp(X, k, rng, w)
     return InitResult(np.ascontiguousarray(X[idx]), X.shape[0], 1, float("nan"))
 
 

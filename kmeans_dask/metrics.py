@@ -9,7 +9,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from . import kernels
+from . import init_kernels
 from . import metric_kernels as mk
 from .blocks import Block, BlockSet
 from .exceptions import InputError
@@ -192,7 +192,7 @@ def _plain_sums_task(block: Block, labels: np.ndarray, k: int, ref: np.ndarray) 
 def _sample_candidates(
     block: Block, labels: np.ndarray, offset: int, seed: int, thresholds: np.ndarray
 ) -> tuple:
-    u = kernels.row_uniforms(seed, 7, offset, block.X.shape[0])
+    u = init_kernels.row_uniforms(seed, 7, offset, block.X.shape[0])
     uu, gidx, local = mk.stratified_candidates(u, labels, thresholds, offset)
     return uu, gidx, labels[local], block.X[local].copy()
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from kmeans_dask import kernels
+from kmeans_dask import init_kernels, kernels
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=64)
 
@@ -105,8 +105,10 @@ def test_moments_count_nan_and_inf_per_column():
 
 @given(st.integers(0, 2**40), st.integers(0, 10), st.integers(0, 1000), st.integers(0, 300))
 def test_row_uniforms_do_not_depend_on_chunking(seed, stream, offset, n):
-    whole = kernels.row_uniforms(seed, stream, 0, offset + n)
-    np.testing.assert_array_equal(kernels.row_uniforms(seed, stream, offset, n), whole[offset:])
+    whole = init_kernels.row_uniforms(seed, stream, 0, offset + n)
+    np.testing.assert_array_equal(
+        init_kernels.row_uniforms(seed, stream, offset, n), whole[offset:]
+    )
     assert np.all((whole >= 0) & (whole < 1))
 
 
@@ -117,7 +119,7 @@ def test_kmeans_parallel_sample_superset_contains_every_sampled_row():
     u = rng.uniform(size=5000)
     oversampling = 20.0
     phi_total = 3 * d2.sum()  # as if two other chunks had twice this cost
-    _, t, local, _ = kernels.kmeans_parallel_sample(X, None, d2, u, oversampling)
+    _, t, local, _ = init_kernels.kmeans_parallel_sample(X, None, d2, u, oversampling)
     truly = np.flatnonzero(u < oversampling * d2 / phi_total)
     chosen = local[t > phi_total]
     np.testing.assert_array_equal(np.sort(chosen), truly)
@@ -129,7 +131,7 @@ def test_kmeanspp_picks_distinct_rows_and_spreads():
     rng = np.random.default_rng(1)
     centres = np.array([[0, 0], [50, 0], [0, 50], [50, 50]], dtype=float)
     X = np.concatenate([c + rng.normal(size=(200, 2)) for c in centres])
-    idx = kernels.kmeanspp(X, 4, np.random.default_rng(0))
+    idx = init_kernels.kmeanspp(X, 4, np.random.default_rng(0))
     assert len(set(idx.tolist())) == 4
     assert sorted((idx // 200).tolist()) == [0, 1, 2, 3]  # one seed per blob
 
@@ -137,7 +139,7 @@ def test_kmeanspp_picks_distinct_rows_and_spreads():
 def test_weighted_lloyd_zero_weight_rows_are_ignored():
     X = np.array([[0.0], [1.0], [10.0], [11.0], [1000.0]])
     w = np.array([1.0, 1.0, 1.0, 1.0, 0.0])
-    C, cost = kernels.weighted_lloyd(X, w, np.array([[0.0], [10.0]]))
+    C, cost = init_kernels.weighted_lloyd(X, w, np.array([[0.0], [10.0]]))
     np.testing.assert_allclose(np.sort(C.ravel()), [0.5, 10.5])
     np.testing.assert_allclose(cost, 4 * 0.25)
 
