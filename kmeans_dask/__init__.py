@@ -2,7 +2,7 @@
 
 Public API::
 
-    from kmeans_dask import KMeans, StandardScaler
+    from kmeans_dask import KMeans, KNeighborsScorer, StandardScaler
 """
 
 from .exceptions import (
@@ -13,6 +13,7 @@ from .exceptions import (
     KMeansDaskWarning,
 )
 from .kmeans import KMeans
+from .knn import KNeighborsScorer
 from .lloyd import IterationStats
 from .scale import StandardScaler
 
@@ -26,6 +27,7 @@ __all__ = [
     "KMeans",
     "KMeansDaskError",
     "KMeansDaskWarning",
+    "KNeighborsScorer",
     "StandardScaler",
     "__version__",
 ]

@@ -58,7 +58,8 @@ def target_block_bytes() -> int | None:
 @dataclass(frozen=True)
 class Block:
     """One persisted row block: the features (C-contiguous), optional sample weights and
-    optional cluster labels (for metrics of a given labelling)."""
+    optional labels (int64 cluster labels for metrics of a given labelling, or float64
+    targets for KNN regression)."""
 
     X: np.ndarray
     w: np.ndarray | None
@@ -79,14 +80,20 @@ class BlockSummary:
 
 
 def make_block(X: Any, w: Any, dtype: np.dtype, labels: Any = None) -> Block:
-    """Materialise one block as a C-contiguous array of ``dtype`` (runs on a worker)."""
+    """Materialise one block as a C-contiguous array of ``dtype`` (runs on a worker).
+
+    Labels become int64, except float labels (a numeric target), which stay float64.
+    """
     if hasattr(X, "to_numpy"):
         X = X.to_numpy(dtype=dtype)
     X = np.ascontiguousarray(X, dtype=dtype)
     if X.ndim == 1:
         X = X.reshape(-1, 1)
     wv = None if w is None else np.ascontiguousarray(np.asarray(w, dtype=np.float64).ravel())
-    lv = None if labels is None else np.asarray(labels, dtype=np.int64).ravel()
+    lv = None
+    if labels is not None:
+        lv = np.asarray(labels).ravel()
+        lv = lv.astype(np.float64 if lv.dtype.kind == "f" else np.int64, copy=False)
     return Block(X, wv, lv)
 
 

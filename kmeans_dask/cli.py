@@ -1,7 +1,9 @@
 """Command line: ``kmeans-dask run | validate | demo | show``.
 
-Exit codes: 0 success (or a committed run skipped), 2 invalid config or arguments,
-1 a run that failed (bad data, storage errors); the message names the key, file or column.
+Exit codes: 0 success (or a committed run skipped); 2 invalid config or arguments, or input
+that does not match the config (missing or non-numeric column, no files): nothing is written;
+1 a run that failed otherwise (storage errors, bad values found while computing). Every
+message names the key, file or column.
 """
 
 from __future__ import annotations
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
     from .config import ConfigError
-    from .exceptions import KMeansDaskError
+    from .exceptions import DatasetError, KMeansDaskError
 
     try:
         if args.command == "validate":
@@ -228,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except ConfigError as exc:
         print(f"kmeans-dask: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DatasetError as exc:
+        print(f"kmeans-dask: input does not match the config: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KMeansDaskError as exc:
         print(f"kmeans-dask: {type(exc).__name__}: {exc}", file=sys.stderr)

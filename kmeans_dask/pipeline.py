@@ -271,19 +271,15 @@ def score_queries(
     scorer = KNeighborsScorer(n_neighbors=knn.n_neighbors, weights=knn.weights, task=knn.task)
     scorer.fit(prepared.X_scaled, y)
     id_name = q.id_column or "row"
-    if q.id_column is not None:
-        ids = qds.frame[q.id_column].to_dask_array(lengths=list(Xq.chunks[0]))
-    else:
-        import dask.array as da
-
-        ids = da.arange(Xq.shape[0], chunks=Xq.chunks[0])
-    frame = scorer.score_frame(Xq_scaled, ids)
+    # ids as a dask Series (keeps string ids); None: the query row positions
+    ids = qds.frame[q.id_column] if q.id_column is not None else None
+    frame = scorer.score_frame(Xq_scaled, ids, id_column=id_name)
     nearest = model.predict(Xq_scaled)
     import dask
 
     # score partitions follow the query chunks: add the nearest centroid block by block
     parts = [
-        dask.delayed(_with_nearest, pure=True)(f, n, id_name)
+        dask.delayed(_with_nearest, pure=True)(f, n)
         for f, n in zip(
             frame.to_delayed(optimize_graph=False),
             nearest.to_delayed(optimize_graph=False),
@@ -293,9 +289,8 @@ def score_queries(
     return write_frames(parts, run, "scores")
 
 
-def _with_nearest(frame: pd.DataFrame, nearest: np.ndarray, id_name: str) -> pd.DataFrame:
+def _with_nearest(frame: pd.DataFrame, nearest: np.ndarray) -> pd.DataFrame:
     frame = frame.reset_index(drop=True)
-    frame = frame.rename(columns={"id": id_name}) if id_name != "id" else frame
     frame["nearest_centroid"] = np.asarray(nearest, dtype=np.int32)
     return frame
 

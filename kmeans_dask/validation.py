@@ -190,12 +190,16 @@ def prepare_input(
     feature_names: list[str] | None = None,
     n_threads: int | None = None,
     labels: Any = None,
+    labels_dtype: Any = np.int64,
+    labels_name: str = "labels",
 ) -> PreparedInput:
     """Check type, shape and dtypes of ``X`` (no pass over the data) and split it into parts.
 
     numpy arrays, pandas DataFrames, dask arrays and dask DataFrames are accepted. float32
     stays float32; other numeric types become float64. ``feature_names`` selects columns
-    of a DataFrame by name (the names seen in ``fit``).
+    of a DataFrame by name (the names seen in ``fit``). ``labels`` (one value per row) are
+    split along with ``X`` and cast to ``labels_dtype`` (int64 cluster labels by default, or
+    float64 for a numeric target); ``labels_name`` is the parameter name used in errors.
     """
     import dask.array as da
     import pandas as pd
@@ -259,7 +263,7 @@ def prepare_input(
             return list(v.to_delayed(optimize_graph=False))
 
         wparts = None if sample_weight is None else aligned(sample_weight, "sample_weight", float)
-        lparts = None if labels is None else aligned(labels, "labels", np.int64)
+        lparts = None if labels is None else aligned(labels, labels_name, labels_dtype)
         sizes = list(X.chunks[0]) if known else None
         return PreparedInput(
             "delayed",
@@ -287,7 +291,7 @@ def prepare_input(
         return [v[a:b] for a, b in itertools.pairwise(bounds)]
 
     wparts = None if sample_weight is None else split(sample_weight, "sample_weight", float)
-    lparts = None if labels is None else split(labels, "labels", np.int64)
+    lparts = None if labels is None else split(labels, labels_name, labels_dtype)
     return PreparedInput(
         "numpy", parts, wparts, sizes, None, dtype, d, names, lazy=False, label_parts=lparts
     )

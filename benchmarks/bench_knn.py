@@ -1,0 +1,260 @@
+"""Benchmark chunked exact KNN scoring against scikit-learn's brute force and FAISS.
+
+Run (defaults: 500,000 reference x 100,000 query rows, d = 32, k = 15, float64)::
+
+    .venv/bin/python benchmarks/bench_knn.py
+    .venv/bin/python benchmarks/bench_knn.py --ref 20000 --query 5000   # quick check
+
+Seeded, overlapping Gaussian blobs (``make_blobs``, ``cluster_std=8``) are generated on a
+``LocalCluster`` (2 worker processes x 1 thread); the first ``--ref`` rows are the reference,
+the next ``--query`` rows the queries. Both are scaled with the reference's
+``StandardScaler`` and the reference is labelled by ``KMeans(--clusters)``, as the pipeline
+does. Then, one after the other:
+
+- kmeans_dask: ``KNeighborsScorer(k).fit(X_ref, labels)`` (persists the reference blocks)
+  and ``predict(X_query).compute()`` on the cluster (query chunks of ``--query-chunk`` rows);
+- scikit-learn: ``KNeighborsClassifier(k, algorithm="brute").fit(R, y).predict(Q)`` in the
+  client on the gathered numpy arrays, with the client's thread pools (2 threads);
+- FAISS: ``IndexFlatL2`` (float32 only) ``add`` + ``search``, then a uniform vote, in the
+  client with ``omp_set_num_threads(2)``.
+
+Checks: the predicted labels of all three (kmeans_dask must equal scikit-learn), and on the
+first ``--check`` queries the neighbour indices and distances of kmeans_dask against
+``NearestNeighbors(algorithm="brute")`` and FAISS's recall@k. Untimed warm-ups compile the
+numba kernels on the workers first. Memory: the workers' peak RSS, next to the size the full
+distance matrix would have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import resource
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+N_WORKERS = 2
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ref", type=int, default=500_000, help="reference rows")
+    p.add_argument("--query", type=int, default=100_000, help="query rows")
+    p.add_argument("--d", type=int, default=32, help="features")
+    p.add_argument("--k", type=int, default=15, help="neighbours")
+    p.add_argument("--clusters", type=int, default=16, help="k-means segments (the labels)")
+    p.add_argument("--query-chunk", type=int, default=10_000, help="rows per query block")
+    p.add_argument("--check", type=int, default=2_000, help="queries for the index check")
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-faiss", action="store_true", help="skip FAISS")
+    return p.parse_args(argv)
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _worker_pools() -> str:
+    from threadpoolctl import threadpool_info
+
+    return "; ".join(f"{i['internal_api']} x{i['num_threads']}" for i in threadpool_info())
+
+
+def print_machine_info(client: Any) -> None:
+    import dask
+    import distributed
+    import numba
+    import sklearn
+    from threadpoolctl import threadpool_info
+
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"machine: {platform.platform()}; cpus {os.cpu_count()}")
+    print(
+        f"versions: python {platform.python_version()}, numpy {np.__version__}, "
+        f"dask {dask.__version__}, distributed {distributed.__version__}, "
+        f"scikit-learn {sklearn.__version__}, numba {numba.__version__}"
+    )
+    pools = "; ".join(f"{i['internal_api']} x{i['num_threads']}" for i in threadpool_info())
+    print(f"client thread pools: {pools}")
+    for addr, pools in sorted(client.run(_worker_pools).items()):
+        print(f"worker {addr} thread pools: {pools}")
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if var in os.environ:
+            print(f"note: {var}={os.environ[var]} is set (slows current OpenBLAS builds here)")
+
+
+def make_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """Scaled reference and query dask arrays (persisted) and the k-means labels."""
+    import dask
+
+    from kmeans_dask import KMeans, StandardScaler
+    from kmeans_dask.synthetic import make_blobs
+
+    n = args.ref + args.query
+    dtype = np.dtype(args.dtype)
+    X, _, _ = make_blobs(
+        n, args.d, centers=args.clusters, cluster_std=8.0, chunk_rows=50_000,
+        random_state=args.seed, dtype=dtype,
+    )  # fmt: skip
+    # persist first: every later graph starts from the same keys
+    X_ref, X_q = dask.persist(X[: args.ref], X[args.ref :].rechunk((args.query_chunk, -1)))
+    scaler = StandardScaler().fit(X_ref)
+    X_ref, X_q = dask.persist(
+        scaler.transform(X_ref).astype(dtype), scaler.transform(X_q).astype(dtype)
+    )
+    t, km = timed(lambda: KMeans(args.clusters, random_state=args.seed).fit(X_ref))
+    print(f"labels: KMeans({args.clusters}) on the reference, {t:.2f} s, {km.n_iter_} iterations")
+    return X_ref, X_q, km.labels_.persist()
+
+
+def vote_uniform(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Uniform vote, ties to the smallest label (scikit-learn's rule)."""
+    counts = np.zeros((labels.shape[0], n_classes), dtype=np.int64)
+    for j in range(labels.shape[1]):
+        np.add.at(counts, (np.arange(labels.shape[0]), labels[:, j]), 1)
+    return np.argmax(counts, axis=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # load libraries with thread pools before the nanny sets *_NUM_THREADS=1 in this process
+    import sklearn.neighbors  # noqa: F401
+    import threadpoolctl  # noqa: F401
+    from distributed import Client, LocalCluster
+
+    try:
+        import faiss
+    except Exception as exc:  # pragma: no cover - optional peer
+        print(f"FAISS unavailable: {type(exc).__name__}: {exc}")
+        faiss = None
+    from kmeans_dask import KNeighborsScorer
+    from kmeans_dask.knn_kernels import TILE_QUERY, TILE_REF, n_candidates
+
+    env_before = {k: os.environ.get(k) for k in THREAD_ENV}
+    with (
+        LocalCluster(
+            n_workers=N_WORKERS, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        print_machine_info(client)
+        k = args.k
+        print(
+            f"\n=== {args.ref:,} reference x {args.query:,} query rows, d={args.d}, k={k}, "
+            f"{args.dtype}, query blocks of {args.query_chunk:,} rows ==="
+        )
+        X_ref, X_q, labels = make_data(args)
+
+        # warm-up: compile the kernels on the workers (numba caches them on disk too)
+        rng = np.random.default_rng(1)
+        small = rng.standard_normal((2000, args.d)).astype(args.dtype)
+        warm = KNeighborsScorer(n_neighbors=k).fit(small, rng.integers(0, 3, 2000))
+        import dask.array as da
+
+        warm.predict(da.from_array(small[:500], chunks=250)).compute()
+        del warm
+        client.run(gc.collect)
+
+        # ---------------------------------------------------------------- kmeans_dask
+        rss0 = client.run(_peak_rss)
+        t_fit, knn = timed(lambda: KNeighborsScorer(n_neighbors=k).fit(X_ref, labels))
+        t_pred, pred = timed(lambda: knn.predict(X_q).compute())
+        rss1 = client.run(_peak_rss)
+        ref_blocks = knn._ref.blocks.sizes
+        print(
+            f"kmeans_dask: fit {t_fit:.2f} s ({len(ref_blocks)} reference blocks of "
+            f"{max(ref_blocks):,} rows), predict {t_pred:.2f} s "
+            f"({len(X_q.chunks[0]) * len(ref_blocks)} pair tasks)"
+        )
+        n_dist = args.ref * args.query
+        print(f"  {t_pred / n_dist * 1e9 * N_WORKERS:.3f} ns per distance per core")
+
+        # ---------------------------------------------------------------- peers (client)
+        R, Q, y = da.compute(X_ref, X_q, labels)
+        from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+
+        sk = KNeighborsClassifier(n_neighbors=k, algorithm="brute")
+        t_sk_fit, _ = timed(lambda: sk.fit(R, y))
+        t_sk, sk_pred = timed(lambda: sk.predict(Q))
+        print(f"scikit-learn brute: fit {t_sk_fit:.2f} s, predict {t_sk:.2f} s")
+        t_fs = None
+        if faiss is not None and not args.no_faiss:
+            faiss.omp_set_num_threads(os.cpu_count() or 1)
+            R32 = np.ascontiguousarray(R, dtype=np.float32)
+            Q32 = np.ascontiguousarray(Q, dtype=np.float32)
+
+            def faiss_run() -> tuple[np.ndarray, np.ndarray]:
+                index = faiss.IndexFlatL2(R32.shape[1])
+                index.add(R32)
+                _, ind = index.search(Q32, k)
+                return vote_uniform(np.asarray(y)[ind], int(y.max()) + 1), ind
+
+            t_fs, (fs_pred, fs_ind) = timed(faiss_run)
+            print(f"FAISS IndexFlatL2 (float32, add + search + vote): {t_fs:.2f} s")
+
+        # ---------------------------------------------------------------- checks
+        m = min(args.check, args.query)
+        d_ours, i_ours = knn.kneighbors(Q[:m])
+        d_sk, i_sk = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(R).kneighbors(Q[:m])
+        print("\nchecks")
+        print(f"  predicted labels equal to scikit-learn: {np.mean(pred == sk_pred):.6f}")
+        print(
+            f"  first {m} queries: indices equal {np.mean(i_ours == i_sk):.6f}, "
+            f"max |distance diff| {np.abs(d_ours - d_sk).max():.2e}"
+        )
+        if t_fs is not None:
+            recall = np.mean(
+                [len(set(a) & set(b)) / k for a, b in zip(fs_ind[:m], i_sk, strict=True)]
+            )
+            print(f"  FAISS labels equal to scikit-learn: {np.mean(fs_pred == sk_pred):.6f}")
+            print(f"  FAISS recall@{k} (first {m} queries, float32): {recall:.6f}")
+
+        print("\nmemory")
+        full = n_dist * 8
+        peak = max(rss1.values())
+        grew = max(rss1[w] - rss0[w] for w in rss1)
+        q_block = max(X_q.chunks[0])
+        pair = q_block * k * 24 + q_block * n_candidates(k) * 12 + TILE_QUERY * TILE_REF * 4
+        print(f"  full distance matrix would be {full / 2**30:,.1f} GiB (never built)")
+        print(
+            f"  per pair task: top-k + candidate heaps + one {TILE_QUERY}x{TILE_REF} tile "
+            f"= {pair / 2**20:.1f} MiB (besides its query and reference block)"
+        )
+        print(
+            f"  worker peak RSS {peak / 2**20:,.0f} MiB (grew by at most "
+            f"{grew / 2**20:,.0f} MiB during fit + predict)"
+        )
+
+        print("\nratios (scoring = predict; fit + predict in brackets)")
+        print(
+            f"  scikit-learn / kmeans_dask: {t_sk / t_pred:.2f}x "
+            f"({(t_sk + t_sk_fit) / (t_pred + t_fit):.2f}x)"
+        )
+        if t_fs is not None:
+            both = t_fs / (t_pred + t_fit)
+            print(f"  FAISS / kmeans_dask:        {t_fs / t_pred:.2f}x ({both:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

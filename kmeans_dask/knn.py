@@ -1,0 +1,371 @@
+"""Chunked k-nearest-neighbour scoring of new rows against a labelled reference set.
+
+:class:`KNeighborsScorer` persists the reference rows once as row blocks (a
+:class:`~kmeans_dask.blocks.BlockSet` whose blocks carry the labels, or the numeric target,
+next to the features) and scores query blocks against them blockwise: one task per (query
+block, reference block) pair keeps that pair's exact top-k, a tree reduction merges the
+top-k lists, and a last task per query block votes (:mod:`kmeans_dask.knn_graph` builds the
+graphs, :mod:`kmeans_dask.knn_kernels` holds the compiled kernels). Neither side is
+gathered to the caller; results are lazy dask collections (numpy in, numpy out for
+in-memory queries).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import dask
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+
+from . import knn_graph as kg
+from .blocks import Block
+from .exceptions import InputError, InvalidParameterError
+from .knn_graph import MERGE_FAN_IN
+from .validation import (
+    _is_dask_array,
+    _is_dask_frame,
+    _resolve_dtype,
+    check_array,
+    check_interval,
+    check_options,
+    load_blocks,
+    prepare_input,
+)
+
+__all__ = ["MERGE_FAN_IN", "KNeighborsScorer"]
+
+#: Rows per query block when the queries are given in memory.
+QUERY_BLOCK_ROWS = 16_384
+
+_WEIGHTS = ("uniform", "distance")
+_TASKS = ("classify", "regress")
+
+
+class KNeighborsScorer(BaseEstimator):
+    """Exact k-nearest-neighbour vote (or mean) of query rows over a labelled reference set.
+
+    Blockwise brute force: every (query block, reference block) pair yields its exact top-k,
+    and the top-k lists are merged by a tree reduction; results equal scikit-learn's
+    ``KNeighborsClassifier`` / ``KNeighborsRegressor`` with ``algorithm="brute"``.
+    Equal distances are ordered by the lower reference row, equal votes go to the smallest
+    label, so results do not depend on the chunking.
+
+    Parameters
+    ----------
+    n_neighbors : int, default=15
+        Neighbours per query row (at most the number of reference rows).
+    weights : {'uniform', 'distance'}, default='uniform'
+        ``'distance'`` weighs a neighbour by ``1 / distance``; a query with neighbours at
+        distance 0 gives them weight 1 and the others 0 (scikit-learn's rule).
+    task : {'classify', 'regress'}, default='classify'
+        Vote over labels (e.g. k-means segments) or average a numeric target.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Sorted labels (``task='classify'``).
+    n_features_in_ : int
+    n_samples_fit_ : int
+        Reference rows.
+    feature_names_in_ : ndarray of str
+        Only when ``X_ref`` was a DataFrame; DataFrame queries are selected by these names.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmeans_dask import KNeighborsScorer
+    >>> X = np.array([[0.0], [0.1], [1.0], [1.1]])
+    >>> knn = KNeighborsScorer(n_neighbors=2).fit(X, np.array([0, 0, 1, 1]))
+    >>> knn.predict(np.array([[0.05], [1.05]])).tolist()
+    [0, 1]
+    """
+
+    def __init__(
+        self, n_neighbors: int = 15, *, weights: str = "uniform", task: str = "classify"
+    ) -> None:
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+        self.task = task
+
+    # ------------------------------------------------------------------ fit
+    def _validate_params(self) -> None:
+        owner = type(self).__name__
+        check_interval(self.n_neighbors, "n_neighbors", owner, kind=numbers.Integral, low=1)
+        check_options(self.weights, "weights", owner, _WEIGHTS)
+        check_options(self.task, "task", owner, _TASKS)
+
+    def _check_k(self, k: int, n_ref: int, name: str = "n_neighbors") -> None:
+        if k > n_ref:
+            raise InvalidParameterError(
+                f"The {name!r} parameter of {type(self).__name__} must be an int in the range "
+                f"[1, {n_ref}] (at most the number of reference rows). Got {k!r} instead."
+            )
+
+    def fit(self, X_ref: Any, y_ref: Any) -> KNeighborsScorer:
+        """Persist the reference rows and their labels (or target) as blocks.
+
+        Parameters
+        ----------
+        X_ref : dask array, dask DataFrame, numpy array or DataFrame of shape (n_ref, n_features)
+            Reference rows, already scaled like the queries will be.
+        y_ref : dask array, dask Series, numpy array or Series of shape (n_ref,)
+            Label of each reference row (e.g. ``KMeans.labels_``) for ``task='classify'``,
+            or a numeric target for ``task='regress'``.
+
+        Returns
+        -------
+        self : KNeighborsScorer
+        """
+        self._validate_params()
+        owner = type(self).__name__
+        y = _as_vector(y_ref, owner)
+        n_rows = _known_rows(X_ref)
+        if n_rows is not None and not np.isnan(y.shape[0]) and y.shape[0] != n_rows:
+            raise InputError(
+                f"The 'y_ref' parameter of {owner}.fit must have one value per row of X_ref "
+                f"({n_rows} rows). Got {y.shape[0]} values instead."
+            )
+        if n_rows is not None:
+            self._check_k(self.n_neighbors, n_rows)
+        if self.task == "classify":
+            classes, labels, ldtype = _encode(y, owner)
+        else:
+            if y.dtype.kind not in "biuf":
+                raise InputError(
+                    f"{owner}: y_ref must be numeric for task='regress'; got dtype {y.dtype}."
+                )
+            classes, labels, ldtype = None, y, np.float64
+        prep = prepare_input(
+            X_ref, owner=owner, labels=labels, labels_dtype=ldtype, labels_name="y_ref"
+        )
+        bs = load_blocks(prep, owner=owner)
+        try:
+            self._check_k(self.n_neighbors, bs.n_samples)
+            if classes is None:
+                n_bad = sum(bs.map(_count_nonfinite))
+                if n_bad:
+                    raise InputError(
+                        f"{owner}: y_ref has {n_bad} NaN or infinite value(s); the regression "
+                        "target must be finite."
+                    )
+        except Exception:
+            bs.release()
+            raise
+        # an earlier fit's blocks are freed when nothing (no lazy result) refers to them
+        self._ref = kg.Reference.from_blocks(bs, 0 if classes is not None else np.nan)
+        if classes is not None:
+            self.classes_ = classes
+        elif hasattr(self, "classes_"):
+            del self.classes_
+        self.n_features_in_ = prep.n_features
+        self.n_samples_fit_ = bs.n_samples
+        if prep.feature_names is not None:
+            self.feature_names_in_ = np.asarray(prep.feature_names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return self
+
+    # ------------------------------------------------------------------ queries
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "_ref"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+
+    def _query_array(self, X: Any) -> tuple[Any, bool]:
+        """Queries as a dask array with one column chunk, and whether they were in memory."""
+        import dask.array as da
+        import pandas as pd
+
+        self._check_fitted()
+        owner = type(self).__name__
+        names = self._feature_names()
+        if _is_dask_frame(X) or isinstance(X, pd.DataFrame):
+            if names is not None:
+                missing = [c for c in names if c not in X.columns]
+                if missing:
+                    raise InputError(
+                        f"{owner}: X_query has no column(s) {missing}; the reference X_ref had "
+                        f"columns {names}."
+                    )
+                X = X[names]
+            _resolve_dtype(list(X.dtypes), [repr(str(c)) for c in X.columns], owner)
+            X = X.to_dask_array(lengths=True) if _is_dask_frame(X) else X.to_numpy()
+        in_memory = not _is_dask_array(X)
+        if in_memory:
+            X = check_array(X, owner)
+        elif X.ndim != 2 or X.dtype.kind not in "biuf":
+            raise InputError(
+                f"{owner}: X_query must be a 2-D numeric array; got {X.ndim}-D with dtype "
+                f"{X.dtype}."
+            )
+        if X.shape[1] != self.n_features_in_:
+            raise InputError(
+                f"X_query has {X.shape[1]} features, but {owner} is expecting "
+                f"{self.n_features_in_} features as input (the number of columns of X_ref)."
+            )
+        if in_memory:
+            kg.check_finite(X, 0, names)
+            rows = min(max(X.shape[0], 1), QUERY_BLOCK_ROWS)
+            return da.from_array(X, chunks=(rows, -1)), True
+        if any(np.isnan(c) for c in X.chunks[0]):
+            X = X.compute_chunk_sizes()
+        return X.rechunk({1: -1}), False
+
+    def _resolve_k(self, n_neighbors: int | None) -> int:
+        if n_neighbors is None:
+            return self.n_neighbors
+        check_interval(
+            n_neighbors, "n_neighbors", type(self).__name__, kind=numbers.Integral, low=1
+        )
+        self._check_k(n_neighbors, self.n_samples_fit_)
+        return int(n_neighbors)
+
+    def _feature_names(self) -> list[str] | None:
+        names = getattr(self, "feature_names_in_", None)
+        return None if names is None else list(names)
+
+    def _outputs(self, X_query: Any, k: int, func, args: tuple, specs: list[tuple]) -> list:
+        """``func(merged, *args)`` per query block, as one lazy array per output
+        ``(dtype, n_columns or None)``; computed when the queries were in memory."""
+        Xq, in_memory = self._query_array(X_query)
+        merged = kg.search(self._ref, Xq, k, self._feature_names())
+        results = kg.per_block(merged, func, *args)
+        arrays = kg.to_arrays(results, Xq.chunks[0], specs)
+        return list(dask.compute(*arrays)) if in_memory else arrays
+
+    # ------------------------------------------------------------------ public queries
+    def kneighbors(
+        self, X_query: Any, n_neighbors: int | None = None, return_distance: bool = True
+    ) -> Any:
+        """The nearest reference rows of every query row.
+
+        Parameters
+        ----------
+        X_query : dask array, dask DataFrame, numpy array or DataFrame of shape (n, n_features)
+        n_neighbors : int, optional
+            Defaults to the estimator's ``n_neighbors``.
+        return_distance : bool, default=True
+
+        Returns
+        -------
+        distances : array of shape (n, n_neighbors), float64
+            Euclidean distances, ascending (only when ``return_distance``).
+        indices : array of shape (n, n_neighbors), int64
+            Global positions of the neighbours in ``X_ref``; equal distances are ordered by
+            the lower position. Dask arrays for dask input, numpy arrays otherwise.
+        """
+        self._check_fitted()
+        k = self._resolve_k(n_neighbors)
+        specs = [(np.float64, k), (np.int64, k)]
+        dist, ind = self._outputs(X_query, k, kg.neighbours, (), specs)
+        return (dist, ind) if return_distance else ind
+
+    def predict(self, X_query: Any) -> Any:
+        """Predicted label (``classify``) or weighted mean target (``regress``) per row."""
+        self._check_fitted()
+        k = self.n_neighbors
+        if self.task == "regress":
+            args = (self.weights, False)
+            return self._outputs(X_query, k, kg.regress, args, [(np.float64, None)])[0]
+        args = (self.classes_, self.weights, "predict")
+        return self._outputs(X_query, k, kg.classify, args, [(self.classes_.dtype, None)])[0]
+
+    def predict_proba(self, X_query: Any) -> Any:
+        """Share of neighbour weight per class, shape (n, n_classes), columns in ``classes_``."""
+        self._check_fitted()
+        if self.task != "classify":
+            raise AttributeError("predict_proba is only available with task='classify'.")
+        args = (self.classes_, self.weights, "proba")
+        specs = [(np.float64, len(self.classes_))]
+        return self._outputs(X_query, self.n_neighbors, kg.classify, args, specs)[0]
+
+    def score_frame(self, X_query: Any, ids: Any = None, *, id_column: str = "id") -> Any:
+        """Scores of every query row as a lazy dask DataFrame.
+
+        Parameters
+        ----------
+        X_query : dask array, dask DataFrame, numpy array or DataFrame of shape (n, n_features)
+        ids : array-like, dask array or dask Series of shape (n,), optional
+            Row identifiers, aligned with ``X_query``; default: the row positions.
+        id_column : str, default='id'
+
+        Returns
+        -------
+        dask.dataframe.DataFrame
+            One row per query row, index = query row position, columns ``id_column``,
+            ``knn_label`` and ``vote_share`` (``classify``: share of the neighbour weight
+            that went to the predicted label) or ``knn_mean`` (``regress``), then
+            ``kth_distance`` (Euclidean distance to the k-th neighbour, an outlier score)
+            and ``mean_distance`` (mean distance to the k neighbours).
+        """
+        self._check_fitted()
+        Xq, _ = self._query_array(X_query)
+        merged = kg.search(self._ref, Xq, self.n_neighbors, self._feature_names())
+        if self.task == "classify":
+            args = (kg.classify, self.classes_, self.weights, "frame")
+            cols = {"knn_label": self.classes_.dtype, "vote_share": np.float64}
+        else:
+            args = (kg.regress, self.weights, True)
+            cols = {"knn_mean": np.float64}
+        results = kg.per_block(merged, *args)
+        columns = {id_column: None, **cols, "kth_distance": np.float64, "mean_distance": np.float64}
+        return kg.to_frame(results, Xq.chunks[0], ids, columns, type(self).__name__)
+
+
+# --------------------------------------------------------------------------- fit helpers
+
+
+def _as_vector(y: Any, owner: str) -> Any:
+    """``y_ref`` as a 1-D numpy or dask array (dask Series become arrays with known lengths)."""
+    import pandas as pd
+
+    if _is_dask_frame(y):
+        y = y.to_dask_array(lengths=True)
+    elif isinstance(y, pd.Series | pd.DataFrame):
+        y = y.to_numpy()
+    elif not _is_dask_array(y):
+        y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise InputError(
+            f"The 'y_ref' parameter of {owner}.fit must be 1-D (one label or target per "
+            f"reference row). Got shape {y.shape} instead."
+        )
+    return y
+
+
+def _known_rows(X: Any) -> int | None:
+    if _is_dask_frame(X):
+        return None
+    n = X.shape[0] if hasattr(X, "shape") else len(X)
+    return None if isinstance(n, float) and np.isnan(n) else int(n)
+
+
+def _encode(y: Any, owner: str) -> tuple[np.ndarray, Any, type]:
+    """Sorted classes (one small pass for dask input) and the labels as class codes."""
+    if _is_dask_array(y):
+        import dask.array as da
+
+        # unoptimised, like the label parts persisted next: one run_spec per key
+        (classes,) = dask.compute(da.unique(y), optimize_graph=False)
+        classes = np.unique(classes)
+        codes = y.map_blocks(_codes_block, classes, dtype=np.int64)
+    else:
+        classes, codes = np.unique(y, return_inverse=True)
+    if classes.dtype.kind == "f" and np.isnan(classes).any():
+        raise InputError(f"{owner}: y_ref contains NaN; every reference row needs a label.")
+    return classes, codes, np.int64
+
+
+def _codes_block(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    return np.searchsorted(classes, y).astype(np.int64)
+
+
+def _count_nonfinite(block: Block) -> int:
+    return int((~np.isfinite(block.labels)).sum())

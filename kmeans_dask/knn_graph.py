@@ -1,0 +1,282 @@
+"""Dask graphs of the chunked KNN search: the plumbing under :class:`KNeighborsScorer`.
+
+For every query block::
+
+    query chunk -> check -+-> pair(q, ref block 0) -+
+                          +-> pair(q, ref block 1) -+-> merge -> ... -> merge -> output
+                          +-> pair(q, ref block B) -+   (tree, fan-in MERGE_FAN_IN)
+
+A ``pair`` task reads one query block and one reference block and returns their exact top-k,
+``(squared distance, global row, label)`` each of shape ``(n_query_block, k)``
+(:func:`kmeans_dask.knn_kernels.block_topk`, which itself never holds more than a
+``TILE_QUERY x TILE_REF`` tile of distances). ``merge`` tasks keep the k smallest by
+(distance, index); the output task votes or averages. The reference blocks stay where they
+were persisted (futures on the workers, so pair tasks run there); queries stay lazy; nothing
+but small metadata reaches the caller. Task keys are ``knn-{query,pair,merge}-<token>-...``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import numpy as np
+
+from . import knn_kernels as kk
+from .blocks import Block, BlockSet
+from .exceptions import InputError
+from .validation import _is_dask_array, _is_dask_frame
+
+__all__ = [
+    "MERGE_FAN_IN",
+    "Reference",
+    "check_finite",
+    "classify",
+    "neighbours",
+    "per_block",
+    "regress",
+    "search",
+    "to_arrays",
+    "to_frame",
+]
+
+#: Top-k lists merged per task of the reduction tree over the reference blocks.
+MERGE_FAN_IN = 8
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A persisted reference set as the graphs use it.
+
+    ``nodes`` stand for the blocks in a graph: the futures on a cluster, else named Delayed
+    nodes holding the in-memory blocks (so a graph names every block once). ``mu`` is the
+    reference mean both sides are shifted by; ``fill`` is the value of padding labels.
+    """
+
+    blocks: BlockSet
+    nodes: list
+    mu: np.ndarray
+    fill: Any
+
+    @classmethod
+    def from_blocks(cls, bs: BlockSet, fill: Any) -> Reference:
+        if bs.client is not None:
+            nodes = list(bs.handles)
+        else:
+            token = uuid.uuid4().hex[:12]
+            nodes = [
+                dask.delayed(h, name=f"knn-ref-{token}-{j}", traverse=False)
+                for j, h in enumerate(bs.handles)
+            ]
+        return cls(bs, nodes, bs.moments()[1], fill)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def search(ref: Reference, Xq: Any, k: int, names: list[str] | None) -> list:
+    """Per query block of ``Xq`` (a dask array with one column chunk), a Delayed of its
+    merged top-k ``(sq_dist, global_index, values)`` over all reference blocks."""
+    token = uuid.uuid4().hex[:12]
+    parts = Xq.to_delayed(optimize_graph=False)[:, 0]
+    starts = np.cumsum([0, *Xq.chunks[0]])[:-1].tolist()
+    check = dask.delayed(_check_query, pure=True)
+    pair = dask.delayed(_pair, pure=True)
+    bs = ref.blocks
+    out = []
+    for qi, (part, row0) in enumerate(zip(parts, starts, strict=True)):
+        q = check(part, bs.dtype, row0, names, dask_key_name=f"knn-query-{token}-{qi}")
+        pairs = [
+            pair(q, node, off, k, ref.mu, ref.fill, dask_key_name=f"knn-pair-{token}-{qi}-{j}")
+            for j, (node, off) in enumerate(zip(ref.nodes, bs.offsets, strict=True))
+        ]
+        out.append(_tree_merge(pairs, k, f"knn-merge-{token}-{qi}"))
+    return out
+
+
+def check_finite(Q: np.ndarray, row0: int, names: list[str] | None) -> None:
+    """Raise InputError naming the columns and the first row of any NaN/inf in ``Q``."""
+    finite = np.isfinite(Q)
+    if finite.all():
+        return
+    cols = np.flatnonzero(~finite.all(axis=0))
+    rows = np.flatnonzero(~finite.all(axis=1)) + row0
+    labels = [names[j] if names is not None else int(j) for j in cols[:5]]
+    raise InputError(
+        f"Input X_query contains NaN or infinity in column(s) {labels} ({rows.size} row(s), "
+        f"the first is row {int(rows[0])}); KNeighborsScorer needs finite values. Drop or "
+        "impute those rows first."
+    )
+
+
+def _check_query(part: Any, dtype: np.dtype, row0: int, names: list[str] | None) -> np.ndarray:
+    Q = np.ascontiguousarray(part, dtype=dtype)
+    check_finite(Q, row0, names)
+    return Q
+
+
+def _pair(
+    Q: np.ndarray, block: Block, offset: int, k: int, mu: np.ndarray, fill: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    d2, idx, _ = kk.block_topk(Q, block.X, k, mu, offset)
+    return d2, idx, kk.gather_values(block.labels, idx, offset, fill)
+
+
+def _merge(*parts: tuple, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return kk.merge_topk(list(parts), k)
+
+
+def _tree_merge(parts: list, k: int, name: str) -> Any:
+    merge = dask.delayed(_merge, pure=True)
+    level = 0
+    while len(parts) > 1:
+        parts = [
+            merge(*parts[i : i + MERGE_FAN_IN], k=k, dask_key_name=f"{name}-{level}-{i}")
+            for i in range(0, len(parts), MERGE_FAN_IN)
+        ]
+        level += 1
+    return parts[0]
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def neighbours(merged: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distances and global indices of the neighbours."""
+    d2, idx, _ = merged
+    return np.sqrt(d2), idx
+
+
+def classify(merged: tuple, classes: np.ndarray, weights: str, what: str) -> tuple:
+    """``what='predict'``: (labels,); ``'proba'``: (proba,); ``'frame'``: (labels, vote
+    share, k-th distance, mean distance)."""
+    d2, _, codes = merged
+    dist = np.sqrt(d2)
+    proba, pred, share = kk.vote(dist, codes, len(classes), weights)
+    if what == "proba":
+        return (proba,)
+    if what == "predict":
+        return (classes[pred],)
+    return classes[pred], share, dist[:, -1], dist.mean(axis=1)
+
+
+def regress(merged: tuple, weights: str, frame: bool) -> tuple:
+    """(mean,) or, for a frame, (mean, k-th distance, mean distance)."""
+    d2, _, target = merged
+    dist = np.sqrt(d2)
+    mean = kk.regress(dist, target, weights)
+    return (mean, dist[:, -1], dist.mean(axis=1)) if frame else (mean,)
+
+
+def per_block(merged: list, func: Callable, *args: Any) -> list:
+    """``func(merged_block, *args)`` as one task per query block (each returns a tuple)."""
+    task = dask.delayed(func, pure=True)
+    return [task(m, *args) for m in merged]
+
+
+def to_arrays(results: list, row_chunks: tuple, specs: list[tuple]) -> list:
+    """One dask array per output ``(dtype, n_columns or None)`` of per-block tuples."""
+    import dask.array as da
+
+    arrays = []
+    for o, (dtype, cols) in enumerate(specs):
+        blocks = [
+            da.from_delayed(r[o], shape=(n,) if cols is None else (n, cols), dtype=dtype)
+            for r, n in zip(results, row_chunks, strict=True)
+        ]
+        arrays.append(da.concatenate(blocks) if len(blocks) > 1 else blocks[0])
+    return arrays
+
+
+def to_frame(results: list, row_chunks: tuple, ids: Any, columns: dict, owner: str) -> Any:
+    """A dask DataFrame from per-block tuples of column values.
+
+    ``columns`` maps names to dtypes; the first is the id column, filled from ``ids``
+    (aligned with the query rows; default: the row positions). The index is the query row.
+    """
+    import dask.dataframe as dd
+    import pandas as pd
+
+    id_parts, id_dtype = _id_parts(ids, row_chunks, owner)
+    columns = dict(columns)
+    id_column = next(iter(columns))
+    columns[id_column] = id_dtype
+    meta = pd.DataFrame({c: pd.Series([], dtype=t) for c, t in columns.items()})
+    starts = np.cumsum([0, *row_chunks])[:-1].tolist()
+    build = dask.delayed(_frame_block, pure=True)
+    frames = [
+        build(r, ids_i, row0, n, list(columns))
+        for r, ids_i, row0, n in zip(results, id_parts, starts, row_chunks, strict=True)
+    ]
+    n = int(sum(row_chunks))
+    divisions = (*starts, n - 1) if all(c > 0 for c in row_chunks) else None
+    return dd.from_delayed(frames, meta=meta, divisions=divisions, verify_meta=False)
+
+
+def _frame_block(values: tuple, ids: Any, row0: int, n: int, columns: list[str]) -> Any:
+    import pandas as pd
+
+    index = pd.RangeIndex(row0, row0 + n)
+    if ids is None:
+        ids = np.arange(row0, row0 + n)
+    elif isinstance(ids, pd.Series):
+        ids = pd.Series(ids.array, index=index)  # keeps extension dtypes (strings)
+    frame = pd.DataFrame({columns[0]: ids}, index=index)
+    for name, v in zip(columns[1:], values, strict=True):
+        frame[name] = v
+    return frame
+
+
+def _slice_series(a: int, b: int, starts: list[int], *parts: Any) -> Any:
+    """Rows ``a .. b`` of a series given as consecutive partitions starting at ``starts``."""
+    import pandas as pd
+
+    pieces = [p.iloc[max(a - s, 0) : b - s] for p, s in zip(parts, starts, strict=True)]
+    return pd.concat(pieces) if len(pieces) > 1 else pieces[0]
+
+
+def _id_parts(ids: Any, chunks: tuple, owner: str) -> tuple[list, Any]:
+    """``ids`` split like the query blocks (lazy parts for dask input), and their dtype."""
+    import pandas as pd
+
+    n = int(sum(chunks))
+    bounds = np.cumsum([0, *chunks]).tolist()
+    if ids is None:
+        return [None] * len(chunks), np.dtype(np.int64)
+    if isinstance(ids, pd.DataFrame) or (_is_dask_frame(ids) and ids.ndim == 2):
+        if len(ids.columns) != 1:
+            _check_ids(None, ids.shape, n, owner)
+        ids = ids[ids.columns[0]]
+    if _is_dask_frame(ids):  # a dask Series: slice its partitions lazily, dtype kept
+        lengths = [int(v) for v in ids.map_partitions(len).compute()]
+        _check_ids(sum(lengths), (sum(lengths),), n, owner)
+        starts = np.cumsum([0, *lengths]).tolist()
+        parts = ids.to_delayed(optimize_graph=False)
+        cut = dask.delayed(_slice_series, pure=True)
+        out = []
+        for a, b in itertools.pairwise(bounds):
+            sel = [i for i in range(len(lengths)) if starts[i] < b and starts[i + 1] > a]
+            out.append(cut(a, b, [starts[i] for i in sel], *[parts[i] for i in sel]))
+        return out, ids.dtype
+    if isinstance(ids, pd.Series):
+        _check_ids(len(ids), (len(ids),), n, owner)
+        ids = ids.reset_index(drop=True)
+        return [ids.iloc[a:b] for a, b in itertools.pairwise(bounds)], ids.dtype
+    if not _is_dask_array(ids):
+        ids = np.asarray(ids)
+    _check_ids(ids.shape[0] if ids.ndim else None, ids.shape, n, owner)
+    if _is_dask_array(ids):
+        return list(ids.rechunk((chunks,)).to_delayed(optimize_graph=False)), ids.dtype
+    return [ids[a:b] for a, b in itertools.pairwise(bounds)], ids.dtype
+
+
+def _check_ids(length: Any, shape: tuple, n: int, owner: str) -> None:
+    if len(shape) != 1 or length != n:
+        raise InputError(
+            f"The 'ids' parameter of {owner}.score_frame must be 1-D with one value per row "
+            f"of X_query ({n} rows). Got shape {shape} instead."
+        )

@@ -1,0 +1,117 @@
+"""The Prefect flow: real flow runs (Prefect's test harness) on the LocalCluster and S3."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from kmeans_dask.config import parse_config
+from kmeans_dask.demo import DEMO_FEATURES, make_customers
+from kmeans_dask.pipeline import run
+
+
+def _put(store, rel, df, parts):
+    bounds = np.linspace(0, len(df), parts + 1).astype(int)
+    for i in range(parts):
+        buf = io.BytesIO()
+        df.iloc[bounds[i] : bounds[i + 1]].drop(columns="region").to_parquet(buf, index=False)
+        store.write_bytes(f"{rel}/part-{i:03d}.parquet", buf.getvalue())
+
+
+def _read(store, run_uri, folder):
+    fs = store.fs
+    fs.invalidate_cache()
+    parts = sorted(p for p in fs.find(f"{run_uri}/{folder}") if p.endswith(".parquet"))
+    return pd.concat(
+        [pd.read_parquet(io.BytesIO(fs.cat_file(p))) for p in parts], ignore_index=True
+    )
+
+
+@pytest.fixture
+def s3_store(s3):
+    from conftest import Store
+
+    return Store("s3://test-bucket/flow", s3)
+
+
+def test_flow_and_plain_pipeline_give_identical_results(
+    prefect_harness, s3_store, _session_client, tmp_path
+):
+    from prefect.client.orchestration import get_client
+
+    from flows.segmentation import segmentation
+
+    store = s3_store
+    df, _ = make_customers(3000, seed=5)
+    q, _ = make_customers(300, seed=6, offset=3000)
+    _put(store, "in/customers", df, 3)
+    _put(store, "in/new", q, 1)
+    data = {
+        "name": "flow-test",
+        "input": {
+            "uri": store.uri("in/customers"),
+            "id_column": "customer_id",
+            "columns": DEMO_FEATURES,
+            "storage_options": store.options,
+        },
+        "kmeans": {"k": "auto", "k_min": 3, "k_max": 6, "select": "elbow"},
+        "metrics": {"silhouette_sample_size": 1000},
+        "knn": {
+            "enabled": True,
+            "n_neighbors": 5,
+            "query": {
+                "uri": store.uri("in/new"),
+                "id_column": "customer_id",
+                "storage_options": store.options,
+            },
+        },
+        "output": {"uri": store.uri("out-flow"), "storage_options": store.options},
+        # the flow connects to the session's cluster by address, as a deployment would
+        "cluster": {"address": _session_client.scheduler.address},
+    }
+    cfg_path = tmp_path / "flow.yaml"
+    cfg_path.write_text(yaml.safe_dump(data))
+
+    state = segmentation(str(cfg_path), overrides=None, force=False, return_state=True)
+    assert state.is_completed()
+    result = state.result()
+    assert result["k"] == 5 and not result["skipped"]
+
+    # the same config without Prefect, written elsewhere
+    plain_cfg = parse_config(
+        {**data, "output": {"uri": store.uri("out-plain"), "storage_options": store.options}}
+    )
+    with _session_client.as_current():
+        plain = run(plain_cfg, client=_session_client)
+    assert plain.run_id == result["run_id"]  # same config + same data = same id
+    assert plain.metrics == result["metrics"]
+    for folder in ("assignments", "scores"):
+        pd.testing.assert_frame_equal(
+            _read(store, result["run_uri"], folder), _read(store, plain.run_uri, folder)
+        )
+
+    # the flow's tasks are the stages (coarse), and it published its artifacts
+    import asyncio
+
+    async def inspect():
+        async with get_client() as c:
+            runs = await c.read_task_runs()
+            arts = await c.read_artifacts()
+            return runs, arts
+
+    runs, arts = asyncio.run(inspect())
+    names = {
+        r.name.rsplit("-", 1)[0] for r in runs if r.flow_run_id == state.state_details.flow_run_id
+    }
+    assert {"plan", "read", "sweep", "fit", "assign", "score", "model", "commit"} <= names
+    assert len(names) < 20
+    keys = {a.key for a in arts if a.flow_run_id == state.state_details.flow_run_id}
+    assert {"segmentation-summary", "segmentation-sweep"} <= keys
+
+    # a rerun of the flow is skipped
+    again = segmentation(str(cfg_path))
+    assert again["skipped"] and again["run_id"] == result["run_id"]

@@ -1,0 +1,196 @@
+"""The segmentation job end to end: real LocalCluster, local disk and the moto S3 server."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kmeans_dask.config import apply_overrides, parse_config
+from kmeans_dask.demo import DEMO_FEATURES, make_customers
+from kmeans_dask.io import latest_run
+from kmeans_dask.pipeline import run
+
+N, NQ = 4000, 600
+
+
+def _put_dataset(store, rel, df, parts):
+    bounds = np.linspace(0, len(df), parts + 1).astype(int)
+    for i in range(parts):
+        buf = io.BytesIO()
+        df.iloc[bounds[i] : bounds[i + 1]].drop(columns="region").to_parquet(buf, index=False)
+        store.write_bytes(f"{rel}/part-{i:03d}.parquet", buf.getvalue())
+
+
+@pytest.fixture
+def job(store):
+    """Customers (5 true segments) and new customers on the store, and a config for them."""
+    df, truth = make_customers(N, seed=1)
+    q, _ = make_customers(NQ, seed=2, offset=N, outliers=0.02)
+    _put_dataset(store, "in/customers", df, 4)
+    _put_dataset(store, "in/new", q, 2)
+    # explicit credentials (moto accepts any): they must never reach the manifest or a log
+    opts = (
+        {**store.options, "key": "kmeans-dask-test-key", "secret": "SECRET-VALUE-42"}
+        if (store.options)
+        else {}
+    )
+    data = {
+        "name": "e2e",
+        "input": {
+            "uri": store.uri("in/customers"),
+            "id_column": "customer_id",
+            "columns": DEMO_FEATURES,
+            "storage_options": opts,
+        },
+        "kmeans": {"k": "auto", "k_min": 2, "k_max": 7, "random_state": 0},
+        "metrics": {"silhouette_sample_size": 1500},
+        "knn": {
+            "enabled": True,
+            "n_neighbors": 7,
+            "query": {
+                "uri": store.uri("in/new"),
+                "id_column": "customer_id",
+                "storage_options": opts,
+            },
+        },
+        "output": {"uri": store.uri("out"), "storage_options": opts},
+    }
+    return store, data, df, truth, q
+
+
+def _files(store, run_uri):
+    fs = store.fs
+    fs.invalidate_cache()
+    base = run_uri.rstrip("/")
+    found = fs.find(base, detail=True)
+    prefix = base.split("://", 1)[-1]
+    return {
+        p[len(prefix) + 1 :]: (i["size"], i.get("ETag") or i.get("mtime")) for p, i in found.items()
+    }
+
+
+def _read_folder(store, run_uri, folder):
+    fs = store.fs
+    parts = sorted(p for p in fs.find(f"{run_uri}/{folder}") if p.endswith(".parquet"))
+    return pd.concat(
+        [pd.read_parquet(io.BytesIO(fs.cat_file(p))) for p in parts], ignore_index=True
+    )
+
+
+def test_run_writes_the_layout_and_is_idempotent(job, client):
+    store, data, df, truth, q = job
+    config = parse_config(data)
+    res = run(config, client=client)
+    assert not res.skipped and res.k == 5, res  # the generated truth
+    files = _files(store, res.run_uri)
+    expected = {
+        "_SUCCESS",
+        "manifest.json",
+        "sweep.parquet",
+        "elbow.png",
+        "silhouette.png",
+        "model/centroids.parquet",
+        "model/scaler.json",
+        "model/model.json",
+    }
+    assert expected <= set(files)
+    assert sorted(f for f in files if f.startswith("assignments/")) == [
+        f"assignments/part-{i:05d}.parquet"
+        for i in range(4)  # one per input partition
+    ]
+    assert sorted(f for f in files if f.startswith("scores/")) == [
+        f"scores/part-{i:05d}.parquet" for i in range(2)
+    ]
+    manifest = json.loads(store.fs.cat_file(f"{res.run_uri}/manifest.json"))
+    listed = {f["path"] for f in manifest["files"]}
+    assert set(files) - {"_SUCCESS", "manifest.json"} == listed  # every other file listed
+    assert manifest["k"] == 5 and manifest["inputs"]["input"] and manifest["versions"]["dask"]
+    assert "SECRET-VALUE-42" not in json.dumps(manifest)
+    if store.options:
+        assert manifest["config"]["input"]["storage_options"]["secret"] == "***"
+    assert latest_run(data["output"]["uri"], store.options) == res.run_id
+
+    # every input row exactly once, segments matching the truth
+    assign = _read_folder(store, res.run_uri, "assignments")
+    assert list(assign.columns) == ["customer_id", "segment", "distance_to_centroid"]
+    assert len(assign) == N and assign.customer_id.is_unique
+    from sklearn.metrics import adjusted_rand_score
+
+    merged = df.assign(truth=truth).merge(assign, on="customer_id")
+    assert adjusted_rand_score(merged.truth, merged.segment) == 1.0
+    # every query row scored once; the planted outliers have the largest k-th distances
+    scores = _read_folder(store, res.run_uri, "scores")
+    assert set(scores.customer_id) == set(q.customer_id) and len(scores) == NQ
+    assert {"knn_label", "vote_share", "kth_distance", "nearest_centroid"} <= set(scores.columns)
+    n_out = round(0.02 * NQ)
+    far = set(scores.nlargest(n_out, "kth_distance").customer_id)
+    planted = set(q.customer_id[q[DEMO_FEATURES[0]] > 100])
+    assert len(far & planted) >= 0.9 * n_out
+
+    # the same config again: skipped, nothing rewritten
+    again = run(parse_config(data), client=client)
+    assert again.skipped and again.run_id == res.run_id and again.k == 5
+    assert _files(store, res.run_uri) == files
+
+    # force: recomputed, same numbers
+    forced = run(parse_config(data), force=True, client=client)
+    assert not forced.skipped and forced.run_id == res.run_id
+    pd.testing.assert_frame_equal(_read_folder(store, res.run_uri, "assignments"), assign)
+    assert forced.metrics == res.metrics
+
+    # a changed setting: a new run next to the old one
+    changed = run(parse_config(apply_overrides(data, ["kmeans.k=4"])), client=client)
+    assert changed.run_id != res.run_id and changed.k == 4
+    assert latest_run(data["output"]["uri"], store.options) == changed.run_id
+    assert _files(store, res.run_uri) != {} and "_SUCCESS" in _files(store, res.run_uri)
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "kmeans_dask.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=cwd,
+    )
+
+
+def test_cli_config_errors_exit_2_and_write_nothing(tmp_path):
+    out = tmp_path / "out"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"name: x\ninput: {{uri: {tmp_path}/in}}\noutput: {{uri: {out}}}\n"
+        "kmeans: {select: knee, k: auto}\nbogus: 1\n"
+    )
+    r = _cli("run", str(cfg), "--no-prefect")
+    assert r.returncode == 2
+    assert "kmeans.select: must be one of silhouette, elbow; got 'knee'" in r.stderr
+    assert "bogus: unknown key" in r.stderr
+    assert not out.exists()
+    r = _cli("validate", str(cfg), "--set", "kmeans.select=elbow", "--set", "bogus=")
+    assert r.returncode == 2 and "bogus: unknown key" in r.stderr
+
+
+def test_cli_missing_column_exits_2_names_it_and_writes_nothing(tmp_path):
+    df, _ = make_customers(200, seed=3)
+    (tmp_path / "in").mkdir()
+    df.drop(columns="region").to_parquet(tmp_path / "in" / "a.parquet", index=False)
+    out = tmp_path / "out"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"name: x\ninput: {{uri: {tmp_path}/in, columns: [age, income, wealth]}}\n"
+        f"output: {{uri: {out}}}\nkmeans: {{k: 3}}\ncluster: {{n_workers: 1}}\n"
+    )
+    r = _cli("run", str(cfg), "--no-prefect")
+    assert r.returncode == 2, r.stderr
+    assert "column(s) ['wealth'] not found in " + str(tmp_path / "in") in r.stderr
+    assert not out.exists()
+    ok = _cli("validate", str(cfg))
+    assert ok.returncode == 0 and '"k": 3' in ok.stdout
