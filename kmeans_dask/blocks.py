@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +21,7 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from . import kernels
+from .executor import Executor, get_client
 
 __all__ = ["Block", "BlockSet", "BlockSummary", "get_client", "target_block_bytes"]
 
@@ -31,18 +29,6 @@ __all__ = ["Block", "BlockSet", "BlockSummary", "get_client", "target_block_byte
 #: one per worker thread; ``None`` keeps the input's own chunking).
 BLOCK_BYTES_KEY = "kmeans_dask.block-bytes"
 _DEFAULT_BLOCK_BYTES = "256MiB"
-
-
-def get_client() -> Any | None:
-    """The current ``distributed`` client, or None when none is set up."""
-    try:
-        from distributed import default_client
-    except ImportError:  # pragma: no cover - distributed is a dependency
-        return None
-    try:
-        return default_client()
-    except ValueError:
-        return None
 
 
 def target_block_bytes() -> int | None:
@@ -142,58 +128,6 @@ def _group_consecutive(sizes: Sequence[int], row_bytes: int, target: int) -> lis
     return groups
 
 
-class _Executor:
-    """Runs per-block functions either on a distributed client or on a local thread pool."""
-
-    def __init__(self, client: Any | None, tag: str | None = None) -> None:
-        self.client = client
-        self.tag = tag
-
-    @property
-    def n_threads(self) -> int:
-        if self.client is not None:
-            return max(1, sum(self.client.nthreads().values()))
-        return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
-
-    def map(self, func: Callable, *iterables: Sequence, **kwargs: Any) -> list:
-        """Apply ``func`` per block; results stay where they were computed (handles)."""
-        if self.client is not None:
-            if self.tag is None:
-                return self.client.map(func, *iterables, pure=False, **kwargs)
-            # tagged keys make one job's tasks recognisable on the cluster (task stream)
-            n = len(iterables[0])
-            name = getattr(func, "__name__", "task").lstrip("_")
-            keys = [f"{self.tag}-{name}-{uuid.uuid4().hex}" for _ in range(n)]
-            return self.client.map(func, *iterables, key=keys, pure=False, **kwargs)
-        args = list(zip(*iterables, strict=True))
-        if len(args) <= 1 or dask.config.get("scheduler", None) in ("sync", "synchronous"):
-            return [func(*a, **kwargs) for a in args]
-        with ThreadPoolExecutor(max_workers=min(self.n_threads, len(args))) as pool:
-            return list(pool.map(lambda a: func(*a, **kwargs), args))
-
-    def gather(self, handles: list) -> list:
-        """Bring (small) results to the caller."""
-        if self.client is not None:
-            return self.client.gather(handles)
-        return handles
-
-    def scatter(self, values: list) -> list:
-        if self.client is not None:
-            # unique keys: identical data scattered by two fits must not share (and release) a key
-            return self.client.scatter(values, hash=False)
-        return values
-
-    def persist(self, delayed_values: list) -> list:
-        if self.client is not None:
-            return self.client.compute(delayed_values)
-        return list(dask.compute(*delayed_values))
-
-    def release(self, handles: list) -> None:
-        if self.client is not None:
-            for h in handles:
-                h.release()
-
-
 class BlockSet:
     """A dataset held as row blocks on the workers (or locally), with block metadata.
 
@@ -205,7 +139,7 @@ class BlockSet:
         self,
         handles: list,
         summaries: list[BlockSummary],
-        executor: _Executor,
+        executor: Executor,
         dtype: np.dtype,
         n_features: int,
         weighted: bool,
@@ -245,7 +179,7 @@ class BlockSet:
         sizes : sequence of int, optional
             Row counts of the parts when known (used to merge many small parts).
         """
-        ex = _Executor(client if client is not None else get_client())
+        ex = Executor(client if client is not None else get_client())
         wparts = weight_parts if weight_parts is not None else [None] * len(parts)
         lparts = label_parts if label_parts is not None else [None] * len(parts)
         triples = list(zip(parts, wparts, lparts, strict=True))
@@ -344,7 +278,7 @@ class BlockSet:
     def tagged(self, tag: str) -> BlockSet:
         """The same blocks, with task keys prefixed by ``tag`` (to tell concurrent jobs apart)."""
         view = copy.copy(self)
-        view._exec = _Executor(self._exec.client, tag)
+        view._exec = Executor(self._exec.client, tag)
         return view
 
     # ------------------------------------------------------------------ execution

@@ -69,10 +69,6 @@ def _first(result: tuple) -> np.ndarray:
     return result[0]
 
 
-def _second(result: tuple) -> np.ndarray:
-    return result[1]
-
-
 def _relocate(bs: BlockSet, cs: kernels.CentreSet, sums, wsum, empty: np.ndarray) -> None:
     """Move the globally farthest rows into the empty clusters (deterministic order)."""
     m = int(empty.size)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -12,23 +9,6 @@ import yaml
 from kmeans_dask.config import parse_config
 from kmeans_dask.demo import DEMO_FEATURES, make_customers
 from kmeans_dask.pipeline import run
-
-
-def _put(store, rel, df, parts):
-    bounds = np.linspace(0, len(df), parts + 1).astype(int)
-    for i in range(parts):
-        buf = io.BytesIO()
-        df.iloc[bounds[i] : bounds[i + 1]].drop(columns="region").to_parquet(buf, index=False)
-        store.write_bytes(f"{rel}/part-{i:03d}.parquet", buf.getvalue())
-
-
-def _read(store, run_uri, folder):
-    fs = store.fs
-    fs.invalidate_cache()
-    parts = sorted(p for p in fs.find(f"{run_uri}/{folder}") if p.endswith(".parquet"))
-    return pd.concat(
-        [pd.read_parquet(io.BytesIO(fs.cat_file(p))) for p in parts], ignore_index=True
-    )
 
 
 @pytest.fixture
@@ -48,8 +28,8 @@ def test_flow_and_plain_pipeline_give_identical_results(
     store = s3_store
     df, _ = make_customers(3000, seed=5)
     q, _ = make_customers(300, seed=6, offset=3000)
-    _put(store, "in/customers", df, 3)
-    _put(store, "in/new", q, 1)
+    store.write_partitioned("in/customers", df, 3)
+    store.write_partitioned("in/new", q, 1)
     data = {
         "name": "flow-test",
         "input": {
@@ -91,7 +71,7 @@ def test_flow_and_plain_pipeline_give_identical_results(
     assert plain.metrics == result["metrics"]
     for folder in ("assignments", "scores"):
         pd.testing.assert_frame_equal(
-            _read(store, result["run_uri"], folder), _read(store, plain.run_uri, folder)
+            store.read_folder(result["run_uri"], folder), store.read_folder(plain.run_uri, folder)
         )
 
     # the flow's tasks are the stages (coarse), and it published its artifacts

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,21 +17,13 @@ from kmeans_dask.pipeline import run
 N, NQ = 4000, 600
 
 
-def _put_dataset(store, rel, df, parts):
-    bounds = np.linspace(0, len(df), parts + 1).astype(int)
-    for i in range(parts):
-        buf = io.BytesIO()
-        df.iloc[bounds[i] : bounds[i + 1]].drop(columns="region").to_parquet(buf, index=False)
-        store.write_bytes(f"{rel}/part-{i:03d}.parquet", buf.getvalue())
-
-
 @pytest.fixture
 def job(store):
     """Customers (5 true segments) and new customers on the store, and a config for them."""
     df, truth = make_customers(N, seed=1)
     q, _ = make_customers(NQ, seed=2, offset=N, outliers=0.02)
-    _put_dataset(store, "in/customers", df, 4)
-    _put_dataset(store, "in/new", q, 2)
+    store.write_partitioned("in/customers", df, 4)
+    store.write_partitioned("in/new", q, 2)
     # explicit credentials (moto accepts any): they must never reach the manifest or a log
     opts = (
         {**store.options, "key": "kmeans-dask-test-key", "secret": "SECRET-VALUE-42"}
@@ -75,14 +65,6 @@ def _files(store, run_uri):
     }
 
 
-def _read_folder(store, run_uri, folder):
-    fs = store.fs
-    parts = sorted(p for p in fs.find(f"{run_uri}/{folder}") if p.endswith(".parquet"))
-    return pd.concat(
-        [pd.read_parquet(io.BytesIO(fs.cat_file(p))) for p in parts], ignore_index=True
-    )
-
-
 def test_run_writes_the_layout_and_is_idempotent(job, client):
     store, data, df, truth, q = job
     config = parse_config(data)
@@ -117,7 +99,7 @@ def test_run_writes_the_layout_and_is_idempotent(job, client):
     assert latest_run(data["output"]["uri"], store.options) == res.run_id
 
     # every input row exactly once, segments matching the truth
-    assign = _read_folder(store, res.run_uri, "assignments")
+    assign = store.read_folder(res.run_uri, "assignments")
     assert list(assign.columns) == ["customer_id", "segment", "distance_to_centroid"]
     assert len(assign) == N and assign.customer_id.is_unique
     from sklearn.metrics import adjusted_rand_score
@@ -125,7 +107,7 @@ def test_run_writes_the_layout_and_is_idempotent(job, client):
     merged = df.assign(truth=truth).merge(assign, on="customer_id")
     assert adjusted_rand_score(merged.truth, merged.segment) == 1.0
     # every query row scored once; the planted outliers have the largest k-th distances
-    scores = _read_folder(store, res.run_uri, "scores")
+    scores = store.read_folder(res.run_uri, "scores")
     assert set(scores.customer_id) == set(q.customer_id) and len(scores) == NQ
     assert {"knn_label", "vote_share", "kth_distance", "nearest_centroid"} <= set(scores.columns)
     n_out = round(0.02 * NQ)
@@ -141,7 +123,7 @@ def test_run_writes_the_layout_and_is_idempotent(job, client):
     # force: recomputed, same numbers
     forced = run(parse_config(data), force=True, client=client)
     assert not forced.skipped and forced.run_id == res.run_id
-    pd.testing.assert_frame_equal(_read_folder(store, res.run_uri, "assignments"), assign)
+    pd.testing.assert_frame_equal(store.read_folder(res.run_uri, "assignments"), assign)
     assert forced.metrics == res.metrics
 
     # a changed setting: a new run next to the old one

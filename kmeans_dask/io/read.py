@@ -17,18 +17,16 @@ from typing import Any
 
 import dask
 import numpy as np
-import pandas as pd
 
 from ..exceptions import DatasetError
 from .fs import filesystem, to_uri
+from .parts import Part, read_array_part, read_frame_part, read_meta
 from .schema import (
     csv_head,
     hive_values,
     is_numeric_type,
     normalise_filters,
-    open_parquet,
     parquet_meta,
-    row_mask,
     test_term,
     typed_values,
 )
@@ -52,14 +50,6 @@ _EXTENSIONS = {
 }
 #: Parquet files above this size are split into partitions of whole row groups
 _SPLIT_BYTES = 256 * 2**20
-
-
-@dataclass
-class _Part:
-    path: str
-    partition_values: dict[str, Any]
-    row_groups: list[int] | None = None
-    n_rows: int | None = None
 
 
 @dataclass
@@ -136,58 +126,6 @@ def fingerprint(
 # --------------------------------------------------------------------------- reading
 
 
-def _read_part(
-    part: _Part,
-    start: int | None,
-    *,
-    fs: Any,
-    fmt: str,
-    file_columns: list[str] | None,
-    partition_columns: dict[str, str],
-    row_filters: list,
-    order: list[str],
-    features: list[str],
-) -> pd.DataFrame:
-    """Read one partition (runs on a worker)."""
-    uri = to_uri(fs, part.path)
-    try:
-        if fmt == "parquet":
-            with open_parquet(fs, part.path) as pf:
-                table = (
-                    pf.read_row_groups(part.row_groups, columns=file_columns)
-                    if part.row_groups is not None
-                    else pf.read(columns=file_columns)
-                )
-            df = table.to_pandas(ignore_metadata=True)
-        else:
-            with fs.open(part.path, "rb", compression="infer") as f:
-                df = pd.read_csv(f, usecols=file_columns)
-    except Exception as exc:
-        raise DatasetError(f"cannot read {fmt} file {uri}: {type(exc).__name__}: {exc}") from exc
-    for col, kind in partition_columns.items():
-        value = part.partition_values[col]
-        df[col] = pd.Series([value] * len(df), dtype="string" if kind == "string" else kind)
-    for col in features:
-        if not pd.api.types.is_numeric_dtype(df[col]):
-            bad = pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()
-            example = df[col][bad].iloc[0] if bad.any() else None
-            raise DatasetError(
-                f"column {col!r} in {uri} has non-numeric values (e.g. {example!r}); "
-                "features must be numeric"
-            )
-    if row_filters:
-        mask = pd.Series(False, index=df.index)
-        for conj in row_filters:
-            mask |= row_mask(df, conj)
-        df = df[mask]
-    df = df[order]
-    if start is not None:
-        df.index = pd.RangeIndex(start, start + len(df))
-    else:
-        df = df.reset_index(drop=True)
-    return df
-
-
 @dataclass
 class Dataset:
     """A lazy frame and what validation learned about it."""
@@ -216,7 +154,7 @@ class Dataset:
         )
         if direct:
             out_dtype = np.dtype(dtype or np.float64)
-            task = dask.delayed(_read_array_part, pure=True)
+            task = dask.delayed(read_array_part, pure=True)
             arrays = [
                 da.from_delayed(
                     task(part, fs=self._fs, columns=feats, dtype=out_dtype),
@@ -228,34 +166,6 @@ class Dataset:
             return da.concatenate(arrays) if len(arrays) > 1 else arrays[0]
         arr = self.frame[feats].to_dask_array(lengths=True)
         return arr if dtype is None else arr.astype(dtype)
-
-
-def _read_array_part(part: _Part, *, fs: Any, columns: list[str], dtype: np.dtype) -> np.ndarray:
-    """One Parquet partition's feature columns as a Fortran-ordered array (runs on a worker).
-
-    Filling column by column into Fortran order is one sequential copy per column: the
-    cheapest way from Arrow's columns to a 2-D array.
-    """
-
-    try:
-        with open_parquet(fs, part.path) as pf:
-            table = (
-                pf.read_row_groups(part.row_groups, columns=columns)
-                if part.row_groups is not None
-                else pf.read(columns=columns)
-            )
-    except Exception as exc:
-        raise DatasetError(
-            f"cannot read parquet file {to_uri(fs, part.path)}: {type(exc).__name__}: {exc}"
-        ) from exc
-    out = np.empty((table.num_rows, len(columns)), dtype=dtype, order="F")
-    for j, name in enumerate(columns):
-        col = table.column(name)
-        if col.null_count:
-            out[:, j] = col.to_numpy(zero_copy_only=False)  # nulls become NaN
-        else:
-            out[:, j] = col.to_numpy()
-    return out
 
 
 def read_dataset(
@@ -418,7 +328,7 @@ def open_dataset(
     part_cols = {k: partition_types[k] for k in keys if k in needed}
 
     # partitions: one per file, or per group of row groups for large Parquet files
-    parts: list[_Part] = []
+    parts: list[Part] = []
     for i, ((path, info), tv) in enumerate(selected):
         if metas is not None:
             groups, n_rows = metas[i][1], metas[i][2]
@@ -427,11 +337,11 @@ def open_dataset(
                 per = max(1, int(len(groups) * _SPLIT_BYTES / size))
                 for g in range(0, len(groups), per):
                     idx = list(range(g, min(g + per, len(groups))))
-                    parts.append(_Part(path, tv, idx, sum(groups[j] for j in idx)))
+                    parts.append(Part(path, tv, idx, sum(groups[j] for j in idx)))
                 continue
-            parts.append(_Part(path, tv, None, n_rows))
+            parts.append(Part(path, tv, None, n_rows))
         else:
-            parts.append(_Part(path, tv, None, None))
+            parts.append(Part(path, tv, None, None))
 
     known = not row_filters and all(p.n_rows is not None for p in parts)
     starts: list[int | None] = [None] * len(parts)
@@ -442,9 +352,9 @@ def open_dataset(
         if offsets[-1] > 0 and all(p.n_rows > 0 for p in parts):
             divisions = (*offsets[:-1], offsets[-1] - 1)
 
-    meta = _read_meta(fs, format, parts[0], file_columns, part_cols, order, features)
+    meta = read_meta(fs, format, parts[0], file_columns, part_cols, order, features)
     ddf = dd.from_map(
-        _read_part,
+        read_frame_part,
         parts,
         starts,
         fs=fs,
@@ -485,17 +395,3 @@ def open_dataset(
         _parts=parts if format == "parquet" and known else None,
         _lengths=[p.n_rows for p in parts] if format == "parquet" and known else None,
     )
-
-
-def _read_meta(fs, fmt, part, file_columns, part_cols, order, features) -> pd.DataFrame:
-    """Empty frame with the output's columns and dtypes (from the file's schema)."""
-    if fmt == "parquet":
-        with open_parquet(fs, part.path) as pf:
-            schema = pf.schema_arrow
-        empty = schema.empty_table().select(file_columns).to_pandas(ignore_metadata=True)
-    else:
-        with fs.open(part.path, "rb", compression="infer") as f:
-            empty = pd.read_csv(f, usecols=file_columns, nrows=1000).iloc[:0]
-    for col, kind in part_cols.items():
-        empty[col] = pd.Series([], dtype="string" if kind == "string" else kind)
-    return empty[order].reset_index(drop=True)

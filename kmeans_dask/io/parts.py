@@ -1,0 +1,127 @@
+"""Reading one partition of a dataset (runs on the workers): a Parquet file (or some of its
+row groups) or a CSV file, as a pandas frame or straight into a feature array."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..exceptions import DatasetError
+from .fs import to_uri
+from .schema import open_parquet, row_mask
+
+__all__ = ["Part", "read_array_part", "read_frame_part", "read_meta"]
+
+
+@dataclass
+class Part:
+    """One partition: a file, or a group of row groups of a large Parquet file."""
+
+    path: str
+    partition_values: dict[str, Any]
+    row_groups: list[int] | None = None
+    n_rows: int | None = None
+
+
+def _read_table(fs: Any, part: Part, columns: list[str] | None) -> Any:
+    """The Arrow table of a Parquet partition (errors name the file)."""
+    try:
+        with open_parquet(fs, part.path) as pf:
+            if part.row_groups is not None:
+                return pf.read_row_groups(part.row_groups, columns=columns)
+            return pf.read(columns=columns)
+    except Exception as exc:
+        raise DatasetError(
+            f"cannot read parquet file {to_uri(fs, part.path)}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def read_frame_part(
+    part: Part,
+    start: int | None,
+    *,
+    fs: Any,
+    fmt: str,
+    file_columns: list[str] | None,
+    partition_columns: dict[str, str],
+    row_filters: list,
+    order: list[str],
+    features: list[str],
+) -> pd.DataFrame:
+    """Read one partition (runs on a worker)."""
+    uri = to_uri(fs, part.path)
+    if fmt == "parquet":
+        df = _read_table(fs, part, file_columns).to_pandas(ignore_metadata=True)
+    else:
+        try:
+            with fs.open(part.path, "rb", compression="infer") as f:
+                df = pd.read_csv(f, usecols=file_columns)
+        except Exception as exc:
+            raise DatasetError(f"cannot read csv file {uri}: {type(exc).__name__}: {exc}") from exc
+    for col, kind in partition_columns.items():
+        value = part.partition_values[col]
+        df[col] = pd.Series([value] * len(df), dtype="string" if kind == "string" else kind)
+    for col in features:
+        if not pd.api.types.is_numeric_dtype(df[col]):
+            bad = pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()
+            example = df[col][bad].iloc[0] if bad.any() else None
+            raise DatasetError(
+                f"column {col!r} in {uri} has non-numeric values (e.g. {example!r}); "
+                "features must be numeric"
+            )
+    if row_filters:
+        mask = pd.Series(False, index=df.index)
+        for conj in row_filters:
+            mask |= row_mask(df, conj)
+        df = df[mask]
+    df = df[order]
+    if start is not None:
+        df.index = pd.RangeIndex(start, start + len(df))
+    else:
+        df = df.reset_index(drop=True)
+    return df
+
+
+def read_array_part(part: Part, *, fs: Any, columns: list[str], dtype: np.dtype) -> np.ndarray:
+    """One Parquet partition's feature columns as a Fortran-ordered array (runs on a worker).
+
+    Filling column by column into Fortran order is one sequential copy per column: the
+    cheapest way from Arrow's columns to a 2-D array.
+    """
+
+    try:
+        with open_parquet(fs, part.path) as pf:
+            table = (
+                pf.read_row_groups(part.row_groups, columns=columns)
+                if part.row_groups is not None
+                else pf.read(columns=columns)
+            )
+    except Exception as exc:
+        raise DatasetError(
+            f"cannot read parquet file {to_uri(fs, part.path)}: {type(exc).__name__}: {exc}"
+        ) from exc
+    out = np.empty((table.num_rows, len(columns)), dtype=dtype, order="F")
+    for j, name in enumerate(columns):
+        col = table.column(name)
+        if col.null_count:
+            out[:, j] = col.to_numpy(zero_copy_only=False)  # nulls become NaN
+        else:
+            out[:, j] = col.to_numpy()
+    return out
+
+
+def read_meta(fs, fmt, part, file_columns, part_cols, order, features) -> pd.DataFrame:
+    """Empty frame with the output's columns and dtypes (from the file's schema)."""
+    if fmt == "parquet":
+        with open_parquet(fs, part.path) as pf:
+            schema = pf.schema_arrow
+        empty = schema.empty_table().select(file_columns).to_pandas(ignore_metadata=True)
+    else:
+        with fs.open(part.path, "rb", compression="infer") as f:
+            empty = pd.read_csv(f, usecols=file_columns, nrows=1000).iloc[:0]
+    for col, kind in part_cols.items():
+        empty[col] = pd.Series([], dtype="string" if kind == "string" else kind)
+    return empty[order].reset_index(drop=True)

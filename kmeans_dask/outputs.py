@@ -1,0 +1,119 @@
+"""The job's result tables, computed and written partition by partition on the workers:
+``assignments/`` (one file per input partition) and ``scores/`` (one per query partition)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .config import RunConfig
+from .io import Dataset, RunCommit, open_dataset
+from .io.write import write_frames
+from .kmeans import KMeans, _apply_block
+from .scale import StandardScaler
+
+if TYPE_CHECKING:
+    from .pipeline import Prepared
+
+__all__ = ["score_queries", "write_assignments"]
+
+
+def _assign_part(
+    X: np.ndarray,
+    ids: Any,
+    offset: int,
+    C: np.ndarray,
+    ref: np.ndarray,
+    mean: np.ndarray | None,
+    scale: np.ndarray | None,
+    id_name: str,
+) -> pd.DataFrame:
+    Xs = X if mean is None else (X - mean.astype(X.dtype)) / scale.astype(X.dtype)
+    seg = _apply_block(Xs, "predict", C, ref)
+    d2 = _apply_block(Xs, "min_sq_dist", C, ref)
+    ident = np.arange(offset, offset + X.shape[0]) if ids is None else np.asarray(ids)
+    return pd.DataFrame(
+        {id_name: ident, "segment": seg.astype(np.int32), "distance_to_centroid": np.sqrt(d2)}
+    )
+
+
+def _scaler_arrays(scaler: StandardScaler | None):
+    if scaler is None:
+        return None, None
+    mean = scaler.mean_ if scaler.mean_ is not None else np.zeros(scaler.n_features_in_)
+    scale = scaler.scale_ if scaler.scale_ is not None else np.ones(scaler.n_features_in_)
+    return mean, scale
+
+
+def _id_parts(ds: Dataset) -> list:
+    if ds.info.id_column is None:
+        return [None] * ds.frame.npartitions
+    return list(ds.frame[ds.info.id_column].to_delayed(optimize_graph=False))
+
+
+def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> list[Any]:
+    """``assignments/part-*.parquet``: id, segment, distance_to_centroid, one file per
+    input partition, computed and written on the workers."""
+    import dask
+
+    ds = prepared.dataset
+    id_name = ds.info.id_column or "row"
+    mean, scale = _scaler_arrays(prepared.scaler)
+    blocks = prepared.X.to_delayed(optimize_graph=False)[:, 0]
+    offsets = np.cumsum([0, *prepared.X.chunks[0]])[:-1]
+    task = dask.delayed(_assign_part, pure=True)
+    parts = [
+        task(b, ids, int(off), model.cluster_centers_, model._reference, mean, scale, id_name)
+        for b, ids, off in zip(blocks, _id_parts(ds), offsets, strict=True)
+    ]
+    return write_frames(parts, run, "assignments")
+
+
+def score_queries(
+    config: RunConfig, run: RunCommit, prepared: Prepared, model: KMeans
+) -> list[Any]:
+    """``scores/part-*.parquet`` for the query rows (KNN against the segmented rows)."""
+    from .knn import KNeighborsScorer
+
+    knn = config.knn
+    q = knn.query
+    features = prepared.dataset.info.features
+    qds = open_dataset(q.uri, q.format, features, q.id_column, q.storage_options or None, q.filters)
+    Xq = qds.to_dask_array(dtype=np.dtype(config.kmeans.dtype))
+    Xq_scaled = prepared.scaler.transform(Xq) if prepared.scaler is not None else Xq
+    if knn.target == "segment":
+        y = model.predict(prepared.X_scaled)
+    else:
+        spec = config.input
+        tds = open_dataset(
+            spec.uri, spec.format, [knn.target], None, spec.storage_options or None, spec.filters
+        )
+        y = tds.to_dask_array()[:, 0]
+        y = y.rechunk((prepared.X.chunks[0],))
+    scorer = KNeighborsScorer(n_neighbors=knn.n_neighbors, weights=knn.weights, task=knn.task)
+    scorer.fit(prepared.X_scaled, y)
+    id_name = q.id_column or "row"
+    # ids as a dask Series (keeps string ids); None: the query row positions
+    ids = qds.frame[q.id_column] if q.id_column is not None else None
+    frame = scorer.score_frame(Xq_scaled, ids, id_column=id_name)
+    nearest = model.predict(Xq_scaled)
+    import dask
+
+    # score partitions follow the query chunks: add the nearest centroid block by block
+    parts = [
+        dask.delayed(_with_nearest, pure=True)(f, n)
+        for f, n in zip(
+            frame.to_delayed(optimize_graph=False),
+            nearest.to_delayed(optimize_graph=False),
+            strict=True,
+        )
+    ]
+    return write_frames(parts, run, "scores")
+
+
+def _with_nearest(frame: pd.DataFrame, nearest: np.ndarray) -> pd.DataFrame:
+    frame = frame.reset_index(drop=True)
+    frame["nearest_centroid"] = np.asarray(nearest, dtype=np.int32)
+    return frame
