@@ -29,7 +29,14 @@ import numpy as np
 from . import init_kernels, kernels
 from .blocks import Block, BlockSet
 
-__all__ = ["InitResult", "kmeans_parallel", "kmeanspp_sample", "random_rows"]
+__all__ = [
+    "CandidatePool",
+    "InitResult",
+    "candidate_pool",
+    "kmeans_parallel",
+    "kmeanspp_sample",
+    "random_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +182,50 @@ def kmeans_parallel(
     n_trials : int
         Seeded trials of the candidate reduction.
     """
+    pool = candidate_pool(bs, k, seed, oversampling_factor, init_rounds, reference)
+    return pool.reduce(k, seed, bs.dtype, n_trials)
+
+
+@dataclass(frozen=True)
+class CandidatePool:
+    """Weighted k-means|| candidates: a few hundred rows standing for the whole data.
+
+    One pool, sampled for the largest K, can seed every K of a sweep: each K reduces it
+    on the caller (weighted k-means++ then weighted Lloyd), with no further pass.
+    """
+
+    candidates: np.ndarray
+    weights: np.ndarray
+    n_passes: int
+    n_rounds: int
+
+    def reduce(
+        self, k: int, seed: int, dtype: np.dtype, n_trials: int = N_REDUCE_TRIALS
+    ) -> InitResult:
+        """``k`` centres from the pool, best weighted cost of ``n_trials`` seeded trials."""
+        rng = np.random.default_rng([seed, 1, k])
+        centres, cost = reduce_candidates(self.candidates, self.weights, k, rng, n_trials)
+        logger.info(
+            "k-means|| init (K=%d): %d candidates from %d rounds (%d passes), weighted cost %.6g",
+            k,
+            len(self.candidates),
+            self.n_rounds,
+            self.n_passes,
+            cost,
+        )
+        return InitResult(centres.astype(dtype), len(self.candidates), self.n_passes, cost)
+
+
+def candidate_pool(
+    bs: BlockSet,
+    k: int,
+    seed: int,
+    oversampling_factor: float = 2.0,
+    init_rounds: int = 5,
+    reference: np.ndarray | None = None,
+) -> CandidatePool:
+    """The k-means|| sampling rounds and the candidate weighting pass (see
+    :func:`kmeans_parallel`); ``init_rounds + 1`` passes over the data."""
     ref = np.zeros(bs.n_features) if reference is None else reference
     l_factor = float(oversampling_factor) * k
     first = _first_centre(bs, seed)
@@ -224,16 +275,7 @@ def kmeans_parallel(
     passes = rnd + 1
     bs.release(states)
     cand = np.ascontiguousarray(np.concatenate(cands))
-    rng = np.random.default_rng([seed, 1])
-    centres, cost = reduce_candidates(cand, weights, k, rng, n_trials)
-    logger.info(
-        "k-means|| init: %d candidates in %d rounds (%d passes), weighted cost %.6g",
-        n_cand,
-        rnd,
-        passes,
-        cost,
-    )
-    return InitResult(centres.astype(bs.dtype), n_cand, passes, cost)
+    return CandidatePool(cand, weights, passes, rnd)
 
 
 def kmeanspp_sample(bs: BlockSet, k: int, seed: int, sample_size: int | None = None) -> InitResult:

@@ -76,11 +76,34 @@ class CentreSet:
 # --------------------------------------------------------------------------- moments
 
 
+@njit(nogil=True, cache=True)
+def _moments_kernel(X, total, m2, n_nan, n_inf, n_ok):
+    n, d = X.shape
+    for i in range(n):  # pass 1: finite sums and non-finite counts
+        for t in range(d):
+            v = X[i, t]
+            if np.isnan(v):
+                n_nan[t] += 1
+            elif np.isinf(v):
+                n_inf[t] += 1
+            else:
+                total[t] += v
+                n_ok[t] += 1
+    mean = total / np.maximum(n_ok, 1)
+    for i in range(n):  # pass 2: squared deviations from the exact chunk mean
+        for t in range(d):
+            v = X[i, t]
+            if np.isfinite(v):
+                e = np.float64(v) - mean[t]
+                m2[t] += e * e
+    return mean
+
+
 def moments(X: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Column count, mean, sum of squared deviations (M2) and NaN / inf counts of a chunk.
 
     Non-finite values are excluded from the mean and M2 and counted separately, so that a
-    caller can name the offending column.
+    caller can name the offending column. One compiled two-pass loop, no temporaries.
 
     Returns
     -------
@@ -90,18 +113,14 @@ def moments(X: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.
     n_nan, n_inf : ndarray of shape (d,), int64
     """
     n, d = X.shape
-    n_nan = np.isnan(X).sum(axis=0).astype(np.int64)
-    n_inf = np.isinf(X).sum(axis=0).astype(np.int64)
+    total = np.zeros(d)
+    m2 = np.zeros(d)
+    n_nan = np.zeros(d, dtype=np.int64)
+    n_inf = np.zeros(d, dtype=np.int64)
+    n_ok = np.zeros(d, dtype=np.int64)
     if n == 0:
-        return 0, np.zeros(d), np.zeros(d), n_nan, n_inf
-    if n_nan.any() or n_inf.any():
-        finite = np.isfinite(X)
-        Xf = np.where(finite, X, 0).astype(np.float64)
-        mean = Xf.sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
-        m2 = (np.where(finite, Xf - mean, 0.0) ** 2).sum(axis=0)
-        return n, mean, m2, n_nan, n_inf
-    mean = X.mean(axis=0, dtype=np.float64)
-    m2 = ((X - mean) ** 2).sum(axis=0, dtype=np.float64)
+        return 0, np.zeros(d), m2, n_nan, n_inf
+    mean = _moments_kernel(np.ascontiguousarray(X), total, m2, n_nan, n_inf, n_ok)
     return n, mean, m2, n_nan, n_inf
 
 

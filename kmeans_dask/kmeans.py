@@ -290,7 +290,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if explicit is not None:
             return {"method": "array", "centres": explicit, "n_candidates": 0, "n_passes": 0}
         k = self.n_clusters
-        if self.init == "k-means||":
+        pool = getattr(self, "_init_pool", None)  # set by a K sweep: one pool for every K
+        if self.init == "k-means||" and pool is not None:
+            r = pool.reduce(k, seed, bs.dtype)
+        elif self.init == "k-means||":
             r = kmeans_parallel(
                 bs,
                 k,

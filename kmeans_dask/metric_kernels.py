@@ -6,76 +6,157 @@ Each returns partials that add up over chunks. Inputs are validated upstream.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 __all__ = [
+    "cluster_quality_partials",
     "cluster_stats",
-    "dispersion",
     "silhouette_rows",
-    "spark_silhouette_sum",
     "stratified_candidates",
 ]
 
 
+_FAST = {"reassoc", "contract", "nsz", "arcp"}  # vectorisable sums; no nnan/ninf
+_BLOCK = 1024
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _stats_kernel(X, labels, w, has_w, ref, W, S, Q, counts, P):
+    n, d = X.shape
+    for i in range(n):
+        c = labels[i]
+        wi = w[i] if has_w else 1.0
+        q = 0.0
+        for t in range(d):
+            v = np.float64(X[i, t]) - ref[t]
+            S[c, t] += wi * v
+            P[c, t] += v
+            q += v * v
+        W[c] += wi
+        Q[c] += wi * q
+        counts[c] += 1
+
+
 def cluster_stats(
-    X: np.ndarray, labels: np.ndarray, k: int, w: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-cluster (weight, weighted feature sum, weighted squared-norm sum), in float64.
+    X: np.ndarray, labels: np.ndarray, k: int, ref: np.ndarray, w: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-cluster statistics of a chunk, relative to the reference point ``ref``, in one
+    compiled pass (no temporary copy of the chunk).
 
-    ``X`` should be centred on a reference point by the caller when it is far from the
-    origin (the squared norms are used in expanded forms).
+    Returns
+    -------
+    weight : (k,) summed sample weights
+    sums : (k, d) weighted sums of ``x - ref``
+    sq : (k,) weighted sums of ``||x - ref||^2``
+    counts : (k,) row counts
+    plain : (k, d) unweighted sums of ``x - ref``
     """
-    wv = np.ones(X.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
-    X64 = np.asarray(X, dtype=np.float64)
-    weight = np.bincount(labels, weights=wv, minlength=k)
-    sums = np.zeros((k, X.shape[1]))
-    np.add.at(sums, labels, X64 * wv[:, None])
-    sq = np.bincount(labels, weights=wv * np.einsum("ij,ij->i", X64, X64), minlength=k)
-    return weight, sums, sq
+    d = X.shape[1]
+    W = np.zeros(k)
+    S = np.zeros((k, d))
+    Q = np.zeros(k)
+    counts = np.zeros(k, dtype=np.int64)
+    P = np.zeros((k, d))
+    has_w = w is not None
+    wv = np.asarray(w, dtype=np.float64) if has_w else np.empty(0)
+    _stats_kernel(
+        np.ascontiguousarray(X),
+        labels.astype(np.int64),
+        wv,
+        has_w,
+        np.asarray(ref, dtype=np.float64),
+        W,
+        S,
+        Q,
+        counts,
+        P,
+    )
+    return W, S, Q, counts, P
 
 
-def dispersion(X: np.ndarray, labels: np.ndarray, means: np.ndarray) -> tuple[float, np.ndarray]:
-    """Exact within-cluster sum of squares and per-cluster sum of Euclidean distances to
-    the cluster means (Calinski-Harabasz and Davies-Bouldin numerators)."""
-    diff = np.asarray(X, dtype=np.float64) - means[labels]
-    sq = np.einsum("ij,ij->i", diff, diff)
-    dist_sum = np.bincount(labels, weights=np.sqrt(sq), minlength=means.shape[0])
-    return float(sq.sum()), dist_sum
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _quality_kernel(X, labels, w, has_w, ref, MT, r, q, W, means, dist_sum):
+    n, d = X.shape
+    k = MT.shape[1]
+    G = np.empty((_BLOCK, k), dtype=X.dtype)
+    md = np.empty(k)
+    sil = 0.0
+    within = 0.0
+    for start in range(0, n, _BLOCK):
+        stop = min(start + _BLOCK, n)
+        Gb = G[: stop - start]
+        np.dot(X[start:stop], MT, Gb)
+        for i in range(stop - start):
+            row = start + i
+            c = labels[row]
+            wi = w[row] if has_w else 1.0
+            xx = 0.0
+            ssq = 0.0
+            for t in range(d):
+                v = np.float64(X[row, t]) - ref[t]
+                xx += v * v
+                e = v - means[c, t]
+                ssq += e * e
+            within += ssq
+            dist_sum[c] += np.sqrt(ssq)
+            # mean squared distance to every cluster, from its sums (Spark's O(k d) form)
+            for j in range(k):
+                if W[j] > 0:
+                    val = xx - 2.0 * (np.float64(Gb[i, j]) - r[j]) + q[j]
+                    md[j] = val if val > 0.0 else 0.0
+                else:
+                    md[j] = np.inf
+            if W[c] <= wi:  # alone in its cluster: 0 by definition
+                continue
+            a = md[c] * W[c] / (W[c] - wi)
+            b = np.inf
+            for j in range(k):
+                if j != c and md[j] < b:
+                    b = md[j]
+            if b == np.inf:
+                continue
+            if a < b:
+                sil += wi * (1.0 - a / b)
+            elif a > b:
+                sil += wi * (b / a - 1.0)
+    return sil, within
 
 
-def spark_silhouette_sum(
+def cluster_quality_partials(
     X: np.ndarray,
     labels: np.ndarray,
+    ref: np.ndarray,
     weight: np.ndarray,
     sums: np.ndarray,
     sq: np.ndarray,
+    means: np.ndarray,
     w: np.ndarray | None = None,
-) -> float:
-    """Sum over rows of ``w * s(x)`` for Spark's squared-Euclidean silhouette.
+) -> tuple[float, float, np.ndarray]:
+    """One compiled pass over a chunk for three metrics.
 
-    The mean squared distance of ``x`` to cluster ``C`` is
-    ``||x||^2 - 2 x.S_C / W_C + Q_C / W_C`` (``S`` feature sum, ``Q`` squared-norm sum,
-    ``W`` weight), so a row costs O(k d) whatever the cluster sizes. Own-cluster
-    dissimilarity excludes the row itself (scaled by ``W / (W - w)``); a row alone in its
-    cluster scores 0 (Spark's ``ClusteringEvaluator`` definition).
+    Returns ``(sum of w * s(x), within-cluster sum of squares, per-cluster sum of Euclidean
+    distances to the means)``: ``s`` is Spark's squared-Euclidean silhouette, whose mean
+    squared distance of ``x`` to cluster ``C`` is ``||x||^2 - 2 x.S_C / W_C + Q_C / W_C``
+    (all relative to ``ref``), so a row costs O(k d) whatever the cluster sizes; the own
+    cluster excludes the row itself (``W / (W - w)``), and a row alone in its cluster
+    scores 0 (Spark's ``ClusteringEvaluator`` definition). The other two use the
+    unweighted cluster ``means`` (relative to ``ref``), as scikit-learn's
+    Calinski-Harabasz and Davies-Bouldin do.
     """
-    X64 = np.asarray(X, dtype=np.float64)
-    wv = np.ones(X.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
-    xx = np.einsum("ij,ij->i", X64, X64)
     safe = np.where(weight > 0, weight, 1.0)
-    mean_d = xx[:, None] - 2.0 * (X64 @ (sums / safe[:, None]).T) + (sq / safe)[None, :]
-    mean_d = np.maximum(mean_d, 0.0)
-    mean_d[:, weight <= 0] = np.inf  # empty clusters are not neighbours
-    rows = np.arange(X.shape[0])
-    own_w = weight[labels]
-    single = own_w <= wv
-    a = mean_d[rows, labels] * own_w / np.where(single, 1.0, own_w - wv)
-    other = mean_d.copy()
-    other[rows, labels] = np.inf
-    b = other.min(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        s = np.where(a < b, 1.0 - a / b, np.where(a > b, b / a - 1.0, 0.0))
-    s = np.where(single | ~np.isfinite(b), 0.0, s)
-    return float((s * wv).sum())
+    M = sums / safe[:, None]  # weighted cluster means (relative to ref)
+    ref64 = np.asarray(ref, dtype=np.float64)
+    X = np.ascontiguousarray(X)
+    MT = np.ascontiguousarray(M.T.astype(X.dtype))
+    r = (M @ ref64).astype(np.float64)  # x.m = (x - ref).m + ref.m
+    q = sq / safe
+    has_w = w is not None
+    wv = np.asarray(w, dtype=np.float64) if has_w else np.empty(0)
+    dist_sum = np.zeros(M.shape[0])
+    sil, within = _quality_kernel(
+        X, labels.astype(np.int64), wv, has_w, ref64, MT, r, q, weight, means, dist_sum
+    )
+    return float(sil), float(within), dist_sum
 
 
 def stratified_candidates(

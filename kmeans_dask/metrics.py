@@ -92,7 +92,7 @@ def adjusted_rand_score(labels_true: Any, labels_pred: Any) -> float:
 
 
 def _stats_task(block: Block, labels: np.ndarray, k: int, ref: np.ndarray) -> tuple:
-    return mk.cluster_stats(block.X - ref.astype(block.X.dtype), labels, k, block.w)
+    return mk.cluster_stats(block.X, labels, k, ref, block.w)
 
 
 def _quality_task(
@@ -104,10 +104,7 @@ def _quality_task(
     sq: np.ndarray,
     means: np.ndarray,
 ) -> tuple[float, float, np.ndarray]:
-    Xc = block.X - ref.astype(block.X.dtype)
-    sil = mk.spark_silhouette_sum(Xc, labels, weight, sums, sq, block.w)
-    within, dist_sum = mk.dispersion(Xc, labels, means)
-    return sil, within, dist_sum
+    return mk.cluster_quality_partials(block.X, labels, ref, weight, sums, sq, means, block.w)
 
 
 def _block_labels(block: Block) -> np.ndarray:
@@ -127,25 +124,18 @@ class ClusterQuality:
 
 def cluster_quality(bs: BlockSet, labels: list, k: int, reference: np.ndarray) -> ClusterQuality:
     """Spark's squared-Euclidean silhouette over all rows, Calinski-Harabasz and
-    Davies-Bouldin, in two passes over the blocks (inputs already validated).
+    Davies-Bouldin, in two compiled passes over the blocks (inputs already validated).
 
     Calinski-Harabasz and Davies-Bouldin use the cluster means of the labelling (as
     scikit-learn does) and ignore weights; the silhouette honours sample weights.
     """
     parts = bs.gather(bs.map_handles(_stats_task, bs.handles, labels, k=k, ref=reference))
-    weight = np.sum([p[0] for p in parts], axis=0)
-    sums = np.sum([p[1] for p in parts], axis=0)
-    sq = np.sum([p[2] for p in parts], axis=0)
-    counts = np.sum(bs.gather(bs.map_handles(_bincount_task, labels, k=k)), axis=0).astype(np.int64)
+    weight, sums, sq, counts, plain = (np.sum([p[i] for p in parts], axis=0) for i in range(5))
+    counts = counts.astype(np.int64)
     present = counts > 0
-    # unweighted means for CH/DB (scikit-learn ignores weights there)
-    means = np.zeros_like(sums)
-    if bs.weighted:
-        plain = bs.gather(bs.map_handles(_plain_sums_task, bs.handles, labels, k=k, ref=reference))
-        psums = np.sum(plain, axis=0)
-        means[present] = psums[present] / counts[present, None]
-    else:
-        means[present] = sums[present] / counts[present, None]
+    # unweighted means for CH/DB (scikit-learn ignores weights there), relative to reference
+    means = np.zeros_like(plain)
+    means[present] = plain[present] / counts[present, None]
     q = bs.gather(
         bs.map_handles(
             _quality_task,
@@ -183,10 +173,6 @@ def cluster_quality(bs: BlockSet, labels: list, k: int, reference: np.ndarray) -
 
 def _bincount_task(labels: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(labels, minlength=k)
-
-
-def _plain_sums_task(block: Block, labels: np.ndarray, k: int, ref: np.ndarray) -> np.ndarray:
-    return mk.cluster_stats(block.X - ref.astype(block.X.dtype), labels, k, None)[1]
 
 
 def _sample_candidates(
@@ -267,10 +253,14 @@ def sample_silhouette(
     step = max(256, -(-n // 8))
     parts = [(a, min(a + step, n)) for a in range(0, n, step)]
     if client is not None:
-        [fS] = client.scatter([S], broadcast=True, hash=False)
-        futs = client.map(_silhouette_task, parts, sample=fS, labels=labels, k=k, pure=False)
+        # the sample goes to every worker once; arrays never travel as task keyword values
+        fS, fL = client.scatter([S, np.asarray(labels)], broadcast=True, hash=False)
+        n_parts = len(parts)
+        futs = client.map(
+            _silhouette_task, parts, [fS] * n_parts, [fL] * n_parts, [k] * n_parts, pure=False
+        )
         values = client.gather(futs)
-        client.cancel([fS])
+        client.cancel([fS, fL])
     else:
         values = [_silhouette_task(p, S, labels, k) for p in parts]
     return float(np.mean(np.concatenate(values)))

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .exceptions import InvalidParameterError
+from .init import candidate_pool
 from .kmeans import KMeans
 from .knee import Knee, find_knee
 from .metrics import cluster_quality, sample_silhouette, stratified_sample
@@ -192,10 +193,22 @@ def sweep_k(
             )
         reference = bs.moments()[1]
         models: dict[int, KMeans] = {}
+        init_pool = None
+        if kmeans_params.get("init", "k-means||") == "k-means||":
+            # one k-means|| pass set, oversampled for the largest K, seeds every K
+            init_pool = candidate_pool(
+                bs.tagged("sweep-init"),
+                ks[-1],
+                seed,
+                kmeans_params.get("oversampling_factor", 2.0),
+                kmeans_params.get("init_rounds", 5),
+                reference,
+            )
 
         def run(k: int) -> dict:
             view = bs.tagged(f"sweep-k{k}")
             km = KMeans(k, random_state=seed, **kmeans_params)
+            km._init_pool = init_pool
             t0 = time.perf_counter()
             km._fit_prepared(view, prep)
             t1 = time.perf_counter()

@@ -130,3 +130,21 @@ def test_plots_are_png():
     res = sweep_k(X, range(2, 6), silhouette_sample_size=300)
     for png in (res.plot_elbow(), res.plot_silhouette()):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_shared_candidate_pool_matches_independent_inits(backend):
+    """One k-means|| pool (sampled for the largest K) seeds every K of the sweep; every final
+    inertia is within 1% of what fits with their own k-means|| initialisation reach (for K
+    below the true 6, independent seeds themselves land in two different local minima)."""
+    from kmeans_dask import KMeans
+
+    X, _ = make_blobs(8000, n_features=5, centers=6, cluster_std=1.5, random_state=11)
+    Xd = da.from_array(X, chunks=2000)
+    res = sweep_k(Xd, range(2, 9), silhouette_sample_size=500, random_state=0)
+    for k, inertia in zip(res.table.k, res.table.inertia, strict=True):
+        own = [KMeans(k, random_state=s).fit(Xd).inertia_ for s in range(5)]
+        assert min(abs(inertia - o) / o for o in own) <= 0.01, (k, inertia, own)
+        assert inertia <= max(own) * 1.01
+        if k == 6:  # the true K: the best solution
+            assert inertia <= min(own) * 1.001
+    assert res.model.init_info_["n_passes"] == 6  # the pool's passes, shared by every K
