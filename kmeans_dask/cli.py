@@ -109,13 +109,15 @@ def _summary(result: Any, out=print) -> None:
 def _run(config_uri: str, overrides: list[str], force: bool, use_prefect: bool) -> Any:
     from .config import load_config
 
-    config = load_config(config_uri, overrides)
+    config = load_config(config_uri, overrides)  # validate before anything starts
     if use_prefect:
         from flows.segmentation import segmentation
 
-        return segmentation(
-            config_uri, overrides=overrides or None, force=force, return_result=True
-        )
+        from .config import parse_overrides
+        from .pipeline import RunResult
+
+        data = segmentation(config_uri, overrides=parse_overrides(overrides) or None, force=force)
+        return RunResult(**data)
     from .pipeline import run
 
     def dashboard(client: Any) -> None:

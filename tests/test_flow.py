@@ -95,3 +95,33 @@ def test_flow_and_plain_pipeline_give_identical_results(
     # a rerun of the flow is skipped
     again = segmentation(str(cfg_path))
     assert again["skipped"] and again["run_id"] == result["run_id"]
+
+
+def test_cli_runs_the_flow_by_default(prefect_harness, tmp_path, capsys):
+    """`kmeans-dask run CONFIG` goes through the Prefect flow (here the test harness's API)."""
+    from kmeans_dask import cli
+
+    df, _ = make_customers(1500, seed=8)
+    (tmp_path / "in").mkdir()
+    df.drop(columns="region").to_parquet(tmp_path / "in" / "a.parquet", index=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "name": "cli-flow",
+                "input": {
+                    "uri": str(tmp_path / "in"),
+                    "id_column": "customer_id",
+                    "columns": DEMO_FEATURES,
+                },
+                "kmeans": {"k": 5},
+                "output": {"uri": str(tmp_path / "out")},
+                "cluster": {"n_workers": 1},
+            }
+        )
+    )
+    assert cli.main(["run", str(cfg), "--set", "kmeans.random_state=3"]) == 0
+    out = capsys.readouterr().out
+    assert "committed" in out and "K = 5 (fixed)" in out
+    assert cli.main(["run", str(cfg), "--set", "kmeans.random_state=3"]) == 0
+    assert "already committed: skipped" in capsys.readouterr().out
