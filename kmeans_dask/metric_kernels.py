@@ -12,6 +12,7 @@ __all__ = [
     "cluster_quality_partials",
     "cluster_stats",
     "silhouette_rows",
+    "silhouette_rows_multi",
     "stratified_candidates",
 ]
 
@@ -209,4 +210,55 @@ def silhouette_rows(
             s = (b - a) / np.maximum(a, b)
         s[(n_own <= 1) | ~np.isfinite(s)] = 0.0
         out[start : start + block] = s
+    return out
+
+
+def silhouette_rows_multi(
+    rows: np.ndarray,
+    row_index: np.ndarray,
+    sample: np.ndarray,
+    labels: np.ndarray,
+    ks: np.ndarray,
+    block: int = 1024,
+) -> np.ndarray:
+    """Exact Euclidean silhouettes of ``rows`` for several labellings of the same sample.
+
+    ``labels`` is (n_sample, n_labellings), column ``j`` in ``0 .. ks[j] - 1``. Each block of
+    pairwise distances is computed once and summed per cluster of every labelling with one
+    product against the stacked one-hot matrix; per labelling the result equals
+    :func:`silhouette_rows`. Returns (n_rows, n_labellings).
+    """
+    S = np.asarray(sample, dtype=np.float64)
+    n = S.shape[0]
+    ss = np.einsum("ij,ij->i", S, S)
+    offsets = np.concatenate([[0], np.cumsum(ks)])
+    onehot = np.zeros((n, int(offsets[-1])))
+    counts = []
+    for j, k in enumerate(ks):
+        onehot[np.arange(n), offsets[j] + labels[:, j]] = 1.0
+        counts.append(np.bincount(labels[:, j], minlength=int(k)).astype(np.float64))
+    out = np.empty((rows.shape[0], len(ks)))
+    for start in range(0, rows.shape[0], block):
+        R = np.asarray(rows[start : start + block], dtype=np.float64)
+        m = R.shape[0]
+        D = np.einsum("ij,ij->i", R, R)[:, None] - 2.0 * (R @ S.T) + ss[None, :]
+        np.maximum(D, 0.0, out=D)
+        np.sqrt(D, out=D)
+        D[np.arange(m), row_index[start : start + block]] = 0.0
+        sums = D @ onehot  # (m, sum of ks): distance sums per cluster of every labelling
+        for j in range(len(ks)):
+            per_cluster = sums[:, offsets[j] : offsets[j + 1]]
+            lab = labels[row_index[start : start + block], j]
+            cnt = counts[j]
+            n_own = cnt[lab]
+            a = per_cluster[np.arange(m), lab] / np.maximum(n_own - 1, 1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean_other = per_cluster / cnt[None, :]
+            mean_other[np.arange(m), lab] = np.inf
+            mean_other[:, cnt == 0] = np.inf
+            b = mean_other.min(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                s = (b - a) / np.maximum(a, b)
+            s[(n_own <= 1) | ~np.isfinite(s)] = 0.0
+            out[start : start + m, j] = s
     return out

@@ -23,6 +23,7 @@ __all__ = [
     "contingency_matrix",
     "davies_bouldin_score",
     "sample_silhouette",
+    "shared_sample_silhouettes",
     "silhouette_full_sq_score",
     "silhouette_sample_score",
     "stratified_sample",
@@ -264,6 +265,97 @@ def sample_silhouette(
     else:
         values = [_silhouette_task(p, S, labels, k) for p in parts]
     return float(np.mean(np.concatenate(values)))
+
+
+def _joint_codes(*labelings: np.ndarray, radices: tuple[int, ...]) -> np.ndarray:
+    code = np.zeros(labelings[0].shape[0], dtype=np.int64)
+    for lab, k in zip(labelings, radices, strict=True):
+        code = code * k + lab
+    return code
+
+
+def _unique_counts(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.unique(codes, return_counts=True)
+
+
+def _to_strata(codes: np.ndarray, uniq: np.ndarray) -> np.ndarray:
+    return np.searchsorted(uniq, codes)
+
+
+def _labels_at(gidx: np.ndarray, offset: int, *labelings: np.ndarray) -> np.ndarray:
+    local = gidx - offset
+    return np.stack([lab[local] for lab in labelings], axis=1)
+
+
+def _multi_task(part: tuple[int, int], sample: np.ndarray, labels: np.ndarray, ks) -> np.ndarray:
+    start, stop = part
+    idx = np.arange(start, stop)
+    return mk.silhouette_rows_multi(sample[start:stop], idx, sample, labels, np.asarray(ks))
+
+
+def shared_sample_silhouettes(
+    bs: BlockSet,
+    labelings: list[list],
+    ks: list[int],
+    size: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact silhouettes of several labellings (a K sweep) on one shared sample.
+
+    The sample is stratified by the joint labels (every combination of cluster indices is a
+    stratum), so every cluster of every labelling, being a union of strata, gets its share
+    and at least two rows. Each block of sample distances is then computed once for all
+    labellings. Returns ``(silhouette per labelling, sample global indices, sample labels
+    (n_sample, n_labellings))``.
+    """
+    radices = tuple(int(k) for k in ks)
+    if float(np.prod([float(k) for k in radices])) >= 2.0**62:
+        # too many combinations to encode: stratify by the finest labelling only
+        codes = labelings[int(np.argmax(radices))]
+    else:
+        codes = bs.map_handles(_joint_codes, *labelings, radices=radices)
+    parts = bs.gather(bs.map_handles(_unique_counts, codes))
+    uniq = np.unique(np.concatenate([p[0] for p in parts]))
+    counts = np.zeros(uniq.size, dtype=np.int64)
+    for u, c in parts:
+        counts[np.searchsorted(uniq, u)] += c
+    strata = bs.map_handles(_to_strata, codes, uniq=uniq)
+    rows, _, gidx = stratified_sample(bs, strata, counts, size, seed)
+    # every labelling's labels at the sampled rows (only the blocks that hold them)
+    block_of = np.searchsorted(np.asarray(bs.offsets), gidx, side="right") - 1
+    blocks = sorted(set(block_of.tolist()))
+    per_block = bs.gather(
+        bs.map_handles(
+            _labels_at,
+            [gidx[block_of == b] for b in blocks],
+            [bs.offsets[b] for b in blocks],
+            *[[lab[b] for b in blocks] for lab in labelings],
+        )
+    )
+    sample_labels = np.empty((gidx.size, len(ks)), dtype=np.int64)
+    for b, lab in zip(blocks, per_block, strict=True):
+        sample_labels[block_of == b] = lab
+    S = np.asarray(rows, dtype=np.float64)
+    S = S - S.mean(axis=0)
+    n = S.shape[0]
+    step = max(256, -(-n // 8))
+    ranges = [(a, min(a + step, n)) for a in range(0, n, step)]
+    client = bs.client
+    if client is not None:
+        fS, fL = client.scatter([S, sample_labels], broadcast=True, hash=False)
+        m = len(ranges)
+        futs = client.map(_multi_task, ranges, [fS] * m, [fL] * m, [radices] * m, pure=False)
+        values = client.gather(futs)
+        client.cancel([fS, fL])
+    else:
+        values = [_multi_task(r, S, sample_labels, radices) for r in ranges]
+    sil = np.concatenate(values).mean(axis=0)
+    for j, k in enumerate(radices):
+        if not 2 <= np.unique(sample_labels[:, j]).size <= n - 1 or k < 2:
+            sil[j] = np.nan
+    bs.release(codes if codes is not labelings[int(np.argmax(radices))] else [])
+    bs.release(strata)
+    return sil, gidx, sample_labels
 
 
 # --------------------------------------------------------------------------- public API

@@ -148,3 +148,20 @@ def test_shared_candidate_pool_matches_independent_inits(backend):
         if k == 6:  # the true K: the best solution
             assert inertia <= min(own) * 1.001
     assert res.model.init_info_["n_passes"] == 6  # the pool's passes, shared by every K
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-9), (np.float32, 1e-5)])
+def test_sample_silhouettes_equal_sklearn_on_the_shared_sample(dtype, rtol, backend):
+    X, _ = make_blobs(6000, n_features=4, centers=5, cluster_std=2.5, random_state=4)
+    X = X.astype(dtype)
+    res = sweep_k(da.from_array(X, chunks=1700), range(2, 8), silhouette_sample_size=800)
+    idx, labels = res.sample_index, res.sample_labels
+    assert 780 <= len(idx) <= 840 and len(np.unique(idx)) == len(idx)
+    for j, (k, value) in enumerate(zip(res.table.k, res.table.silhouette_sample, strict=True)):
+        expected = sk_sil(X[idx].astype(np.float64), labels[:, j])
+        np.testing.assert_allclose(value, expected, rtol=rtol)
+        # stratified by the joint labels: every cluster of every K is in the sample
+        assert np.bincount(labels[:, j], minlength=k).min() >= 2
+    # the labels at the sampled rows are the fitted ones (chosen K)
+    j = list(res.table.k).index(res.k)
+    np.testing.assert_array_equal(labels[:, j], res.model.labels_.compute()[idx])
