@@ -2,25 +2,29 @@
 
 Public API::
 
-    from kmeans_dask import KMeans, KNeighborsScorer, StandardScaler
+    from kmeans_dask import KMeans, KNeighborsScorer, StandardScaler, sweep_k
 """
 
 from .exceptions import (
     ConvergenceWarning,
+    DatasetError,
     InputError,
     InvalidParameterError,
     KMeansDaskError,
     KMeansDaskWarning,
+    StorageError,
 )
 from .kmeans import KMeans
 from .knn import KNeighborsScorer
 from .lloyd import IterationStats
 from .scale import StandardScaler
+from .sweep import SweepResult, sweep_k
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceWarning",
+    "DatasetError",
     "InputError",
     "InvalidParameterError",
     "IterationStats",
@@ -29,5 +33,8 @@ __all__ = [
     "KMeansDaskWarning",
     "KNeighborsScorer",
     "StandardScaler",
+    "StorageError",
+    "SweepResult",
     "__version__",
+    "sweep_k",
 ]

@@ -24,7 +24,8 @@ from .exceptions import InvalidParameterError
 from .init import candidate_pool
 from .kmeans import KMeans
 from .knee import Knee, find_knee
-from .metrics import cluster_quality, shared_sample_silhouettes
+from .metrics import cluster_quality
+from .silhouette import shared_sample_silhouettes
 from .validation import check_options, load_blocks, prepare_input, seed_from
 
 __all__ = ["SELECT_RULES", "SweepResult", "elbow_knee", "sweep_k"]
