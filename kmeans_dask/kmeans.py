@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
-from . import kernels
+from .assignment import apply_centres
 from .blocks import BlockSet
 from .exceptions import InputError, InvalidParameterError
 from .init import kmeans_parallel, kmeanspp_sample, random_rows
@@ -349,10 +349,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             C, ref = self.cluster_centers_, self._reference
             if out_cols is None:
                 return X.map_blocks(
-                    _apply_block, func, C, ref, dtype=dtype, drop_axis=1, meta=np.empty(0, dtype)
+                    apply_centres, func, C, ref, dtype=dtype, drop_axis=1, meta=np.empty(0, dtype)
                 )
             return X.map_blocks(
-                _apply_block,
+                apply_centres,
                 func,
                 C,
                 ref,
@@ -380,7 +380,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if not np.isfinite(arr).all():
             bad = np.flatnonzero(~np.isfinite(arr).all(axis=0))
             raise ValueError(f"Input X contains NaN or infinity in column(s) {bad.tolist()}.")
-        return _apply_block(arr, func, self.cluster_centers_, self._reference)
+        return apply_centres(arr, func, self.cluster_centers_, self._reference)
 
     def predict(self, X: Any) -> Any:
         """Index of the nearest centre of each row (numpy in, numpy out; dask in, dask out)."""
@@ -404,18 +404,6 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         else:
             total = d.sum() if w is None else d @ np.asarray(w, dtype=np.float64)
         return -float(total)
-
-
-def _apply_block(X: np.ndarray, func: str, C: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    X = np.ascontiguousarray(X, dtype=C.dtype)
-    if func == "transform":
-        # shifted to the training mean: no cancellation on data far from the origin
-        shift = ref.astype(C.dtype)
-        return np.sqrt(kernels.sq_distances(X - shift, C - shift)).astype(C.dtype)
-    if not np.isfinite(X).all():
-        raise ValueError("Input X contains NaN or infinity.")
-    labels, mind, _ = kernels.assign(X, kernels.CentreSet(C, ref))
-    return labels if func == "predict" else mind
 
 
 def _bincount(labels: np.ndarray) -> np.ndarray:

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .assignment import apply_centres
 from .config import RunConfig
 from .io import Dataset, RunCommit, open_dataset
 from .io.write import write_frames
-from .kmeans import KMeans, _apply_block
+from .kmeans import KMeans
 from .scale import StandardScaler
 
 if TYPE_CHECKING:
@@ -31,8 +32,8 @@ def _assign_part(
     id_name: str,
 ) -> pd.DataFrame:
     Xs = X if mean is None else (X - mean.astype(X.dtype)) / scale.astype(X.dtype)
-    seg = _apply_block(Xs, "predict", C, ref)
-    d2 = _apply_block(Xs, "min_sq_dist", C, ref)
+    seg = apply_centres(Xs, "predict", C, ref)
+    d2 = apply_centres(Xs, "min_sq_dist", C, ref)
     ident = np.arange(offset, offset + X.shape[0]) if ids is None else np.asarray(ids)
     return pd.DataFrame(
         {id_name: ident, "segment": seg.astype(np.int32), "distance_to_centroid": np.sqrt(d2)}
