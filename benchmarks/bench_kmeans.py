@@ -286,7 +286,7 @@ def bench_kmeans_dask(X: Any, C0: np.ndarray, args: argparse.Namespace) -> Row:
     from distributed import default_client
 
     from kmeans_dask import KMeans
-    from kmeans_dask.blocks import get_client
+    from kmeans_dask.engine.blocks import get_client
 
     assert get_client() is default_client(), "kmeans_dask must see the benchmark's client"
     row = Row("kmeans_dask")

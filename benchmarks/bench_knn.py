@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAISS unavailable: {type(exc).__name__}: {exc}")
         faiss = None
     from kmeans_dask import KNeighborsScorer
-    from kmeans_dask.knn_kernels import TILE_QUERY, TILE_REF, n_candidates
+    from kmeans_dask.kernels.knn import TILE_QUERY, TILE_REF, n_candidates
 
     env_before = {k: os.environ.get(k) for k in THREAD_ENV}
     with (

@@ -16,8 +16,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from kmeans_dask import pipeline
-from kmeans_dask.config import load_config
+from kmeans_dask.job import pipeline
+from kmeans_dask.job.config import load_config
 
 #: retries (with backoff) of the stages whose failures can be transient (storage, network)
 RETRIES = {"plan": 3, "read": 2, "assign": 2, "score": 2, "model": 2, "commit": 2}
@@ -86,7 +86,7 @@ def segmentation(
     Returns
     -------
     dict
-        The :class:`~kmeans_dask.pipeline.RunResult` as plain data.
+        The :class:`~kmeans_dask.job.pipeline.RunResult` as plain data.
     """
     run_logger = get_run_logger()
     config = load_config(config_uri, overrides or {})

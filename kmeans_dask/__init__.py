@@ -5,6 +5,7 @@ Public API::
     from kmeans_dask import KMeans, KNeighborsScorer, StandardScaler, sweep_k
 """
 
+from .engine.lloyd import IterationStats
 from .exceptions import (
     ConvergenceWarning,
     DatasetError,
@@ -16,7 +17,6 @@ from .exceptions import (
 )
 from .kmeans import KMeans
 from .knn import KNeighborsScorer
-from .lloyd import IterationStats
 from .scale import StandardScaler
 from .sweep import SweepResult, sweep_k
 

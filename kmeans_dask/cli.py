@@ -107,18 +107,18 @@ def _summary(result: Any, out=print) -> None:
 
 
 def _run(config_uri: str, overrides: list[str], force: bool, use_prefect: bool) -> Any:
-    from .config import load_config
+    from .job.config import load_config
 
     config = load_config(config_uri, overrides)  # validate before anything starts
     if use_prefect:
         from flows.segmentation import segmentation
 
-        from .config import parse_overrides
-        from .pipeline import RunResult
+        from .job.config import parse_overrides
+        from .job.pipeline import RunResult
 
         data = segmentation(config_uri, overrides=parse_overrides(overrides) or None, force=force)
         return RunResult(**data)
-    from .pipeline import run
+    from .job.pipeline import run
 
     def dashboard(client: Any) -> None:
         print(f"Dask dashboard: {client.dashboard_link}", flush=True)
@@ -148,7 +148,7 @@ def _show(run_uri: str) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import write_demo_data
+    from .job.demo import write_demo_data
 
     base = Path(args.dir)
     print(
@@ -212,12 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kmeans-dask`` command."""
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
-    from .config import ConfigError
     from .exceptions import DatasetError, KMeansDaskError
+    from .job.config import ConfigError
 
     try:
         if args.command == "validate":
-            from .config import load_config
+            from .job.config import load_config
 
             cfg = load_config(args.config, args.overrides)
             print(json.dumps(cfg.model_dump(mode="json"), indent=2))

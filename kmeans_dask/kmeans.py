@@ -12,18 +12,17 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
-from .assignment import apply_centres
-from .blocks import BlockSet
+from .engine.blocks import BlockSet
+from .engine.init import kmeans_parallel, kmeanspp_sample, random_rows
+from .engine.lloyd import IterationStats, assign_blocks, lloyd
+from .engine.prepare import load_blocks, prepare_input
 from .exceptions import InputError, InvalidParameterError
-from .init import kmeans_parallel, kmeanspp_sample, random_rows
-from .lloyd import IterationStats, assign_blocks, lloyd
+from .kernels.assignment import apply_centres
 from .validation import (
     check_array,
     check_interval,
     check_options,
     check_random_state,
-    load_blocks,
-    prepare_input,
     seed_from,
 )
 

@@ -20,10 +20,11 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from . import knn_graph as kg
-from .blocks import Block
+from .engine import knn_graph as kg
+from .engine.blocks import Block
+from .engine.knn_graph import MERGE_FAN_IN
+from .engine.prepare import load_blocks, prepare_input
 from .exceptions import InputError, InvalidParameterError
-from .knn_graph import MERGE_FAN_IN
 from .validation import (
     _is_dask_array,
     _is_dask_frame,
@@ -31,8 +32,6 @@ from .validation import (
     check_array,
     check_interval,
     check_options,
-    load_blocks,
-    prepare_input,
 )
 
 __all__ = ["MERGE_FAN_IN", "KNeighborsScorer"]

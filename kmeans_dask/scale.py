@@ -8,9 +8,10 @@ import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.exceptions import NotFittedError
 
-from . import kernels
+from .engine.prepare import prepare_input
 from .exceptions import InputError
-from .validation import _column_label, _is_dask_array, _is_dask_frame, prepare_input
+from .kernels import moments as kernels
+from .validation import _column_label, _is_dask_array, _is_dask_frame
 
 __all__ = ["StandardScaler"]
 

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .engine.init import candidate_pool
+from .engine.prepare import load_blocks, prepare_input
+from .engine.silhouette import shared_sample_silhouettes
 from .exceptions import InvalidParameterError
-from .init import candidate_pool
+from .kernels.knee import Knee, find_knee
 from .kmeans import KMeans
-from .knee import Knee, find_knee
 from .metrics import cluster_quality
-from .silhouette import shared_sample_silhouettes
-from .validation import check_options, load_blocks, prepare_input, seed_from
+from .validation import check_options, seed_from
 
 __all__ = ["SELECT_RULES", "SweepResult", "elbow_knee", "sweep_k"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-from kmeans_dask.blocks import plan_sizes
-from kmeans_dask.validation import load_blocks, prepare_input
+from kmeans_dask.engine.blocks import plan_sizes
+from kmeans_dask.engine.prepare import load_blocks, prepare_input
 
 
 def test_plan_sizes_cover_rows_and_threads():
@@ -28,7 +28,7 @@ def test_blocks_are_spread_over_workers(client):
             per_worker[who[h.key][0]] += n
         assert per_worker[workers[0]] == per_worker[workers[1]] == 20_000
         # the data is unchanged by the move
-        from kmeans_dask.lloyd import assign_blocks
+        from kmeans_dask.engine.lloyd import assign_blocks
 
         _labels, inertia = assign_blocks(bs, np.zeros((1, 8)), np.zeros(8))
         np.testing.assert_allclose(inertia, (X.compute() ** 2).sum(), rtol=1e-12)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kmeans_dask.config import (
+from kmeans_dask.job.config import (
     ConfigError,
     RunConfig,
     apply_overrides,

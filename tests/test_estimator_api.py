@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 from sklearn.pipeline import Pipeline
 
 from kmeans_dask import KMeans, StandardScaler
-from kmeans_dask.blocks import get_client
+from kmeans_dask.engine.blocks import get_client
 
 
 def test_clone_get_set_params():

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from kmeans_dask.config import parse_config
-from kmeans_dask.demo import DEMO_FEATURES, make_customers
-from kmeans_dask.pipeline import run
+from kmeans_dask.job.config import parse_config
+from kmeans_dask.job.demo import DEMO_FEATURES, make_customers
+from kmeans_dask.job.pipeline import run
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from kmeans_dask.io import (
     save_model,
     write_partitions,
 )
-from kmeans_dask.model import SegmentationModel
+from kmeans_dask.job.segmentation_model import SegmentationModel
 
 CONFIG = {"name": "seg", "kmeans": {"k": 3, "random_state": 0}, "input": {"columns": ["a", "b"]}}
 

@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from kmeans_dask import init_kernels, kernels
+from kmeans_dask.kernels import init as init_kernels
+from kmeans_dask.kernels import lloyd as kernels
+from kmeans_dask.kernels import moments
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=64)
 
@@ -85,8 +87,8 @@ def test_chan_merge_equals_numpy_variance(X, n_chunks):
     bounds = np.linspace(0, len(X), n_chunks + 1).astype(int)
     acc = (0, np.zeros(X.shape[1]), np.zeros(X.shape[1]))
     for a, b in itertools.pairwise(bounds):
-        n, mean, m2, _, _ = kernels.moments(X[a:b])
-        acc = kernels.merge_moments(acc, (n, mean, m2))
+        n, mean, m2, _, _ = moments.moments(X[a:b])
+        acc = moments.merge_moments(acc, (n, mean, m2))
     n, mean, m2 = acc
     assert n == len(X)
     np.testing.assert_allclose(mean, X.mean(0), rtol=1e-9, atol=1e-9)
@@ -98,7 +100,7 @@ def test_moments_count_nan_and_inf_per_column():
     X[1, 2] = np.nan
     X[3, 0] = np.inf
     X[4, 0] = -np.inf
-    _, _, _, n_nan, n_inf = kernels.moments(X)
+    _, _, _, n_nan, n_inf = moments.moments(X)
     assert n_nan.tolist() == [0, 0, 1]
     assert n_inf.tolist() == [2, 0, 0]
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmeans_dask import knn_kernels as kk
+from kmeans_dask.kernels import knn as kk
 
 
 def brute(Q: np.ndarray, R: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

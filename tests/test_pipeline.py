@@ -9,10 +9,10 @@ import sys
 import pandas as pd
 import pytest
 
-from kmeans_dask.config import apply_overrides, parse_config
-from kmeans_dask.demo import DEMO_FEATURES, make_customers
 from kmeans_dask.io import latest_run
-from kmeans_dask.pipeline import run
+from kmeans_dask.job.config import apply_overrides, parse_config
+from kmeans_dask.job.demo import DEMO_FEATURES, make_customers
+from kmeans_dask.job.pipeline import run
 
 N, NQ = 4000, 600
 

@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import silhouette_score as sk_sil
 
 from kmeans_dask import InvalidParameterError
-from kmeans_dask.knee import find_knee
+from kmeans_dask.kernels.knee import find_knee
 from kmeans_dask.sweep import sweep_k
 
 

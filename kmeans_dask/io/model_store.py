@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from ..exceptions import StorageError
-from ..model import SegmentationModel
+from ..job.segmentation_model import SegmentationModel
 from .commit import SUCCESS, FileRecord, RunCommit
 from .fs import filesystem, join, to_uri
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
+from . import lloyd as kernels
 
 __all__ = ["apply_centres"]
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .kmeans import KMeans
-from .scale import StandardScaler
+from ..kmeans import KMeans
+from ..scale import StandardScaler
 
 __all__ = ["FORMAT_VERSION", "SegmentationModel"]
 

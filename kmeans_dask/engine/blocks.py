@@ -20,7 +20,7 @@ import dask
 import numpy as np
 from dask.utils import parse_bytes
 
-from . import kernels
+from ..kernels import moments as kernels
 from .executor import Executor, get_client
 
 __all__ = ["Block", "BlockSet", "BlockSummary", "get_client", "target_block_bytes"]

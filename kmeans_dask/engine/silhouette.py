@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from . import init_kernels
-from . import metric_kernels as mk
+from ..kernels import init as init_kernels
+from ..kernels import metrics as mk
 from .blocks import Block, BlockSet
 
 __all__ = ["sample_silhouette", "shared_sample_silhouettes", "stratified_sample"]

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import kernels
+from ..kernels import lloyd as kernels
 from .blocks import Block, BlockSet
 
 __all__ = ["IterationStats", "LloydResult", "assign_blocks", "lloyd"]
 
-logger = logging.getLogger(__name__)
+# a stable public name: users and benchmarks follow the iteration progress through it
+logger = logging.getLogger("kmeans_dask.lloyd")
 
 
 @dataclass(frozen=True)

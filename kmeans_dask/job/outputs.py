@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .assignment import apply_centres
+from ..io import Dataset, RunCommit, open_dataset
+from ..io.write import write_frames
+from ..kernels.assignment import apply_centres
+from ..kmeans import KMeans
+from ..scale import StandardScaler
 from .config import RunConfig
-from .io import Dataset, RunCommit, open_dataset
-from .io.write import write_frames
-from .kmeans import KMeans
-from .scale import StandardScaler
 
 if TYPE_CHECKING:
     from .pipeline import Prepared
@@ -76,7 +76,7 @@ def score_queries(
     config: RunConfig, run: RunCommit, prepared: Prepared, model: KMeans
 ) -> list[Any]:
     """``scores/part-*.parquet`` for the query rows (KNN against the segmented rows)."""
-    from .knn import KNeighborsScorer
+    from ..knn import KNeighborsScorer
 
     knn = config.knn
     q = knn.query

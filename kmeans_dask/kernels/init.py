@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import CentreSet, assign, farthest_points, lloyd_partials, relocate_empty
+from .lloyd import CentreSet, assign, farthest_points, lloyd_partials, relocate_empty
 
 __all__ = [
     "kmeans_parallel_sample",

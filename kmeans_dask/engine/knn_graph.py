@@ -26,10 +26,10 @@ from typing import Any
 import dask
 import numpy as np
 
-from . import knn_kernels as kk
+from ..exceptions import InputError
+from ..kernels import knn as kk
+from ..validation import _is_dask_array, _is_dask_frame
 from .blocks import Block, BlockSet
-from .exceptions import InputError
-from .validation import _is_dask_array, _is_dask_frame
 
 __all__ = [
     "MERGE_FAN_IN",

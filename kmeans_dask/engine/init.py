@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import init_kernels, kernels
+from ..kernels import init as init_kernels
+from ..kernels import lloyd as kernels
 from .blocks import Block, BlockSet
 
 __all__ = [

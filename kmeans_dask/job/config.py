@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .exceptions import KMeansDaskError
+from ..exceptions import KMeansDaskError
 
 __all__ = [
     "ClusterSpec",
@@ -273,7 +273,7 @@ def load_config(
     storage_options: Mapping[str, Any] | None = None,
 ) -> RunConfig:
     """Read a YAML config (local path or any fsspec URI), apply overrides, validate."""
-    from .io import read_text
+    from ..io import read_text
 
     try:
         text = read_text(uri, storage_options)
@@ -309,6 +309,6 @@ def identity(config: RunConfig) -> dict[str, Any]:
 
 def config_hash(config: RunConfig) -> str:
     """SHA-256 of :func:`identity` (canonical JSON)."""
-    from .io import canonical_json
+    from ..io import canonical_json
 
     return hashlib.sha256(canonical_json(identity(config)).encode()).hexdigest()
