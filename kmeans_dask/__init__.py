@@ -7,6 +7,7 @@ Public API::
 
 from .engine.lloyd import IterationStats
 from .exceptions import (
+    ConfigError,
     ConvergenceWarning,
     DatasetError,
     InputError,
@@ -23,6 +24,7 @@ from .sweep import SweepResult, sweep_k
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConfigError",
     "ConvergenceWarning",
     "DatasetError",
     "InputError",

@@ -212,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kmeans-dask`` command."""
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
-    from .exceptions import DatasetError, KMeansDaskError
-    from .job.config import ConfigError
+    from .exceptions import ConfigError, DatasetError, KMeansDaskError
 
     try:
         if args.command == "validate":

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sklearn.exceptions import ConvergenceWarning
 
 __all__ = [
+    "ConfigError",
     "ConvergenceWarning",
     "DatasetError",
     "InputError",
@@ -26,6 +27,11 @@ class KMeansDaskError(Exception):
 
 class InvalidParameterError(KMeansDaskError, ValueError, TypeError):
     """An estimator or function parameter is out of its allowed range or of the wrong type."""
+
+
+class ConfigError(KMeansDaskError, ValueError):
+    """A job config (YAML file or ``--set`` override) is invalid; the message names the key
+    path, what is allowed and what was given."""
 
 
 class InputError(KMeansDaskError, ValueError):

@@ -17,7 +17,7 @@ from .engine.init import kmeans_parallel, kmeanspp_sample, random_rows
 from .engine.lloyd import IterationStats, assign_blocks, lloyd
 from .engine.prepare import load_blocks, prepare_input
 from .exceptions import InputError, InvalidParameterError
-from .kernels.assignment import apply_centres
+from .kernels.assignment import centre_distances, nearest_labels, nearest_sq_distances
 from .validation import (
     check_array,
     check_interval,
@@ -147,7 +147,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             C = C.astype(np.float64)
         km = cls(n_clusters=C.shape[0], **params)
         km.cluster_centers_ = C
-        km._reference = (
+        km.reference_ = (
             C.mean(axis=0).astype(np.float64)
             if reference is None
             else np.asarray(reference, dtype=np.float64)
@@ -230,7 +230,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if bs.n_samples < self.n_clusters:
             raise ValueError(f"n_samples={bs.n_samples} should be >= n_clusters={self.n_clusters}.")
         n, mean, m2 = bs.moments()
-        self._reference = mean
+        self.reference_ = mean
         tol_abs = float(np.mean(m2 / n) * self.tol) if self.tol else 0.0
         seed = seed_from(self.random_state)
         seeds = np.random.SeedSequence(seed).generate_state(self.n_init, dtype=np.uint64)
@@ -345,13 +345,13 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                     f"{self.n_features_in_} features as input."
                 )
             X = X.rechunk({1: -1})
-            C, ref = self.cluster_centers_, self._reference
+            C, ref = self.cluster_centers_, self.reference_
             if out_cols is None:
                 return X.map_blocks(
-                    apply_centres, func, C, ref, dtype=dtype, drop_axis=1, meta=np.empty(0, dtype)
+                    _checked_block, func, C, ref, dtype=dtype, drop_axis=1, meta=np.empty(0, dtype)
                 )
             return X.map_blocks(
-                apply_centres,
+                _checked_block,
                 func,
                 C,
                 ref,
@@ -379,15 +379,15 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if not np.isfinite(arr).all():
             bad = np.flatnonzero(~np.isfinite(arr).all(axis=0))
             raise ValueError(f"Input X contains NaN or infinity in column(s) {bad.tolist()}.")
-        return apply_centres(arr, func, self.cluster_centers_, self._reference)
+        return func(arr, self.cluster_centers_, self.reference_)
 
     def predict(self, X: Any) -> Any:
         """Index of the nearest centre of each row (numpy in, numpy out; dask in, dask out)."""
-        return self._apply(X, "predict", None, np.dtype(np.int32))
+        return self._apply(X, nearest_labels, None, np.dtype(np.int32))
 
     def transform(self, X: Any) -> Any:
         """Euclidean distance of each row to every centre, shape (n_samples, n_clusters)."""
-        return self._apply(X, "transform", self.n_clusters, self.cluster_centers_.dtype)
+        return self._apply(X, centre_distances, self.n_clusters, self.cluster_centers_.dtype)
 
     def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
         """Fit and return the training labels (numpy for numpy input, else a dask array)."""
@@ -396,13 +396,19 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Opposite of the inertia of ``X`` against the fitted centres (higher is better)."""
-        d = self._apply(X, "min_sq_dist", None, np.dtype(np.float64))
+        d = self._apply(X, nearest_sq_distances, None, np.dtype(np.float64))
         w = None if sample_weight is None else sample_weight
         if hasattr(d, "compute"):
             total = (d if w is None else d * w).sum().compute()
         else:
             total = d.sum() if w is None else d @ np.asarray(w, dtype=np.float64)
         return -float(total)
+
+
+def _checked_block(X: np.ndarray, func, C: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    if not np.isfinite(X).all():
+        raise ValueError("Input X contains NaN or infinity.")
+    return func(X, C, ref)
 
 
 def _bincount(labels: np.ndarray) -> np.ndarray:

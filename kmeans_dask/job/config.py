@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..exceptions import KMeansDaskError
+from ..exceptions import ConfigError
 
 __all__ = [
     "ClusterSpec",
@@ -31,10 +31,6 @@ __all__ = [
     "parse_config",
     "parse_overrides",
 ]
-
-
-class ConfigError(KMeansDaskError, ValueError):
-    """The run configuration is invalid; the message lists every problem by key path."""
 
 
 class _Strict(BaseModel):

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..io import Dataset, RunCommit, open_dataset
 from ..io.write import write_frames
-from ..kernels.assignment import apply_centres
+from ..kernels.assignment import assign_rows
 from ..kmeans import KMeans
 from ..scale import StandardScaler
 from .config import RunConfig
@@ -27,25 +27,15 @@ def _assign_part(
     offset: int,
     C: np.ndarray,
     ref: np.ndarray,
-    mean: np.ndarray | None,
-    scale: np.ndarray | None,
+    scaler: StandardScaler | None,
     id_name: str,
 ) -> pd.DataFrame:
-    Xs = X if mean is None else (X - mean.astype(X.dtype)) / scale.astype(X.dtype)
-    seg = apply_centres(Xs, "predict", C, ref)
-    d2 = apply_centres(Xs, "min_sq_dist", C, ref)
+    Xs = X if scaler is None else scaler.transform(X)
+    seg, d2 = assign_rows(Xs, C, ref)
     ident = np.arange(offset, offset + X.shape[0]) if ids is None else np.asarray(ids)
     return pd.DataFrame(
         {id_name: ident, "segment": seg.astype(np.int32), "distance_to_centroid": np.sqrt(d2)}
     )
-
-
-def _scaler_arrays(scaler: StandardScaler | None):
-    if scaler is None:
-        return None, None
-    mean = scaler.mean_ if scaler.mean_ is not None else np.zeros(scaler.n_features_in_)
-    scale = scaler.scale_ if scaler.scale_ is not None else np.ones(scaler.n_features_in_)
-    return mean, scale
 
 
 def _id_parts(ds: Dataset) -> list:
@@ -61,12 +51,11 @@ def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> list
 
     ds = prepared.dataset
     id_name = ds.info.id_column or "row"
-    mean, scale = _scaler_arrays(prepared.scaler)
     blocks = prepared.X.to_delayed(optimize_graph=False)[:, 0]
     offsets = np.cumsum([0, *prepared.X.chunks[0]])[:-1]
     task = dask.delayed(_assign_part, pure=True)
     parts = [
-        task(b, ids, int(off), model.cluster_centers_, model._reference, mean, scale, id_name)
+        task(b, ids, int(off), model.cluster_centers_, model.reference_, prepared.scaler, id_name)
         for b, ids, off in zip(blocks, _id_parts(ds), offsets, strict=True)
     ]
     return write_frames(parts, run, "assignments")

@@ -94,7 +94,7 @@ class SegmentationModel:
             "n_clusters": int(C.shape[0]),
             "feature_names": self.feature_names,
             "dtype": str(C.dtype),
-            "reference": np.asarray(km._reference, dtype=np.float64).tolist(),
+            "reference": np.asarray(km.reference_, dtype=np.float64).tolist(),
             "inertia": float(getattr(km, "inertia_", float("nan"))),
             "n_iter": int(getattr(km, "n_iter_", 0)),
             "params": params,
