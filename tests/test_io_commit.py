@@ -15,14 +15,14 @@ from kmeans_dask.io import (
     RunCommit,
     fingerprint,
     latest_run,
-    load_model,
+    load_model_documents,
     read_dataset,
     redact,
     run_id_for,
-    save_model,
     write_partitions,
 )
-from kmeans_dask.job.segmentation_model import SegmentationModel
+from kmeans_dask.job import load_model
+from kmeans_dask.job.segmentation_model import SegmentationModel, save_model
 
 CONFIG = {"name": "seg", "kmeans": {"k": 3, "random_state": 0}, "input": {"columns": ["a", "b"]}}
 
@@ -172,3 +172,12 @@ def test_redact_hides_credentials():
         "secret": "***",
         "client_kwargs": {"token": "***"},
     }
+
+
+def test_load_model_documents_of_a_run_without_model_files_fails(store):
+    run = RunCommit(store.uri("out"), "seg-nomodel", store.options)
+    run.begin()
+    with run.attempt():
+        run.commit({})
+    with pytest.raises(StorageError, match="model file missing in"):
+        load_model_documents(run.uri, store.options)

@@ -1,11 +1,11 @@
-"""Storage: partitioned readers, partition writers, the commit protocol, model files.
+"""Storage: partitioned readers, partition writers, the commit protocol, model documents.
 
 All reading and writing of the package happens in this sub-package.
 """
 
 from .commit import SUCCESS, FileRecord, RunCommit, canonical_json, latest_run, run_id_for
 from .fs import filesystem, read_text, redact
-from .model_store import load_model, save_model
+from .model_store import load_model_documents, save_model_documents
 from .read import Dataset, DatasetInfo, fingerprint, list_files, open_dataset, read_dataset
 from .write import write_partitions
 
@@ -20,12 +20,12 @@ __all__ = [
     "fingerprint",
     "latest_run",
     "list_files",
-    "load_model",
+    "load_model_documents",
     "open_dataset",
     "read_dataset",
     "read_text",
     "redact",
     "run_id_for",
-    "save_model",
+    "save_model_documents",
     "write_partitions",
 ]

@@ -1,4 +1,9 @@
-"""Save and load a :class:`~kmeans_dask.model.SegmentationModel` as Parquet + JSON."""
+"""A run's model documents: ``model/centroids.parquet``, ``model/scaler.json``,
+``model/model.json``.
+
+Storage only: this module reads and writes the three documents and knows no estimator;
+``kmeans_dask.job.segmentation_model`` converts them to and from a model.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +15,23 @@ from typing import Any
 import pandas as pd
 
 from ..exceptions import StorageError
-from ..job.segmentation_model import SegmentationModel
 from .commit import SUCCESS, FileRecord, RunCommit
 from .fs import filesystem, join, to_uri
 
-__all__ = ["load_model", "save_model"]
+__all__ = ["load_model_documents", "save_model_documents"]
 
 CENTROIDS = "model/centroids.parquet"
 SCALER = "model/scaler.json"
 MODEL = "model/model.json"
 
 
-def save_model(run: RunCommit, model: SegmentationModel) -> list[FileRecord]:
+def save_model_documents(
+    run: RunCommit,
+    centroids: pd.DataFrame,
+    scaler_doc: Mapping[str, Any],
+    model_doc: Mapping[str, Any],
+) -> list[FileRecord]:
     """Write a run's model files: ``model/centroids.parquet``, ``scaler.json``, ``model.json``."""
-    centroids, scaler_doc, model_doc = model.to_documents()
     return [
         run.write_table(CENTROIDS, centroids),
         run.write_json(SCALER, scaler_doc),
@@ -31,8 +39,11 @@ def save_model(run: RunCommit, model: SegmentationModel) -> list[FileRecord]:
     ]
 
 
-def load_model(run_uri: str, storage_options: Mapping[str, Any] | None = None) -> SegmentationModel:
-    """Reload the model of a committed run (``{output}/{run_id}``).
+def load_model_documents(
+    run_uri: str, storage_options: Mapping[str, Any] | None = None
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """The model documents of a committed run (``{output}/{run_id}``):
+    ``(centroids table, scaler document, model document)``.
 
     Raises
     ------
@@ -52,4 +63,4 @@ def load_model(run_uri: str, storage_options: Mapping[str, Any] | None = None) -
         model_doc = json.loads(fs.cat_file(join(root, MODEL)))
     except FileNotFoundError as exc:
         raise StorageError(f"model file missing in {to_uri(fs, root)}: {exc}") from exc
-    return SegmentationModel.from_documents(centroids, scaler_doc, model_doc)
+    return centroids, scaler_doc, model_doc

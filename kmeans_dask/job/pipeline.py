@@ -22,13 +22,12 @@ import numpy as np
 import pandas as pd
 
 from ..io import Dataset, RunCommit, fingerprint, open_dataset, redact, run_id_for
-from ..io.model_store import save_model
 from ..kmeans import KMeans
 from ..scale import StandardScaler
 from ..sweep import SweepResult, sweep_k
 from .config import RunConfig, config_hash, identity
 from .outputs import score_queries, write_assignments
-from .segmentation_model import SegmentationModel
+from .segmentation_model import SegmentationModel, save_model
 
 __all__ = [
     "Plan",

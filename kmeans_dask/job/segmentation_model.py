@@ -2,21 +2,25 @@
 
 No pickle anywhere: the model is three small documents that any tool can read: the
 centres as a table, the scaler as JSON, and the metadata as JSON. ``io.model_store`` reads
-and writes them; this module only converts.
+and writes the documents; this module converts them to and from a model
+(:func:`save_model`, :func:`load_model`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..io.commit import FileRecord, RunCommit
+from ..io.model_store import load_model_documents, save_model_documents
 from ..kmeans import KMeans
 from ..scale import StandardScaler
 
-__all__ = ["FORMAT_VERSION", "SegmentationModel"]
+__all__ = ["FORMAT_VERSION", "SegmentationModel", "load_model", "save_model"]
 
 FORMAT_VERSION = 1
 
@@ -130,3 +134,19 @@ class SegmentationModel:
                 n_samples_seen=scaler_doc.get("n_samples_seen", 0),
             )
         return cls(km, scaler, names, dict(model_doc.get("metadata", {})))
+
+
+def save_model(run: RunCommit, model: SegmentationModel) -> list[FileRecord]:
+    """Write a run's model files: ``model/centroids.parquet``, ``scaler.json``, ``model.json``."""
+    return save_model_documents(run, *model.to_documents())
+
+
+def load_model(run_uri: str, storage_options: Mapping[str, Any] | None = None) -> SegmentationModel:
+    """Reload the model of a committed run (``{output}/{run_id}``).
+
+    Raises
+    ------
+    StorageError
+        The run is not committed (no ``_SUCCESS``) or a model file is missing.
+    """
+    return SegmentationModel.from_documents(*load_model_documents(run_uri, storage_options))
