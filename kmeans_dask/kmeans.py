@@ -2,35 +2,31 @@
 
 from __future__ import annotations
 
-import logging
 import numbers
-import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted
 
 from .engine.blocks import BlockSet
-from .engine.init import kmeans_parallel, kmeanspp_sample, random_rows
-from .engine.lloyd import IterationStats, assign_blocks, lloyd
-from .engine.prepare import load_blocks, prepare_input
-from .exceptions import InputError, InvalidParameterError
+from .engine.fit import INIT_METHODS, FitParams, FitResult, fit_blocks
+from .engine.prepare import PreparedInput, load_blocks, prepare_input
+from .exceptions import InvalidParameterError
 from .kernels.assignment import centre_distances, nearest_labels, nearest_sq_distances
 from .validation import (
-    check_array,
+    as_feature_array,
+    check_finite,
     check_interval,
     check_options,
     check_random_state,
     seed_from,
 )
 
-__all__ = ["KMeans"]
-
-logger = logging.getLogger(__name__)
-
-_INITS = ("k-means||", "k-means++", "random")
+__all__ = ["KMeans", "fit_params", "set_fitted", "validate_params"]
 
 
 class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
@@ -68,6 +64,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     ----------
     cluster_centers_ : ndarray of shape (n_clusters, n_features)
         Centres, in the data's dtype (float32 stays float32).
+    reference_ : ndarray of shape (n_features,)
+        The training mean: distance products are shifted by it (exact on data far from the
+        origin).
     labels_ : dask.array.Array of shape (n_samples,)
         Cluster of every training row, computed lazily from the workers' blocks.
     inertia_ : float
@@ -158,37 +157,6 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         km._fit_lazy = False
         return km
 
-    # ------------------------------------------------------------------ validation
-    def _validate_params(self) -> None:
-        owner = type(self).__name__
-        check_interval(self.n_clusters, "n_clusters", owner, kind=numbers.Integral, low=1)
-        if isinstance(self.init, str):
-            check_options(self.init, "init", owner, _INITS)
-        elif not hasattr(self.init, "shape") and not isinstance(self.init, list | tuple):
-            check_options(self.init, "init", owner, _INITS)
-        check_interval(
-            self.oversampling_factor, "oversampling_factor", owner, low=0, closed="right"
-        )
-        check_interval(self.init_rounds, "init_rounds", owner, kind=numbers.Integral, low=1)
-        check_interval(self.max_iter, "max_iter", owner, kind=numbers.Integral, low=1)
-        check_interval(self.tol, "tol", owner, low=0)
-        check_interval(self.n_init, "n_init", owner, kind=numbers.Integral, low=1)
-        check_random_state(self.random_state, owner)
-
-    def _explicit_init(self, n_features: int, dtype: np.dtype) -> np.ndarray | None:
-        if isinstance(self.init, str):
-            return None
-        C = np.asarray(self.init)
-        if C.shape != (self.n_clusters, n_features):
-            raise ValueError(
-                f"The shape of the initial centers {C.shape} does not match the number of "
-                f"clusters {self.n_clusters} and features {n_features}: 'init' must have "
-                f"shape (n_clusters, n_features) = ({self.n_clusters}, {n_features})."
-            )
-        if not np.isfinite(C).all():
-            raise ValueError("The initial centers given in 'init' contain NaN or infinity.")
-        return np.ascontiguousarray(C, dtype=dtype)
-
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> KMeans:
         """Compute k-means clustering.
@@ -205,181 +173,45 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         -------
         self : KMeans
         """
-        self._validate_params()
+        validate_params(self)
         owner = type(self).__name__
         prep = prepare_input(X, sample_weight, owner=owner)
-        explicit = self._explicit_init(prep.n_features, prep.dtype)
+        params = fit_params(self, prep.n_features, prep.dtype)
         bs = load_blocks(prep, owner=owner)
         try:
-            self._fit_prepared(bs, prep, explicit)
+            set_fitted(self, fit_blocks(bs, params), bs, prep)
         finally:
             bs.release()
         return self
 
-    def _fit_prepared(self, bs: BlockSet, prep: Any, explicit: np.ndarray | None = None) -> None:
-        """Fit on data already persisted as blocks (shared by several fits in a K sweep)."""
-        self._fit_blocks(bs, explicit, prep.row_chunks)
-        self.n_features_in_ = prep.n_features
-        if prep.feature_names is not None:
-            self.feature_names_in_ = np.asarray(prep.feature_names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        self._fit_lazy = prep.lazy
-
-    def _fit_blocks(self, bs: BlockSet, explicit: np.ndarray | None, row_chunks) -> None:
-        if bs.n_samples < self.n_clusters:
-            raise ValueError(f"n_samples={bs.n_samples} should be >= n_clusters={self.n_clusters}.")
-        n, mean, m2 = bs.moments()
-        self.reference_ = mean
-        tol_abs = float(np.mean(m2 / n) * self.tol) if self.tol else 0.0
-        seed = seed_from(self.random_state)
-        seeds = np.random.SeedSequence(seed).generate_state(self.n_init, dtype=np.uint64)
-        n_init = 1 if explicit is not None else self.n_init
-        best = None
-        for run in range(n_init):
-            t0 = time.perf_counter()
-            run_seed = int(seeds[run]) if n_init > 1 else seed
-            init = self._initial_centres(bs, explicit, run_seed, mean)
-            t_init = time.perf_counter() - t0
-            res = lloyd(
-                bs, init["centres"], max_iter=self.max_iter, tol_abs=tol_abs, reference=mean
-            )
-            labels, inertia = assign_blocks(bs, res.centres, mean)
-            init["seconds"] = t_init
-            logger.info(
-                "KMeans run %d/%d: inertia %.6g after %d iteration(s)%s",
-                run + 1,
-                n_init,
-                inertia,
-                res.n_iter,
-                "" if res.converged else " (max_iter reached)",
-            )
-            if best is None or inertia < best[1]:
-                if best is not None:
-                    bs.release(best[0])
-                best = (labels, inertia, res, init)
-            else:
-                bs.release(labels)
-        labels, inertia, res, init = best
-        self.cluster_centers_ = res.centres
-        self.inertia_ = inertia
-        self.n_iter_ = res.n_iter
-        self.converged_ = res.converged
-        self.history_: list[IterationStats] = res.history
-        self.init_info_ = {k: v for k, v in init.items() if k != "centres"}
-        self.labels_ = bs.per_block_array(labels, np.int32, row_chunks)
-        self._label_handles = labels  # per-block labels on the workers (metrics of a sweep)
-        n_distinct = self._count_distinct_clusters(bs, labels)
-        if n_distinct < self.n_clusters:
-            warnings.warn(
-                f"Number of distinct clusters ({n_distinct}) found smaller than "
-                f"n_clusters ({self.n_clusters}). Possibly due to duplicate points in X.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-
-    @staticmethod
-    def _count_distinct_clusters(bs: BlockSet, labels: list) -> int:
-        counts = bs.gather(bs.map_handles(_bincount, labels))
-        return int(np.count_nonzero(np.sum(_pad(counts), axis=0)))
-
-    def _initial_centres(
-        self, bs: BlockSet, explicit: np.ndarray | None, seed: int, mean: np.ndarray
-    ) -> dict:
-        if explicit is not None:
-            return {"method": "array", "centres": explicit, "n_candidates": 0, "n_passes": 0}
-        k = self.n_clusters
-        pool = getattr(self, "_init_pool", None)  # set by a K sweep: one pool for every K
-        if self.init == "k-means||" and pool is not None:
-            r = pool.reduce(k, seed, bs.dtype)
-        elif self.init == "k-means||":
-            r = kmeans_parallel(
-                bs,
-                k,
-                seed,
-                oversampling_factor=self.oversampling_factor,
-                init_rounds=self.init_rounds,
-                reference=mean,
-            )
-        elif self.init == "k-means++":
-            r = kmeanspp_sample(bs, k, seed)
-        else:
-            r = random_rows(bs, k, seed)
-        return {
-            "method": self.init,
-            "centres": r.centres,
-            "n_candidates": r.n_candidates,
-            "n_passes": r.n_passes,
-        }
-
     # ------------------------------------------------------------------ use
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "cluster_centers_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
-
-    def _apply(self, X: Any, func, out_cols: int | None, dtype: np.dtype):
-        """Run a per-chunk function on numpy (eagerly) or dask input (lazily)."""
-        from .validation import _is_dask_array, _is_dask_frame, _resolve_dtype
-
-        self._check_fitted()
+    def _apply(self, X: Any, func: Callable, out_cols: int | None, dtype: np.dtype) -> Any:
+        """Run a per-chunk assignment kernel on numpy (eagerly) or dask input (lazily)."""
+        check_is_fitted(self, "cluster_centers_")
         names = getattr(self, "feature_names_in_", None)
         names = list(names) if names is not None else None
         owner = type(self).__name__
-        if _is_dask_frame(X):
-            if names is not None:
-                missing = [c for c in names if c not in X.columns]
-                if missing:
-                    raise ValueError(
-                        f"{owner}: X has no column(s) {missing}; it was fitted on columns {names}."
-                    )
-                X = X[names]
-            _resolve_dtype(list(X.dtypes), [repr(str(c)) for c in X.columns], owner)
-            X = X.to_dask_array()
-        if _is_dask_array(X):
-            if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {X.shape[-1]} features, but {owner} is expecting "
-                    f"{self.n_features_in_} features as input."
-                )
-            X = X.rechunk({1: -1})
-            C, ref = self.cluster_centers_, self.reference_
-            if out_cols is None:
-                return X.map_blocks(
-                    _checked_block, func, C, ref, dtype=dtype, drop_axis=1, meta=np.empty(0, dtype)
-                )
+        X, in_memory = as_feature_array(
+            X, owner, n_features=self.n_features_in_, feature_names=names
+        )
+        C, ref = self.cluster_centers_, self.reference_
+        if in_memory:
+            return func(X, C, ref)
+        if out_cols is None:
             return X.map_blocks(
-                _checked_block,
-                func,
-                C,
-                ref,
-                dtype=dtype,
-                chunks=(X.chunks[0], (out_cols,)),
-                meta=np.empty((0, 0), dtype),
+                _checked_block, func, C, ref, owner, dtype=dtype, drop_axis=1,
+                meta=np.empty(0, dtype),
             )
-        import pandas as pd
-
-        if isinstance(X, pd.DataFrame) and names is not None:
-            missing = [c for c in names if c not in X.columns]
-            if missing:
-                raise InputError(
-                    f"{owner}: X has no column(s) {missing}; it was fitted on columns {names}."
-                )
-            X = X[names]
-        if isinstance(X, pd.DataFrame):
-            _resolve_dtype(list(X.dtypes), [repr(str(c)) for c in X.columns], owner)
-        arr = check_array(X, owner)
-        if arr.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {arr.shape[1]} features, but {owner} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        if not np.isfinite(arr).all():
-            bad = np.flatnonzero(~np.isfinite(arr).all(axis=0))
-            raise ValueError(f"Input X contains NaN or infinity in column(s) {bad.tolist()}.")
-        return func(arr, self.cluster_centers_, self.reference_)
+        return X.map_blocks(
+            _checked_block,
+            func,
+            C,
+            ref,
+            owner,
+            dtype=dtype,
+            chunks=(X.chunks[0], (out_cols,)),
+            meta=np.empty((0, 0), dtype),
+        )
 
     def predict(self, X: Any) -> Any:
         """Index of the nearest centre of each row (numpy in, numpy out; dask in, dask out)."""
@@ -397,24 +229,99 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Opposite of the inertia of ``X`` against the fitted centres (higher is better)."""
         d = self._apply(X, nearest_sq_distances, None, np.dtype(np.float64))
-        w = None if sample_weight is None else sample_weight
-        if hasattr(d, "compute"):
-            total = (d if w is None else d * w).sum().compute()
+        if sample_weight is None:
+            total = d.sum()
+        elif hasattr(d, "compute"):
+            total = (d * sample_weight).sum()
         else:
-            total = d.sum() if w is None else d @ np.asarray(w, dtype=np.float64)
-        return -float(total)
+            total = d @ np.asarray(sample_weight, dtype=np.float64)
+        return -float(total.compute() if hasattr(total, "compute") else total)
 
 
-def _checked_block(X: np.ndarray, func, C: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    if not np.isfinite(X).all():
-        raise ValueError("Input X contains NaN or infinity.")
+def _checked_block(
+    X: np.ndarray, func: Callable, C: np.ndarray, ref: np.ndarray, owner: str
+) -> np.ndarray:
+    # lazy input is checked block by block, where the values are
+    check_finite(X, owner)
     return func(X, C, ref)
 
 
-def _bincount(labels: np.ndarray) -> np.ndarray:
-    return np.bincount(labels)
+# --------------------------------------------------------------------------- fit API
+# The internal fit API shared by KMeans.fit and sweep_k: validate an estimator's
+# parameters, resolve them for the engine, and wrap the engine's result as fitted attributes.
 
 
-def _pad(counts: list[np.ndarray]) -> np.ndarray:
-    m = max(len(c) for c in counts)
-    return np.array([np.pad(c, (0, m - len(c))) for c in counts])
+def validate_params(km: KMeans) -> None:
+    """Raise InvalidParameterError for any parameter of ``km`` out of range (no data needed)."""
+    owner = type(km).__name__
+    check_interval(km.n_clusters, "n_clusters", owner, kind=numbers.Integral, low=1)
+    if isinstance(km.init, str) or not (
+        hasattr(km.init, "shape") or isinstance(km.init, list | tuple)
+    ):
+        check_options(km.init, "init", owner, INIT_METHODS)
+    check_interval(km.oversampling_factor, "oversampling_factor", owner, low=0, closed="right")
+    check_interval(km.init_rounds, "init_rounds", owner, kind=numbers.Integral, low=1)
+    check_interval(km.max_iter, "max_iter", owner, kind=numbers.Integral, low=1)
+    check_interval(km.tol, "tol", owner, low=0)
+    check_interval(km.n_init, "n_init", owner, kind=numbers.Integral, low=1)
+    check_random_state(km.random_state, owner)
+
+
+def fit_params(km: KMeans, n_features: int, dtype: np.dtype) -> FitParams:
+    """The engine's :class:`FitParams` of a validated estimator for data of ``n_features``
+    columns in ``dtype`` (checks explicit initial centres; draws the seed once)."""
+    centres = None
+    if not isinstance(km.init, str):
+        centres = np.asarray(km.init)
+        if centres.shape != (km.n_clusters, n_features):
+            raise InvalidParameterError(
+                f"The shape of the initial centers {centres.shape} does not match the number "
+                f"of clusters {km.n_clusters} and features {n_features}: 'init' must have "
+                f"shape (n_clusters, n_features) = ({km.n_clusters}, {n_features})."
+            )
+        if not np.isfinite(centres).all():
+            raise InvalidParameterError(
+                "The initial centers given in 'init' contain NaN or infinity."
+            )
+        centres = np.ascontiguousarray(centres, dtype=dtype)
+    return FitParams(
+        n_clusters=int(km.n_clusters),
+        init=km.init if centres is None else "array",
+        oversampling_factor=float(km.oversampling_factor),
+        init_rounds=int(km.init_rounds),
+        max_iter=int(km.max_iter),
+        tol=float(km.tol),
+        n_init=int(km.n_init),
+        seed=seed_from(km.random_state),
+        centres=centres,
+    )
+
+
+def set_fitted(km: KMeans, result: FitResult, bs: BlockSet, prep: PreparedInput) -> KMeans:
+    """Set ``km``'s fitted attributes from an engine result on blocks ``bs`` of ``prep``.
+
+    ``labels_`` refers to the result's per-block labels on the workers (they live as long
+    as the estimator refers to them).
+    """
+    km.cluster_centers_ = result.centres
+    km.reference_ = result.reference
+    km.inertia_ = result.inertia
+    km.n_iter_ = result.n_iter
+    km.converged_ = result.converged
+    km.history_ = result.history
+    km.init_info_ = dict(result.init_info)
+    km.labels_ = bs.per_block_array(result.labels, np.int32, prep.row_chunks)
+    km.n_features_in_ = prep.n_features
+    if prep.feature_names is not None:
+        km.feature_names_in_ = np.asarray(prep.feature_names, dtype=object)
+    elif hasattr(km, "feature_names_in_"):
+        del km.feature_names_in_
+    km._fit_lazy = prep.lazy
+    if result.n_distinct < km.n_clusters:
+        warnings.warn(
+            f"Number of distinct clusters ({result.n_distinct}) found smaller than "
+            f"n_clusters ({km.n_clusters}). Possibly due to duplicate points in X.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return km

@@ -18,7 +18,7 @@ from typing import Any
 import dask
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from .engine import knn_graph as kg
 from .engine.blocks import Block
@@ -26,12 +26,11 @@ from .engine.knn_graph import MERGE_FAN_IN
 from .engine.prepare import load_blocks, prepare_input
 from .exceptions import InputError, InvalidParameterError
 from .validation import (
-    _is_dask_array,
-    _is_dask_frame,
-    _resolve_dtype,
-    check_array,
+    as_feature_array,
     check_interval,
     check_options,
+    is_dask_array,
+    is_dask_frame,
 )
 
 __all__ = ["MERGE_FAN_IN", "KNeighborsScorer"]
@@ -168,52 +167,24 @@ class KNeighborsScorer(BaseEstimator):
         return self
 
     # ------------------------------------------------------------------ queries
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "_ref"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
-
     def _query_array(self, X: Any) -> tuple[Any, bool]:
         """Queries as a dask array with one column chunk, and whether they were in memory."""
         import dask.array as da
-        import pandas as pd
 
-        self._check_fitted()
-        owner = type(self).__name__
-        names = self._feature_names()
-        if _is_dask_frame(X) or isinstance(X, pd.DataFrame):
-            if names is not None:
-                missing = [c for c in names if c not in X.columns]
-                if missing:
-                    raise InputError(
-                        f"{owner}: X_query has no column(s) {missing}; the reference X_ref had "
-                        f"columns {names}."
-                    )
-                X = X[names]
-            _resolve_dtype(list(X.dtypes), [repr(str(c)) for c in X.columns], owner)
-            X = X.to_dask_array(lengths=True) if _is_dask_frame(X) else X.to_numpy()
-        in_memory = not _is_dask_array(X)
+        check_is_fitted(self, "n_samples_fit_")
+        X, in_memory = as_feature_array(
+            X,
+            type(self).__name__,
+            n_features=self.n_features_in_,
+            feature_names=self._feature_names(),
+            param="X_query",
+        )
         if in_memory:
-            X = check_array(X, owner)
-        elif X.ndim != 2 or X.dtype.kind not in "biuf":
-            raise InputError(
-                f"{owner}: X_query must be a 2-D numeric array; got {X.ndim}-D with dtype "
-                f"{X.dtype}."
-            )
-        if X.shape[1] != self.n_features_in_:
-            raise InputError(
-                f"X_query has {X.shape[1]} features, but {owner} is expecting "
-                f"{self.n_features_in_} features as input (the number of columns of X_ref)."
-            )
-        if in_memory:
-            kg.check_finite(X, 0, names)
             rows = min(max(X.shape[0], 1), QUERY_BLOCK_ROWS)
             return da.from_array(X, chunks=(rows, -1)), True
         if any(np.isnan(c) for c in X.chunks[0]):
             X = X.compute_chunk_sizes()
-        return X.rechunk({1: -1}), False
+        return X, False
 
     def _resolve_k(self, n_neighbors: int | None) -> int:
         if n_neighbors is None:
@@ -258,7 +229,7 @@ class KNeighborsScorer(BaseEstimator):
             Global positions of the neighbours in ``X_ref``; equal distances are ordered by
             the lower position. Dask arrays for dask input, numpy arrays otherwise.
         """
-        self._check_fitted()
+        check_is_fitted(self, "n_samples_fit_")
         k = self._resolve_k(n_neighbors)
         specs = [(np.float64, k), (np.int64, k)]
         dist, ind = self._outputs(X_query, k, kg.neighbours, (), specs)
@@ -266,22 +237,22 @@ class KNeighborsScorer(BaseEstimator):
 
     def predict(self, X_query: Any) -> Any:
         """Predicted label (``classify``) or weighted mean target (``regress``) per row."""
-        self._check_fitted()
+        check_is_fitted(self, "n_samples_fit_")
         k = self.n_neighbors
         if self.task == "regress":
-            args = (self.weights, False)
-            return self._outputs(X_query, k, kg.regress, args, [(np.float64, None)])[0]
-        args = (self.classes_, self.weights, "predict")
-        return self._outputs(X_query, k, kg.classify, args, [(self.classes_.dtype, None)])[0]
+            args = (self.weights,)
+            return self._outputs(X_query, k, kg.mean_target, args, [(np.float64, None)])[0]
+        args = (self.classes_, self.weights)
+        return self._outputs(X_query, k, kg.vote_labels, args, [(self.classes_.dtype, None)])[0]
 
     def predict_proba(self, X_query: Any) -> Any:
         """Share of neighbour weight per class, shape (n, n_classes), columns in ``classes_``."""
-        self._check_fitted()
+        check_is_fitted(self, "n_samples_fit_")
         if self.task != "classify":
             raise AttributeError("predict_proba is only available with task='classify'.")
-        args = (self.classes_, self.weights, "proba")
+        args = (self.classes_, self.weights)
         specs = [(np.float64, len(self.classes_))]
-        return self._outputs(X_query, self.n_neighbors, kg.classify, args, specs)[0]
+        return self._outputs(X_query, self.n_neighbors, kg.vote_proba, args, specs)[0]
 
     def score_frame(self, X_query: Any, ids: Any = None, *, id_column: str = "id") -> Any:
         """Scores of every query row as a lazy dask DataFrame.
@@ -302,14 +273,14 @@ class KNeighborsScorer(BaseEstimator):
             ``kth_distance`` (Euclidean distance to the k-th neighbour, an outlier score)
             and ``mean_distance`` (mean distance to the k neighbours).
         """
-        self._check_fitted()
+        check_is_fitted(self, "n_samples_fit_")
         Xq, _ = self._query_array(X_query)
         merged = kg.search(self._ref, Xq, self.n_neighbors, self._feature_names())
         if self.task == "classify":
-            args = (kg.classify, self.classes_, self.weights, "frame")
+            args = (kg.vote_columns, self.classes_, self.weights)
             cols = {"knn_label": self.classes_.dtype, "vote_share": np.float64}
         else:
-            args = (kg.regress, self.weights, True)
+            args = (kg.mean_columns, self.weights)
             cols = {"knn_mean": np.float64}
         results = kg.per_block(merged, *args)
         columns = {id_column: None, **cols, "kth_distance": np.float64, "mean_distance": np.float64}
@@ -323,11 +294,11 @@ def _as_vector(y: Any, owner: str) -> Any:
     """``y_ref`` as a 1-D numpy or dask array (dask Series become arrays with known lengths)."""
     import pandas as pd
 
-    if _is_dask_frame(y):
+    if is_dask_frame(y):
         y = y.to_dask_array(lengths=True)
     elif isinstance(y, pd.Series | pd.DataFrame):
         y = y.to_numpy()
-    elif not _is_dask_array(y):
+    elif not is_dask_array(y):
         y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -340,7 +311,7 @@ def _as_vector(y: Any, owner: str) -> Any:
 
 
 def _known_rows(X: Any) -> int | None:
-    if _is_dask_frame(X):
+    if is_dask_frame(X):
         return None
     n = X.shape[0] if hasattr(X, "shape") else len(X)
     return None if isinstance(n, float) and np.isnan(n) else int(n)
@@ -348,7 +319,7 @@ def _known_rows(X: Any) -> int | None:
 
 def _encode(y: Any, owner: str) -> tuple[np.ndarray, Any, type]:
     """Sorted classes (one small pass for dask input) and the labels as class codes."""
-    if _is_dask_array(y):
+    if is_dask_array(y):
         import dask.array as da
 
         # unoptimised, like the label parts persisted next: one run_spec per key

@@ -11,7 +11,7 @@ import numpy as np
 from .engine.prepare import load_blocks, prepare_input
 from .engine.quality import ClusterQuality, block_labels, cluster_quality
 from .engine.silhouette import (
-    _bincount_task,
+    label_counts,
     sample_silhouette,
     shared_sample_silhouettes,
     stratified_sample,
@@ -97,7 +97,7 @@ def _blocks_with_labels(X: Any, labels: Any, owner: str, sample_weight: Any = No
     prep = prepare_input(X, sample_weight, owner=owner, labels=labels)
     bs = load_blocks(prep, owner=owner)
     handles = bs.map_keep(block_labels)
-    k = int(max(bs.gather(bs.map_handles(_max_label, handles)))) + 1
+    k = int(max(bs.gather(bs.map_values(_max_label, handles)))) + 1
     mean = bs.moments()[1]
     return bs, handles, k, mean
 
@@ -159,7 +159,7 @@ def silhouette_sample_score(
     """
     bs, handles, k, _mean = _blocks_with_labels(X, labels, "silhouette_sample_score")
     try:
-        counts = np.sum(bs.gather(bs.map_handles(_bincount_task, handles, k=k)), axis=0)
+        counts = np.sum(bs.gather(bs.map_values(label_counts, handles, k=k)), axis=0)
         rows, lab, gidx = stratified_sample(bs, handles, counts, sample_size, random_state)
         score = sample_silhouette(rows, lab, k, bs.client)
     finally:

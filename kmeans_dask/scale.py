@@ -5,13 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
-from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from .engine.prepare import prepare_input
-from .exceptions import InputError
+from .exceptions import InputError, InvalidParameterError
 from .kernels import moments as kernels
-from .validation import _column_label, _is_dask_array, _is_dask_frame
+from .validation import (
+    check_array,
+    check_dask_array,
+    check_n_features,
+    float_dtype,
+    is_dask_array,
+    is_dask_frame,
+    nonfinite_error,
+    select_features,
+)
 
 __all__ = ["StandardScaler"]
 
@@ -66,7 +76,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
         owner = type(self).__name__
         prep = prepare_input(X, owner=owner, n_threads=1)
-        if prep.kind == "numpy":
+        if prep.in_memory:
             results = [_moments_part(p, prep.dtype) for p in prep.parts]
         else:
             task = dask.delayed(_moments_part, pure=True)
@@ -78,14 +88,9 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             acc = kernels.merge_moments(acc, (n, mean, m2))
             n_nan += nn
             n_inf += ni
-        for what, counts in (("NaN", n_nan), ("infinity", n_inf)):
-            bad = np.flatnonzero(counts)
-            if bad.size:
-                cols = ", ".join(_column_label(prep.feature_names, j) for j in bad[:5])
-                raise InputError(
-                    f"Input X contains {what} in column {cols}; {owner} needs finite values. "
-                    "Drop or impute those rows first."
-                )
+        err = nonfinite_error(n_nan, n_inf, prep.feature_names, owner)
+        if err is not None:
+            raise err
         n, mean, m2 = acc
         if n == 0:
             raise InputError(
@@ -125,54 +130,37 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         sc.var_ = None if var is None else np.asarray(var, dtype=np.float64)
         ref = sc.mean_ if sc.mean_ is not None else sc.scale_
         if ref is None:
-            raise ValueError("from_stats needs mean or scale")
+            raise InvalidParameterError(
+                "StandardScaler.from_stats needs 'mean' or 'scale' (or both); got neither."
+            )
         sc.n_features_in_ = int(ref.shape[0])
         sc.n_samples_seen_ = int(n_samples_seen)
         if feature_names is not None:
             sc.feature_names_in_ = np.asarray(list(feature_names), dtype=object)
         return sc
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "n_samples_seen_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
-
     def _affine(self, X: Any, inverse: bool) -> Any:
-        self._check_fitted()
+        check_is_fitted(self, "n_samples_seen_")
         mean = self.mean_ if self.mean_ is not None else 0.0
         scale = self.scale_ if self.scale_ is not None else 1.0
-        if _is_dask_frame(X):
-            names = getattr(self, "feature_names_in_", None)
-            if names is not None:
-                X = X[list(names)]
-            out = X * scale + mean if inverse else (X - mean) / scale
-            return out
-        if _is_dask_array(X):
-            dt = np.float32 if X.dtype == np.float32 else np.float64
-            X = X.astype(dt)
-            m = np.asarray(mean, dtype=dt)
-            s = np.asarray(scale, dtype=dt)
-            return X * s + m if inverse else (X - m) / s
-        import pandas as pd
-
-        if isinstance(X, pd.DataFrame):
-            names = getattr(self, "feature_names_in_", None)
-            if names is not None:
-                X = X[list(names)]
+        names = getattr(self, "feature_names_in_", None)
+        owner = type(self).__name__
+        if is_dask_frame(X) or isinstance(X, pd.DataFrame | pd.Series):
+            # frames stay frames (columns kept), selected by the fitted names
+            X, _, _ = select_features(X, None if names is None else list(names), owner)
+            check_n_features(X.shape[1], self.n_features_in_, owner)
             return X * scale + mean if inverse else (X - mean) / scale
-        arr = np.asarray(X)
-        dt = np.float32 if arr.dtype == np.float32 else np.float64
-        arr = arr.astype(dt)
-        if arr.ndim != 2 or arr.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has shape {arr.shape}, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
+        if is_dask_array(X):
+            X = check_dask_array(X, owner)
+            check_n_features(int(X.shape[1]), self.n_features_in_, owner)
+        else:
+            X = check_array(X, owner)
+            check_n_features(X.shape[1], self.n_features_in_, owner)
+        dt = float_dtype(X.dtype)
+        X = X.astype(dt)
         m = np.asarray(mean, dtype=dt)
         s = np.asarray(scale, dtype=dt)
-        return arr * s + m if inverse else (arr - m) / s
+        return X * s + m if inverse else (X - m) / s
 
     def transform(self, X: Any) -> Any:
         """Standardise ``X`` (lazily for dask input); float32 stays float32."""

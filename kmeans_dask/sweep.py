@@ -20,12 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .engine.blocks import BlockSet
+from .engine.fit import FitResult, fit_blocks
 from .engine.init import candidate_pool
-from .engine.prepare import load_blocks, prepare_input
+from .engine.prepare import PreparedInput, load_blocks, prepare_input
 from .engine.silhouette import shared_sample_silhouettes
 from .exceptions import InvalidParameterError
 from .kernels.knee import Knee, find_knee
-from .kmeans import KMeans
+from .kmeans import KMeans, fit_params, set_fitted, validate_params
 from .metrics import cluster_quality
 from .validation import check_options, seed_from
 
@@ -193,7 +195,7 @@ def sweep_k(
     for key in ("n_clusters", "random_state"):
         if key in kmeans_params:
             raise InvalidParameterError(f"sweep_k sets {key!r} itself; do not pass it")
-    KMeans(**kmeans_params)._validate_params()
+    validate_params(KMeans(**kmeans_params))
     prep = prepare_input(X, sample_weight, owner="sweep_k")
     bs = load_blocks(prep, owner="sweep_k")
     try:
@@ -201,79 +203,111 @@ def sweep_k(
             raise InvalidParameterError(
                 f"k_values contains K={ks[-1]} but X has only n_samples={bs.n_samples} rows"
             )
-        reference = bs.moments()[1]
-        models: dict[int, KMeans] = {}
-        init_pool = None
-        if kmeans_params.get("init", "k-means||") == "k-means||":
-            # one k-means|| pass set, oversampled for the largest K, seeds every K
-            init_pool = candidate_pool(
-                bs.tagged("sweep-init"),
-                ks[-1],
-                seed,
-                kmeans_params.get("oversampling_factor", 2.0),
-                kmeans_params.get("init_rounds", 5),
-                reference,
-            )
-
-        def run(k: int) -> dict:
-            view = bs.tagged(f"sweep-k{k}")
-            km = KMeans(k, random_state=seed, **kmeans_params)
-            km._init_pool = init_pool
-            t0 = time.perf_counter()
-            km._fit_prepared(view, prep)
-            t1 = time.perf_counter()
-            quality = cluster_quality(view, km._label_handles, k, reference)
-            models[k] = km
-            row = {
-                "k": k,
-                "inertia": km.inertia_,
-                "silhouette_sample": float("nan"),  # filled in below, for all K at once
-                "silhouette_full_sq": quality.silhouette_full_sq,
-                "calinski_harabasz": quality.calinski_harabasz,
-                "davies_bouldin": quality.davies_bouldin,
-                "n_iter": km.n_iter_,
-                "fit_seconds": t1 - t0,
-                "metrics_seconds": time.perf_counter() - t1,
-            }
-            logger.info(
-                "sweep K=%d: inertia %.6g, silhouette %.4f (full, squared), %d iterations",
-                k,
-                km.inertia_,
-                quality.silhouette_full_sq,
-                km.n_iter_,
-            )
-            return row
-
-        workers = max(1, min(len(ks), 8))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep") as pool:
-            rows = list(pool.map(run, ks))
-        # the exact silhouettes of every K on one shared sample: one pass of distances
-        t0 = time.perf_counter()
-        sil, sample_index, sample_labels = shared_sample_silhouettes(
-            bs, [models[k]._label_handles for k in ks], ks, silhouette_sample_size, seed
+        fits = _fit_all(bs, prep, ks, seed, kmeans_params)
+        rows, sample_index, sample_labels = _sample_silhouettes(
+            bs, fits, ks, silhouette_sample_size, seed, callback
         )
-        share = (time.perf_counter() - t0) / len(ks)
-        for row, value in zip(rows, sil, strict=True):
-            row["silhouette_sample"] = float(value)
-            row["metrics_seconds"] += share
-            if callback is not None:
-                callback(row)
         table = pd.DataFrame(rows, columns=COLUMNS)
         knee = elbow_knee(table.k.to_numpy(), table.inertia.to_numpy())
         k, rule = _choose(table, select, knee)
-        for other, model in models.items():
+        for other, fit in fits.items():
             if other != k:
-                bs.release(model._label_handles)
+                bs.release(fit.result.labels)
         logger.info("sweep chose K=%d by %s", k, rule)
         return SweepResult(
             table,
             k,
             rule,
             knee,
-            models[k],
-            {kk: m.cluster_centers_ for kk, m in models.items()},
+            fits[k].model,
+            {kk: f.result.centres for kk, f in fits.items()},
             sample_index,
             sample_labels,
         )
     finally:
         bs.release()
+
+
+@dataclass
+class _Fit:
+    """One K of a sweep: the engine's result, the wrapped model and its table row."""
+
+    result: FitResult
+    model: KMeans
+    row: dict[str, Any]
+
+
+def _fit_all(
+    bs: BlockSet, prep: PreparedInput, ks: list[int], seed: int, kmeans_params: dict
+) -> dict[int, _Fit]:
+    """Every K fitted concurrently (one client thread each) from one k-means|| pool."""
+    reference = bs.moments()[1]
+    init_pool = None
+    if kmeans_params.get("init", "k-means||") == "k-means||":
+        # one k-means|| pass set, oversampled for the largest K, seeds every K
+        init_pool = candidate_pool(
+            bs.tagged("sweep-init"),
+            ks[-1],
+            seed,
+            kmeans_params.get("oversampling_factor", 2.0),
+            kmeans_params.get("init_rounds", 5),
+            reference,
+        )
+
+    def run(k: int) -> _Fit:
+        view = bs.tagged(f"sweep-k{k}")
+        km = KMeans(k, random_state=seed, **kmeans_params)
+        t0 = time.perf_counter()
+        result = fit_blocks(view, fit_params(km, prep.n_features, prep.dtype), init_pool)
+        set_fitted(km, result, view, prep)
+        t1 = time.perf_counter()
+        quality = cluster_quality(view, result.labels, k, reference)
+        logger.info(
+            "sweep K=%d: inertia %.6g, silhouette %.4f (full, squared), %d iterations",
+            k,
+            result.inertia,
+            quality.silhouette_full_sq,
+            result.n_iter,
+        )
+        row = {
+            "k": k,
+            "inertia": result.inertia,
+            "silhouette_sample": float("nan"),  # filled in later, for all K at once
+            "silhouette_full_sq": quality.silhouette_full_sq,
+            "calinski_harabasz": quality.calinski_harabasz,
+            "davies_bouldin": quality.davies_bouldin,
+            "n_iter": result.n_iter,
+            "fit_seconds": t1 - t0,
+            "metrics_seconds": time.perf_counter() - t1,
+        }
+        return _Fit(result, km, row)
+
+    workers = max(1, min(len(ks), 8))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep") as pool:
+        return dict(zip(ks, pool.map(run, ks), strict=True))
+
+
+def _sample_silhouettes(
+    bs: BlockSet,
+    fits: dict[int, _Fit],
+    ks: list[int],
+    size: int,
+    seed: int,
+    callback: Callable[[dict], None] | None,
+) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    """The exact silhouettes of every K on one shared sample (one pass of distances), added
+    to the table rows. Returns ``(rows, sample global indices, sample labels)``."""
+    t0 = time.perf_counter()
+    sil, sample_index, sample_labels = shared_sample_silhouettes(
+        bs, [fits[k].result.labels for k in ks], ks, size, seed
+    )
+    share = (time.perf_counter() - t0) / len(ks)
+    rows = []
+    for k, value in zip(ks, sil, strict=True):
+        row = fits[k].row
+        row["silhouette_sample"] = float(value)
+        row["metrics_seconds"] += share
+        if callback is not None:
+            callback(row)
+        rows.append(row)
+    return rows, sample_index, sample_labels

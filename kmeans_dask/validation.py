@@ -1,6 +1,9 @@
 """Validation at the boundary: parameters and input data, checked once with clear messages.
 
-Private compute functions downstream assume what is checked here.
+This is the only place where column selection, the dtype rule, the shape checks, the
+non-finite check and the "missing column" error live; every estimator and the engine's
+input preparation call these functions. Compute functions downstream assume what is checked
+here. Messages follow scikit-learn's wording (parameter, what is allowed, what was given).
 """
 
 from __future__ import annotations
@@ -13,11 +16,22 @@ import numpy as np
 from .exceptions import InputError, InvalidParameterError
 
 __all__ = [
+    "as_feature_array",
     "check_array",
+    "check_dask_array",
+    "check_finite",
     "check_interval",
+    "check_n_features",
     "check_options",
     "check_random_state",
+    "check_vector_shape",
+    "column_label",
+    "float_dtype",
+    "is_dask_array",
+    "is_dask_frame",
+    "nonfinite_error",
     "seed_from",
+    "select_features",
 ]
 
 
@@ -99,62 +113,218 @@ def seed_from(random_state: Any) -> int:
 # --------------------------------------------------------------------------- input data
 
 
-def _is_dask_array(X: Any) -> bool:
+def is_dask_array(X: Any) -> bool:
+    """True for a dask array."""
     import dask.array as da
 
     return isinstance(X, da.Array)
 
 
-def _is_dask_frame(X: Any) -> bool:
+def is_dask_frame(X: Any) -> bool:
+    """True for a dask DataFrame or Series."""
     import dask.dataframe as dd
 
     return isinstance(X, dd.DataFrame | dd.Series)
 
 
+def _is_frame(X: Any) -> bool:
+    import pandas as pd
+
+    return is_dask_frame(X) or isinstance(X, pd.DataFrame | pd.Series)
+
+
+def float_dtype(dtype: Any) -> np.dtype:
+    """The working dtype: float32 stays float32, every other number becomes float64."""
+    return np.dtype(np.float32) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
+
+
+def column_label(names: list[str] | None, j: int) -> str:
+    """How errors name column ``j``: its name when known, else its position."""
+    return f"{names[j]!r}" if names is not None else f"{j}"
+
+
 def _resolve_dtype(dtypes: list, columns: list[str], owner: str) -> np.dtype:
-    """float32 if every column is float32, else float64; non-numeric columns are named."""
     from pandas.api.types import is_complex_dtype, is_numeric_dtype
 
     for col, dt in zip(columns, dtypes, strict=True):
         if not is_numeric_dtype(dt) or is_complex_dtype(dt):
             raise InputError(
-                f"{owner}: column {col} has dtype {dt}, which is not numeric. Select numeric "
-                f"feature columns, or encode {col} as numbers first."
+                f"{owner}: column {col!r} has dtype {dt}, which is not numeric. Select numeric "
+                f"feature columns, or encode {col!r} as numbers first."
             )
     if dtypes and all(str(dt) == "float32" for dt in dtypes):
         return np.dtype(np.float32)
     return np.dtype(np.float64)
 
 
-def _column_label(names: list[str] | None, j: int) -> str:
-    return f"{names[j]!r}" if names is not None else f"{j}"
+def select_features(
+    X: Any, feature_names: list[str] | None, owner: str, param: str = "X"
+) -> tuple[Any, list[str], np.dtype]:
+    """Feature columns of a pandas or dask DataFrame (or Series), checked.
+
+    Returns ``(frame, names, dtype)``: the frame restricted to ``feature_names`` (all its
+    columns when None), the column names, and the working dtype (float32 if every column is
+    float32, else float64). Raises InputError naming a missing or non-numeric column.
+    """
+    if X.ndim == 1:
+        X = X.to_frame()
+    cols = [str(c) for c in X.columns]
+    if feature_names is not None:
+        names = [str(c) for c in feature_names]
+        missing = [c for c in names if c not in cols]
+        if missing:
+            raise InputError(
+                f"{owner}: {param} has no column(s) {missing}; it was fitted on columns {names}."
+            )
+        X = X[names]
+    else:
+        names = cols
+    return X, names, _resolve_dtype(list(X.dtypes), names, owner)
 
 
-def check_array(X: Any, owner: str) -> np.ndarray:
-    """An in-memory 2-D numeric, non-empty array from array-like ``X`` (no copy if possible)."""
+def check_array(X: Any, owner: str, param: str = "X") -> np.ndarray:
+    """An in-memory 2-D numeric, non-empty array from array-like ``X`` (no copy if possible).
+
+    Object arrays of numbers are converted (as scikit-learn does); sparse and complex input
+    are refused with scikit-learn's wording.
+    """
+    if hasattr(X, "tocsr") or hasattr(X, "todense"):
+        raise InputError(
+            f"{owner}: sparse input is not supported; {param} must be a dense array "
+            "(call X.toarray() first if it fits in memory)."
+        )
     try:
         arr = np.asarray(X)
-    except Exception as exc:  # pragma: no cover - defensive
-        raise InputError(f"{owner}: could not convert X to an array ({exc}).") from exc
+    except Exception as exc:
+        raise InputError(f"{owner}: could not convert {param} to an array ({exc}).") from exc
+    if arr.dtype.kind == "c":
+        raise InputError(f"Complex data not supported: {owner} needs real-valued {param}.")
+    if arr.dtype.kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"{owner}: {param} has dtype object with values that are not numbers ({exc})."
+            ) from exc
     if arr.ndim != 2:
         raise InputError(
-            f"{owner}: expected a 2-D array of shape (n_samples, n_features), got "
-            f"{arr.ndim}-D with shape {arr.shape}. Reshape 1-D data with "
-            "X.reshape(-1, 1) for a single feature."
+            f"{owner}: expected a 2-D array of shape (n_samples, n_features) for {param}, got "
+            f"{arr.ndim}-D with shape {arr.shape}. Reshape your data with X.reshape(-1, 1) if "
+            "it has a single feature, or X.reshape(1, -1) if it is a single sample."
         )
     if arr.dtype.kind not in "biuf":
         raise InputError(
-            f"{owner}: X has dtype {arr.dtype}, which is not numeric; {owner} needs numeric "
-            "features."
+            f"{owner}: {param} has dtype {arr.dtype}, which is not numeric; {owner} needs "
+            "numeric features."
         )
-    if arr.shape[0] == 0:
-        raise InputError(
-            f"Found array with 0 sample(s) (shape={arr.shape}) while a minimum of 1 is "
-            f"required by {owner}."
-        )
-    if arr.shape[1] == 0:
-        raise InputError(
-            f"Found array with 0 feature(s) (shape={arr.shape}) while a minimum of 1 is "
-            f"required by {owner}."
-        )
+    for axis, what in ((0, "sample"), (1, "feature")):
+        if arr.shape[axis] == 0:
+            raise InputError(
+                f"Found array with 0 {what}(s) (shape={arr.shape}) while a minimum of 1 is "
+                f"required by {owner}."
+            )
     return arr
+
+
+def check_dask_array(X: Any, owner: str, param: str = "X") -> Any:
+    """A 2-D numeric dask array (metadata only: no pass over the data)."""
+    if X.ndim != 2:
+        raise InputError(
+            f"{owner}: expected a 2-D array for {param}, got {X.ndim}-D with shape {X.shape}. "
+            "Reshape your data with X.reshape(-1, 1) if it has a single feature."
+        )
+    if X.dtype.kind == "c":
+        raise InputError(f"Complex data not supported: {owner} needs real-valued {param}.")
+    if X.dtype.kind not in "biuf":
+        raise InputError(f"{owner}: {param} has dtype {X.dtype}, which is not numeric.")
+    if X.shape[1] == 0:
+        raise InputError(f"{owner}: {param} has 0 features; at least 1 is required.")
+    return X
+
+
+def check_n_features(n: int, expected: int, owner: str, param: str = "X") -> None:
+    """scikit-learn's message when the number of columns differs from the fitted one."""
+    if n != expected:
+        raise InputError(
+            f"{param} has {n} features, but {owner} is expecting {expected} features as input."
+        )
+
+
+def nonfinite_error(
+    n_nan: np.ndarray,
+    n_inf: np.ndarray,
+    names: list[str] | None,
+    owner: str,
+    where: str = "",
+    param: str = "X",
+) -> InputError | None:
+    """The error for per-column NaN / infinity counts (None when all are zero).
+
+    ``where`` names the rows (e.g. ``" (first at row 12)"``) when the caller knows them.
+    """
+    for what, counts in (("NaN", n_nan), ("infinity", n_inf)):
+        bad = np.flatnonzero(counts)
+        if bad.size:
+            cols = ", ".join(
+                f"{column_label(names, j)} ({int(counts[j])} values)" for j in bad[:5]
+            )
+            more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+            return InputError(
+                f"Input {param} contains {what} in column {cols}{more}{where}; {owner} needs "
+                "finite values. Drop or impute those rows first."
+            )
+    return None
+
+
+def check_finite(
+    arr: np.ndarray, owner: str, names: list[str] | None = None, row0: int = 0, param: str = "X"
+) -> None:
+    """Raise InputError naming the columns (and the first row) of any NaN/inf in ``arr``."""
+    finite = np.isfinite(arr)
+    if finite.all():
+        return
+    cols = np.flatnonzero(~finite.all(axis=0))
+    rows = np.flatnonzero(~finite.all(axis=1)) + row0
+    labels = [names[j] if names is not None else int(j) for j in cols[:5]]
+    more = f" and {cols.size - 5} more" if cols.size > 5 else ""
+    raise InputError(
+        f"Input {param} contains NaN or infinity in column(s) {labels}{more} ({rows.size} "
+        f"row(s), the first is row {int(rows[0])}); {owner} needs finite values. Drop or "
+        "impute those rows first."
+    )
+
+
+def check_vector_shape(v: Any, n: Any, owner: str, name: str = "sample_weight") -> None:
+    """Raise InputError unless ``v`` is 1-D with ``n`` values (unknown lengths pass)."""
+    if v.ndim != 1 or (not np.isnan(v.shape[0]) and not np.isnan(n) and v.shape[0] != n):
+        raise InputError(
+            f"{owner}: {name} must be 1-D with one value per row of X ({n} rows); got "
+            f"shape {v.shape}."
+        )
+
+
+def as_feature_array(
+    X: Any,
+    owner: str,
+    *,
+    n_features: int,
+    feature_names: list[str] | None = None,
+    param: str = "X",
+) -> tuple[Any, bool]:
+    """Features of fitted-estimator input (``predict``, ``transform``, KNN queries), checked.
+
+    Returns ``(array, in_memory)``: a finite numpy array, or a dask array with one column
+    chunk (its values are checked per block by the caller's task). DataFrames are selected
+    by ``feature_names``; the number of columns must equal ``n_features``.
+    """
+    if _is_frame(X):
+        X, _, dtype = select_features(X, feature_names, owner, param)
+        X = X.to_dask_array(lengths=True) if is_dask_frame(X) else X.to_numpy(dtype=dtype)
+    if is_dask_array(X):
+        X = check_dask_array(X, owner, param)
+        check_n_features(int(X.shape[1]), n_features, owner, param)
+        return X.rechunk({1: -1}), False
+    arr = check_array(X, owner, param)
+    check_n_features(arr.shape[1], n_features, owner, param)
+    check_finite(arr, owner, feature_names, param=param)
+    return arr, True

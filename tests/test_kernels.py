@@ -12,6 +12,7 @@ from hypothesis.extra.numpy import arrays
 from kmeans_dask.kernels import init as init_kernels
 from kmeans_dask.kernels import lloyd as kernels
 from kmeans_dask.kernels import moments
+from kmeans_dask.kernels.streams import row_uniforms
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=64)
 
@@ -107,9 +108,9 @@ def test_moments_count_nan_and_inf_per_column():
 
 @given(st.integers(0, 2**40), st.integers(0, 10), st.integers(0, 1000), st.integers(0, 300))
 def test_row_uniforms_do_not_depend_on_chunking(seed, stream, offset, n):
-    whole = init_kernels.row_uniforms(seed, stream, 0, offset + n)
+    whole = row_uniforms(seed, stream, 0, offset + n)
     np.testing.assert_array_equal(
-        init_kernels.row_uniforms(seed, stream, offset, n), whole[offset:]
+        row_uniforms(seed, stream, offset, n), whole[offset:]
     )
     assert np.all((whole >= 0) & (whole < 1))
 

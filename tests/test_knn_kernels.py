@@ -167,7 +167,7 @@ def test_distance_weights_zero_distance_rule():
     _proba, pred, share = kk.vote(dist, np.array([[1, 1, 0], [0, 1, 1]]), 2, "distance")
     np.testing.assert_array_equal(pred, [1, 0])
     assert share[0] == 1.0
-    assert kk.regress(dist, np.array([[2.0, 4.0, 100.0], [1.0, 1.0, 1.0]]), "distance")[0] == 3.0
+    assert kk.neighbour_mean(dist, np.array([[2.0, 4.0, 100.0], [1.0, 1.0, 1.0]]), "distance")[0] == 3.0
 
 
 @pytest.mark.parametrize("k", [1, 5, 20])

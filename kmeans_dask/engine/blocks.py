@@ -101,6 +101,12 @@ def summarize(block: Block) -> BlockSummary:
     return BlockSummary(n, mean, m2, n_nan, n_inf, float(w[np.isfinite(w)].sum()), bad)
 
 
+def _triples(parts: list, weight_parts: list | None, label_parts: list | None) -> list:
+    wparts = weight_parts if weight_parts is not None else [None] * len(parts)
+    lparts = label_parts if label_parts is not None else [None] * len(parts)
+    return list(zip(parts, wparts, lparts, strict=True))
+
+
 def plan_sizes(n: int, row_bytes: int, n_threads: int, target: int) -> list[int]:
     """Equal-ish block sizes: about ``target`` bytes each, at least one block per thread."""
     if n == 0:
@@ -131,8 +137,9 @@ def _group_consecutive(sizes: Sequence[int], row_bytes: int, target: int) -> lis
 class BlockSet:
     """A dataset held as row blocks on the workers (or locally), with block metadata.
 
-    Build one with :meth:`from_parts`; then :meth:`map` runs a kernel per block and
-    :meth:`map_keep` keeps per-block results (labels, per-row state) where they are.
+    Build one with :meth:`from_arrays` or :meth:`from_delayed`; then :meth:`map` runs a
+    kernel per block and :meth:`map_keep` keeps per-block results (labels, per-row state)
+    where they are.
     """
 
     def __init__(
@@ -156,42 +163,62 @@ class BlockSet:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_parts(
+    def from_arrays(
         cls,
         parts: list,
         weight_parts: list | None,
         dtype: np.dtype,
         n_features: int,
-        kind: str,
+        *,
         sizes: Sequence[int] | None = None,
         client: Any | None = None,
         label_parts: list | None = None,
     ) -> BlockSet:
-        """Persist input parts as blocks and run the preparation pass.
+        """Blocks from in-memory numpy parts (in row order), scattered to the workers.
 
-        Parameters
-        ----------
-        parts : list
-            numpy arrays (``kind="numpy"``) or dask ``Delayed`` objects producing arrays or
-            pandas frames (``kind="delayed"``), in row order.
-        weight_parts : list or None
-            Sample weights aligned part by part.
-        sizes : sequence of int, optional
-            Row counts of the parts when known (used to merge many small parts).
+        ``weight_parts``/``label_parts`` are aligned part by part (None when absent).
         """
         ex = Executor(client if client is not None else get_client())
-        wparts = weight_parts if weight_parts is not None else [None] * len(parts)
-        lparts = label_parts if label_parts is not None else [None] * len(parts)
-        triples = list(zip(parts, wparts, lparts, strict=True))
-        if kind == "numpy":
-            blocks = [make_block(p, w, dtype, lab) for p, w, lab in triples]
-            # scatter ready-made blocks: the data goes straight to the workers
-            handles = ex.scatter(blocks) if ex.client is not None else blocks
-        else:
-            mk = dask.delayed(make_block, pure=False)  # unique keys per fit
-            handles = ex.persist([mk(p, w, dtype, lab) for p, w, lab in triples])
+        triples = _triples(parts, weight_parts, label_parts)
+        blocks = [make_block(p, w, dtype, lab) for p, w, lab in triples]
+        # scatter ready-made blocks: the data goes straight to the workers
+        handles = ex.scatter(blocks) if ex.client is not None else blocks
+        return cls._finish(handles, ex, dtype, n_features, weight_parts is not None, sizes)
+
+    @classmethod
+    def from_delayed(
+        cls,
+        parts: list,
+        weight_parts: list | None,
+        dtype: np.dtype,
+        n_features: int,
+        *,
+        sizes: Sequence[int] | None = None,
+        client: Any | None = None,
+        label_parts: list | None = None,
+    ) -> BlockSet:
+        """Blocks computed on the workers from dask ``Delayed`` parts (arrays or pandas
+        frames, in row order). ``sizes`` are the parts' row counts when known (then the
+        parts are kept as planned; otherwise runs of small parts are merged)."""
+        ex = Executor(client if client is not None else get_client())
+        mk = dask.delayed(make_block, pure=False)  # unique keys per fit
+        triples = _triples(parts, weight_parts, label_parts)
+        handles = ex.compute([mk(p, w, dtype, lab) for p, w, lab in triples])
+        return cls._finish(handles, ex, dtype, n_features, weight_parts is not None, sizes)
+
+    @classmethod
+    def _finish(
+        cls,
+        handles: list,
+        ex: Executor,
+        dtype: np.dtype,
+        n_features: int,
+        weighted: bool,
+        sizes: Sequence[int] | None,
+    ) -> BlockSet:
+        """The preparation pass (block summaries), merging and balancing."""
         summaries = ex.gather(ex.map(summarize, handles))
-        bs = cls(handles, summaries, ex, dtype, n_features, weight_parts is not None)
+        bs = cls(handles, summaries, ex, dtype, n_features, weighted)
         target = target_block_bytes()
         if target is not None and sizes is None and len(handles) > ex.n_threads:
             bs = bs._merge_small(target)
@@ -303,8 +330,10 @@ class BlockSet:
         """Like :meth:`map` but leave the results where they were computed (handles)."""
         return self._exec.map(func, self.handles, *per_block, **broadcast)
 
-    def map_handles(self, func: Callable, *per_block: Sequence, **broadcast: Any) -> list:
-        """Apply ``func`` to per-block handles (e.g. results of :meth:`map_keep`), keep them."""
+    def map_values(self, func: Callable, *per_block: Sequence, **broadcast: Any) -> list:
+        """``func(*per_block_values, **broadcast)``, one task per block, on per-block values
+        given explicitly (results of :meth:`map_keep`, ``handles``, offsets); the results stay
+        where they were computed. Unlike :meth:`map`, the blocks are not passed implicitly."""
         return self._exec.map(func, *per_block, **broadcast)
 
     def gather(self, handles: list) -> list:
@@ -331,8 +360,12 @@ class BlockSet:
     # ------------------------------------------------------------------ merged statistics
     def moments(self) -> tuple[int, np.ndarray, np.ndarray]:
         """Global (count, mean, M2) over all blocks (Chan's merge of the block moments)."""
-        s = _merge_summaries(self.summaries)
+        s = self.total_summary()
         return s.n, s.mean, s.m2
+
+    def total_summary(self) -> BlockSummary:
+        """The block summaries merged: global moments, non-finite counts, weight checks."""
+        return _merge_summaries(self.summaries)
 
     def per_block_array(self, handles: list, dtype: np.dtype, row_chunks: Sequence | None = None):
         """A lazy 1-D dask array from per-block arrays (e.g. labels) kept on the workers."""

@@ -62,17 +62,21 @@ class Executor:
         return handles
 
     def scatter(self, values: list) -> list:
+        """Place in-memory values on the workers (unchanged locally)."""
         if self.client is not None:
             # unique keys: identical data scattered by two fits must not share (and release) a key
             return self.client.scatter(values, hash=False)
         return values
 
-    def persist(self, delayed_values: list) -> list:
+    def compute(self, delayed_values: list) -> list:
+        """Start computing ``delayed_values``: futures on a cluster (the results stay on the
+        workers), plain values locally."""
         if self.client is not None:
             return self.client.compute(delayed_values)
         return list(dask.compute(*delayed_values))
 
     def release(self, handles: list) -> None:
+        """Free results held on the cluster (nothing to do locally)."""
         if self.client is not None:
             for h in handles:
                 h.release()

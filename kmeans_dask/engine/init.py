@@ -28,6 +28,7 @@ import numpy as np
 
 from ..kernels import init as init_kernels
 from ..kernels import lloyd as kernels
+from ..kernels.streams import DriverStream, Stream, kmeans_parallel_round, row_uniforms
 from .blocks import Block, BlockSet
 
 __all__ = [
@@ -79,7 +80,7 @@ def _round(
         d2, nearest = init_kernels.kmeans_parallel_update(
             block.X, block.w, d2, nearest, new, first_new_index
         )
-    u = init_kernels.row_uniforms(seed, stream, offset, block.X.shape[0])
+    u = row_uniforms(seed, stream, offset, block.X.shape[0])
     phi, t, local, rows = init_kernels.kmeans_parallel_sample(block.X, block.w, d2, u, oversampling)
     return (d2, nearest), (phi, t, local + offset, rows)
 
@@ -104,15 +105,15 @@ def _pick_weighted(block: Block, target: float) -> int:
     return int(min(np.searchsorted(cum, target, side="right"), block.X.shape[0] - 1))
 
 
-def _topk_keys(block: Block, offset: int, seed: int, stream: int, k: int) -> tuple:
-    u = init_kernels.row_uniforms(seed, stream, offset, block.X.shape[0])
+def _topk_keys(block: Block, offset: int, seed: int, k: int) -> tuple:
+    u = row_uniforms(seed, Stream.RANDOM_ROWS, offset, block.X.shape[0])
     return init_kernels.weighted_topk_keys(block.w, u, k, offset)
 
 
 def _bernoulli_sample(
-    block: Block, offset: int, seed: int, stream: int, rate: float
+    block: Block, offset: int, seed: int, rate: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    u = init_kernels.row_uniforms(seed, stream, offset, block.X.shape[0])
+    u = row_uniforms(seed, Stream.KMEANSPP_SAMPLE, offset, block.X.shape[0])
     pick = np.flatnonzero(u < rate)
     w = np.ones(pick.size) if block.w is None else block.w[pick]
     return block.X[pick].copy(), w
@@ -123,7 +124,7 @@ def _bernoulli_sample(
 
 def _first_centre(bs: BlockSet, seed: int) -> np.ndarray:
     """A random row, with probability proportional to its weight."""
-    u = float(init_kernels.row_uniforms(seed, 0, 0, 1)[0])
+    u = float(row_uniforms(seed, Stream.FIRST_CENTRE, 0, 1)[0])
     if not bs.weighted:
         idx = min(int(u * bs.n_samples), bs.n_samples - 1)
         return bs.take_rows(np.array([idx]))
@@ -134,7 +135,7 @@ def _first_centre(bs: BlockSet, seed: int) -> np.ndarray:
     while wsums[b] <= 0:  # rounding landed on an all-zero-weight block
         b -= 1
     before = cum[b - 1] if b > 0 else 0.0
-    local = bs.gather(bs.map_handles(_pick_weighted, [bs.handles[b]], [target - before]))[0]
+    local = bs.gather(bs.map_values(_pick_weighted, [bs.handles[b]], [target - before]))[0]
     return bs.take_rows(np.array([bs.offsets[b] + local]))
 
 
@@ -204,7 +205,7 @@ class CandidatePool:
         self, k: int, seed: int, dtype: np.dtype, n_trials: int = N_REDUCE_TRIALS
     ) -> InitResult:
         """``k`` centres from the pool, best weighted cost of ``n_trials`` seeded trials."""
-        rng = np.random.default_rng([seed, 1, k])
+        rng = np.random.default_rng([seed, int(DriverStream.CANDIDATE_REDUCTION), k])
         centres, cost = reduce_candidates(self.candidates, self.weights, k, rng, n_trials)
         logger.info(
             "k-means|| init (K=%d): %d candidates from %d rounds (%d passes), weighted cost %.6g",
@@ -246,10 +247,10 @@ def candidate_pool(
             new=new,
             first_new_index=new_start,
             seed=seed,
-            stream=rnd,
+            stream=kmeans_parallel_round(rnd),
             oversampling=l_factor,
         )
-        small = bs.gather(bs.map_handles(_small, results))
+        small = bs.gather(bs.map_values(_small, results))
         if rnd > 1:
             bs.release(states)
         states = results
@@ -284,21 +285,21 @@ def kmeanspp_sample(bs: BlockSet, k: int, seed: int, sample_size: int | None = N
     if sample_size is None:
         sample_size = max(10_000, 50 * k)
     rate = min(1.0, sample_size / bs.n_samples)
-    parts = bs.map(_bernoulli_sample, bs.offsets, seed=seed, stream=1, rate=rate)
+    parts = bs.map(_bernoulli_sample, bs.offsets, seed=seed, rate=rate)
     X = np.concatenate([p[0] for p in parts])
     w = np.concatenate([p[1] for p in parts])
     if X.shape[0] < k:  # tiny data: take every row
-        parts = bs.map(_bernoulli_sample, bs.offsets, seed=seed, stream=1, rate=1.0)
+        parts = bs.map(_bernoulli_sample, bs.offsets, seed=seed, rate=1.0)
         X = np.concatenate([p[0] for p in parts])
         w = np.concatenate([p[1] for p in parts])
-    rng = np.random.default_rng([seed, 2])
+    rng = np.random.default_rng([seed, int(DriverStream.KMEANSPP)])
     idx = init_kernels.kmeanspp(X, k, rng, w)
     return InitResult(np.ascontiguousarray(X[idx]), X.shape[0], 1, float("nan"))
 
 
 def random_rows(bs: BlockSet, k: int, seed: int) -> InitResult:
     """``k`` distinct rows drawn without replacement (probability proportional to weight)."""
-    parts = bs.map(_topk_keys, bs.offsets, seed=seed, stream=3, k=k)
+    parts = bs.map(_topk_keys, bs.offsets, seed=seed, k=k)
     keys = np.concatenate([p[0] for p in parts])
     gidx = np.concatenate([p[1] for p in parts])
     top = np.lexsort((gidx, -keys))[:k]

@@ -28,20 +28,22 @@ import numpy as np
 
 from ..exceptions import InputError
 from ..kernels import knn as kk
-from ..validation import _is_dask_array, _is_dask_frame
+from ..validation import check_finite, is_dask_array, is_dask_frame
 from .blocks import Block, BlockSet
 
 __all__ = [
     "MERGE_FAN_IN",
     "Reference",
-    "check_finite",
-    "classify",
+    "mean_columns",
+    "mean_target",
     "neighbours",
     "per_block",
-    "regress",
     "search",
     "to_arrays",
     "to_frame",
+    "vote_columns",
+    "vote_labels",
+    "vote_proba",
 ]
 
 #: Top-k lists merged per task of the reduction tree over the reference blocks.
@@ -98,24 +100,9 @@ def search(ref: Reference, Xq: Any, k: int, names: list[str] | None) -> list:
     return out
 
 
-def check_finite(Q: np.ndarray, row0: int, names: list[str] | None) -> None:
-    """Raise InputError naming the columns and the first row of any NaN/inf in ``Q``."""
-    finite = np.isfinite(Q)
-    if finite.all():
-        return
-    cols = np.flatnonzero(~finite.all(axis=0))
-    rows = np.flatnonzero(~finite.all(axis=1)) + row0
-    labels = [names[j] if names is not None else int(j) for j in cols[:5]]
-    raise InputError(
-        f"Input X_query contains NaN or infinity in column(s) {labels} ({rows.size} row(s), "
-        f"the first is row {int(rows[0])}); KNeighborsScorer needs finite values. Drop or "
-        "impute those rows first."
-    )
-
-
 def _check_query(part: Any, dtype: np.dtype, row0: int, names: list[str] | None) -> np.ndarray:
     Q = np.ascontiguousarray(part, dtype=dtype)
-    check_finite(Q, row0, names)
+    check_finite(Q, "KNeighborsScorer", names, row0, "X_query")
     return Q
 
 
@@ -151,25 +138,39 @@ def neighbours(merged: tuple) -> tuple[np.ndarray, np.ndarray]:
     return np.sqrt(d2), idx
 
 
-def classify(merged: tuple, classes: np.ndarray, weights: str, what: str) -> tuple:
-    """``what='predict'``: (labels,); ``'proba'``: (proba,); ``'frame'``: (labels, vote
-    share, k-th distance, mean distance)."""
+def vote_labels(merged: tuple, classes: np.ndarray, weights: str) -> tuple[np.ndarray]:
+    """(predicted label,) per query row: the neighbour vote (``KNeighborsClassifier.predict``)."""
+    d2, _, codes = merged
+    _, pred, _ = kk.vote(np.sqrt(d2), codes, len(classes), weights)
+    return (classes[pred],)
+
+
+def vote_proba(merged: tuple, classes: np.ndarray, weights: str) -> tuple[np.ndarray]:
+    """(share of the neighbour weight per class,) per query row."""
+    d2, _, codes = merged
+    proba, _, _ = kk.vote(np.sqrt(d2), codes, len(classes), weights)
+    return (proba,)
+
+
+def vote_columns(merged: tuple, classes: np.ndarray, weights: str) -> tuple:
+    """The score columns of a vote: (label, vote share, k-th distance, mean distance)."""
     d2, _, codes = merged
     dist = np.sqrt(d2)
-    proba, pred, share = kk.vote(dist, codes, len(classes), weights)
-    if what == "proba":
-        return (proba,)
-    if what == "predict":
-        return (classes[pred],)
+    _, pred, share = kk.vote(dist, codes, len(classes), weights)
     return classes[pred], share, dist[:, -1], dist.mean(axis=1)
 
 
-def regress(merged: tuple, weights: str, frame: bool) -> tuple:
-    """(mean,) or, for a frame, (mean, k-th distance, mean distance)."""
+def mean_target(merged: tuple, weights: str) -> tuple[np.ndarray]:
+    """(mean target of the neighbours,) per query row (``KNeighborsRegressor.predict``)."""
+    d2, _, target = merged
+    return (kk.neighbour_mean(np.sqrt(d2), target, weights),)
+
+
+def mean_columns(merged: tuple, weights: str) -> tuple:
+    """The score columns of a regression: (mean target, k-th distance, mean distance)."""
     d2, _, target = merged
     dist = np.sqrt(d2)
-    mean = kk.regress(dist, target, weights)
-    return (mean, dist[:, -1], dist.mean(axis=1)) if frame else (mean,)
+    return kk.neighbour_mean(dist, target, weights), dist[:, -1], dist.mean(axis=1)
 
 
 def per_block(merged: list, func: Callable, *args: Any) -> list:
@@ -201,7 +202,7 @@ def to_frame(results: list, row_chunks: tuple, ids: Any, columns: dict, owner: s
     import dask.dataframe as dd
     import pandas as pd
 
-    id_parts, id_dtype = _id_parts(ids, row_chunks, owner)
+    id_parts, id_dtype = _query_id_parts(ids, row_chunks, owner)
     columns = dict(columns)
     id_column = next(iter(columns))
     columns[id_column] = id_dtype
@@ -239,7 +240,7 @@ def _slice_series(a: int, b: int, starts: list[int], *parts: Any) -> Any:
     return pd.concat(pieces) if len(pieces) > 1 else pieces[0]
 
 
-def _id_parts(ids: Any, chunks: tuple, owner: str) -> tuple[list, Any]:
+def _query_id_parts(ids: Any, chunks: tuple, owner: str) -> tuple[list, Any]:
     """``ids`` split like the query blocks (lazy parts for dask input), and their dtype."""
     import pandas as pd
 
@@ -247,11 +248,11 @@ def _id_parts(ids: Any, chunks: tuple, owner: str) -> tuple[list, Any]:
     bounds = np.cumsum([0, *chunks]).tolist()
     if ids is None:
         return [None] * len(chunks), np.dtype(np.int64)
-    if isinstance(ids, pd.DataFrame) or (_is_dask_frame(ids) and ids.ndim == 2):
+    if isinstance(ids, pd.DataFrame) or (is_dask_frame(ids) and ids.ndim == 2):
         if len(ids.columns) != 1:
             _check_ids(None, ids.shape, n, owner)
         ids = ids[ids.columns[0]]
-    if _is_dask_frame(ids):  # a dask Series: slice its partitions lazily, dtype kept
+    if is_dask_frame(ids):  # a dask Series: slice its partitions lazily, dtype kept
         lengths = [int(v) for v in ids.map_partitions(len).compute()]
         _check_ids(sum(lengths), (sum(lengths),), n, owner)
         starts = np.cumsum([0, *lengths]).tolist()
@@ -266,10 +267,10 @@ def _id_parts(ids: Any, chunks: tuple, owner: str) -> tuple[list, Any]:
         _check_ids(len(ids), (len(ids),), n, owner)
         ids = ids.reset_index(drop=True)
         return [ids.iloc[a:b] for a, b in itertools.pairwise(bounds)], ids.dtype
-    if not _is_dask_array(ids):
+    if not is_dask_array(ids):
         ids = np.asarray(ids)
     _check_ids(ids.shape[0] if ids.ndim else None, ids.shape, n, owner)
-    if _is_dask_array(ids):
+    if is_dask_array(ids):
         return list(ids.rechunk((chunks,)).to_delayed(optimize_graph=False)), ids.dtype
     return [ids[a:b] for a, b in itertools.pairwise(bounds)], ids.dtype
 

@@ -70,17 +70,9 @@ def _first(result: tuple) -> np.ndarray:
     return result[0]
 
 
-def _relocate(bs: BlockSet, cs: kernels.CentreSet, sums, wsum, empty: np.ndarray) -> None:
-    """Move the globally farthest rows into the empty clusters (deterministic order)."""
-    m = int(empty.size)
-    parts = bs.map(_farthest, bs.offsets, cs=cs, m=m)
-    dist = np.concatenate([p[0] for p in parts])
-    gidx = np.concatenate([p[1] for p in parts])
-    order = np.lexsort((gidx, -dist))[:m]
-    rows = np.concatenate([p[2] for p in parts])[order]
-    labels = np.concatenate([p[3] for p in parts])[order]
-    weights = np.concatenate([p[4] for p in parts])[order]
-    kernels.relocate_empty(sums, wsum, empty, rows, labels, weights)
+def _global_farthest(bs: BlockSet, cs: kernels.CentreSet, m: int) -> tuple:
+    """The ``m`` rows farthest from their centre over all blocks (deterministic order)."""
+    return kernels.select_farthest(bs.map(_farthest, bs.offsets, cs=cs, m=m), m)
 
 
 def lloyd(
@@ -119,21 +111,17 @@ def lloyd(
         sums = np.sum([p[0] for p in parts], axis=0)
         wsum = np.sum([p[1] for p in parts], axis=0)
         inertia = float(sum(p[2] for p in parts))
-        empty = np.flatnonzero(wsum <= 0)
-        if empty.size:
-            _relocate(bs, cs, sums, wsum, empty)
-        filled = wsum > 0
-        C_new = C.copy()
-        C_new[filled] = (sums[filled] / wsum[filled, None]).astype(bs.dtype)
-        shift = float(((C_new.astype(np.float64) - C.astype(np.float64)) ** 2).sum())
-        stats = IterationStats(it, inertia, shift, int(empty.size), time.perf_counter() - t0)
+        C_new, shift, n_empty = kernels.m_step(
+            C, sums, wsum, lambda m, cs=cs: _global_farthest(bs, cs, m)
+        )
+        stats = IterationStats(it, inertia, shift, n_empty, time.perf_counter() - t0)
         history.append(stats)
         logger.info(
             "Lloyd iteration %d: inertia %.6g, centre shift %.3g%s",
             it,
             inertia,
             shift,
-            f", {empty.size} empty cluster(s) re-seeded" if empty.size else "",
+            f", {n_empty} empty cluster(s) re-seeded" if n_empty else "",
         )
         if callback is not None:
             callback(stats)
@@ -148,7 +136,7 @@ def assign_blocks(bs: BlockSet, centres: np.ndarray, reference: np.ndarray) -> t
     """Labels of every row (kept on the workers, one handle per block) and the exact inertia."""
     cs = kernels.CentreSet(np.ascontiguousarray(centres, dtype=bs.dtype), reference)
     both = bs.map_keep(_labels, cs=cs)
-    inertia = float(sum(bs.gather(bs.map_handles(_inertia_of, both, bs.handles))))
-    labels = bs.map_handles(_first, both)
+    inertia = float(sum(bs.gather(bs.map_values(_inertia_of, both, bs.handles))))
+    labels = bs.map_values(_first, both)
     bs.release(both)
     return labels, inertia

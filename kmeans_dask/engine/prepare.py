@@ -14,7 +14,16 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import InputError
-from ..validation import _column_label, _is_dask_array, _is_dask_frame, _resolve_dtype, check_array
+from ..validation import (
+    check_array,
+    check_dask_array,
+    check_vector_shape,
+    float_dtype,
+    is_dask_array,
+    is_dask_frame,
+    nonfinite_error,
+    select_features,
+)
 from .blocks import BlockSet, get_client, plan_sizes, target_block_bytes
 
 __all__ = ["PreparedInput", "load_blocks", "prepare_input"]
@@ -24,7 +33,7 @@ __all__ = ["PreparedInput", "load_blocks", "prepare_input"]
 class PreparedInput:
     """Input split into row parts, ready to persist as blocks."""
 
-    kind: str  # "numpy" (in-memory parts) or "delayed"
+    in_memory: bool  # parts are numpy arrays (else dask Delayed objects)
     parts: list
     weight_parts: list | None
     sizes: list[int] | None  # rows per part when known
@@ -34,6 +43,20 @@ class PreparedInput:
     feature_names: list[str] | None
     lazy: bool  # the caller passed a dask collection
     label_parts: list | None = None  # cluster labels aligned with the parts (metrics)
+
+
+@dataclass(frozen=True)
+class _Aligned:
+    """Per-row vectors that travel with the rows: sample weights and labels/targets."""
+
+    sample_weight: Any
+    labels: Any
+    labels_dtype: Any
+    labels_name: str
+
+    @property
+    def any(self) -> bool:
+        return self.sample_weight is not None or self.labels is not None
 
 
 def prepare_input(
@@ -55,118 +78,102 @@ def prepare_input(
     split along with ``X`` and cast to ``labels_dtype`` (int64 cluster labels by default, or
     float64 for a numeric target); ``labels_name`` is the parameter name used in errors.
     """
-    import dask.array as da
     import pandas as pd
 
     if n_threads is None:
         client = get_client()
         n_threads = sum(client.nthreads().values()) if client is not None else 1
-    target = target_block_bytes()
+    aligned = _Aligned(sample_weight, labels, labels_dtype, labels_name)
     names: list[str] | None = None
-
-    if _is_dask_frame(X) or isinstance(X, pd.DataFrame | pd.Series):
-        if isinstance(X, pd.Series) or (_is_dask_frame(X) and X.ndim == 1):
-            X = X.to_frame()
-        cols = [str(c) for c in X.columns]
-        if feature_names is not None:
-            missing = [c for c in feature_names if c not in cols]
-            if missing:
-                raise InputError(
-                    f"{owner}: X has no column(s) {missing}; it was fitted on columns "
-                    f"{list(feature_names)}."
-                )
-            X = X[list(feature_names)]
-            cols = list(feature_names)
-        dtype = _resolve_dtype(list(X.dtypes), [repr(c) for c in cols], owner)
-        names = cols
+    if is_dask_frame(X) or isinstance(X, pd.DataFrame | pd.Series):
+        X, names, dtype = select_features(X, feature_names, owner)
         if isinstance(X, pd.DataFrame):
             X = X.to_numpy(dtype=dtype)
-        elif sample_weight is not None or labels is not None:
+        elif aligned.any:
             # aligning weights needs the partition lengths: one extra pass, only in this case
             X = X.to_dask_array(lengths=True)
         else:
             parts = list(X.to_delayed(optimize_graph=False))
-            return PreparedInput(
-                "delayed", parts, None, None, None, dtype, len(cols), names, lazy=True
-            )
+            return PreparedInput(False, parts, None, None, None, dtype, len(names), names, True)
+    if is_dask_array(X):
+        return _from_dask_array(X, aligned, owner, names, n_threads)
+    return _from_memory(X, aligned, owner, names, n_threads)
 
-    if _is_dask_array(X):
-        if X.ndim != 2:
-            raise InputError(f"{owner}: expected a 2-D array, got {X.ndim}-D with shape {X.shape}.")
-        if X.dtype.kind not in "biuf":
-            raise InputError(f"{owner}: X has dtype {X.dtype}, which is not numeric.")
-        dtype = np.dtype(np.float32) if X.dtype == np.float32 else np.dtype(np.float64)
-        if feature_names is None and names is None and X.shape[1] == 0:
-            raise InputError(f"{owner}: X has 0 features; at least 1 is required.")
-        row_chunks = X.chunks[0]
-        known = not any(np.isnan(c) for c in row_chunks)
-        X = X.rechunk({1: -1})
-        if known and target is not None:
-            plan = plan_sizes(int(X.shape[0]), X.shape[1] * dtype.itemsize, n_threads, target)
-            X = X.rechunk({0: tuple(plan)})
-        parts = list(X.to_delayed(optimize_graph=False)[:, 0])
 
-        def aligned(v: Any, name: str, dtype: Any) -> list:
-            if not _is_dask_array(v):
-                v = np.asarray(v, dtype=dtype)
-                _check_weight_shape(v, X.shape[0], owner, name)
-                v = da.from_array(v, chunks=(X.chunks[0],))
-            else:
-                _check_weight_shape(v, X.shape[0], owner, name)
-                v = v.astype(dtype).rechunk((X.chunks[0],))
-            return list(v.to_delayed(optimize_graph=False))
+def _from_dask_array(
+    X: Any, aligned: _Aligned, owner: str, names: list[str] | None, n_threads: int
+) -> PreparedInput:
+    import dask.array as da
 
-        wparts = None if sample_weight is None else aligned(sample_weight, "sample_weight", float)
-        lparts = None if labels is None else aligned(labels, labels_name, labels_dtype)
-        sizes = list(X.chunks[0]) if known else None
-        return PreparedInput(
-            "delayed",
-            parts,
-            wparts,
-            sizes,
-            tuple(row_chunks) if known else None,
-            dtype,
-            int(X.shape[1]),
-            names,
-            lazy=True,
-            label_parts=lparts,
-        )
+    X = check_dask_array(X, owner)
+    dtype = float_dtype(X.dtype)
+    row_chunks = X.chunks[0]
+    known = not any(np.isnan(c) for c in row_chunks)
+    X = X.rechunk({1: -1})
+    target = target_block_bytes()
+    if known and target is not None:
+        plan = plan_sizes(int(X.shape[0]), X.shape[1] * dtype.itemsize, n_threads, target)
+        X = X.rechunk({0: tuple(plan)})
+    parts = list(X.to_delayed(optimize_graph=False)[:, 0])
 
-    arr = check_array(X, owner)
-    dtype = np.dtype(np.float32) if arr.dtype == np.float32 else np.dtype(np.float64)
-    n, d = arr.shape
-    sizes = plan_sizes(n, d * dtype.itemsize, n_threads, target or 1 << 62)
-    bounds = np.cumsum([0, *sizes])
-    parts = [arr[a:b] for a, b in itertools.pairwise(bounds)]
+    def split(v: Any, name: str, vdtype: Any) -> list:
+        if not is_dask_array(v):
+            v = np.asarray(v, dtype=vdtype)
+            check_vector_shape(v, X.shape[0], owner, name)
+            v = da.from_array(v, chunks=(X.chunks[0],))
+        else:
+            check_vector_shape(v, X.shape[0], owner, name)
+            v = v.astype(vdtype).rechunk((X.chunks[0],))
+        return list(v.to_delayed(optimize_graph=False))
 
-    def split(v: Any, name: str, dtype: Any) -> list:
-        v = np.asarray(v.compute() if hasattr(v, "compute") else v, dtype=dtype)
-        _check_weight_shape(v, n, owner, name)
-        return [v[a:b] for a, b in itertools.pairwise(bounds)]
-
-    wparts = None if sample_weight is None else split(sample_weight, "sample_weight", float)
-    lparts = None if labels is None else split(labels, labels_name, labels_dtype)
+    w = aligned.sample_weight
+    wparts = None if w is None else split(w, "sample_weight", float)
+    lab = aligned.labels
+    lparts = None if lab is None else split(lab, aligned.labels_name, aligned.labels_dtype)
     return PreparedInput(
-        "numpy", parts, wparts, sizes, None, dtype, d, names, lazy=False, label_parts=lparts
+        False,
+        parts,
+        wparts,
+        list(X.chunks[0]) if known else None,
+        tuple(row_chunks) if known else None,
+        dtype,
+        int(X.shape[1]),
+        names,
+        lazy=True,
+        label_parts=lparts,
     )
 
 
-def _check_weight_shape(w: Any, n: Any, owner: str, name: str = "sample_weight") -> None:
-    if w.ndim != 1 or (not np.isnan(w.shape[0]) and not np.isnan(n) and w.shape[0] != n):
-        raise InputError(
-            f"{owner}: {name} must be 1-D with one value per row of X "
-            f"({n} rows); got shape {w.shape}."
-        )
+def _from_memory(
+    X: Any, aligned: _Aligned, owner: str, names: list[str] | None, n_threads: int
+) -> PreparedInput:
+    arr = check_array(X, owner)
+    dtype = float_dtype(arr.dtype)
+    n, d = arr.shape
+    sizes = plan_sizes(n, d * dtype.itemsize, n_threads, target_block_bytes() or 1 << 62)
+    bounds = np.cumsum([0, *sizes])
+    parts = [arr[a:b] for a, b in itertools.pairwise(bounds)]
+
+    def split(v: Any, name: str, vdtype: Any) -> list:
+        v = np.asarray(v.compute() if hasattr(v, "compute") else v, dtype=vdtype)
+        check_vector_shape(v, n, owner, name)
+        return [v[a:b] for a, b in itertools.pairwise(bounds)]
+
+    w = aligned.sample_weight
+    wparts = None if w is None else split(w, "sample_weight", float)
+    lab = aligned.labels
+    lparts = None if lab is None else split(lab, aligned.labels_name, aligned.labels_dtype)
+    return PreparedInput(True, parts, wparts, sizes, None, dtype, d, names, False, lparts)
 
 
 def load_blocks(prep: PreparedInput, *, owner: str, client: Any | None = None) -> BlockSet:
     """Persist the prepared input and check it (NaN/inf per column, weights, emptiness)."""
-    bs = BlockSet.from_parts(
+    build = BlockSet.from_arrays if prep.in_memory else BlockSet.from_delayed
+    bs = build(
         prep.parts,
         prep.weight_parts,
         prep.dtype,
         prep.n_features,
-        prep.kind,
         label_parts=prep.label_parts,
         sizes=prep.sizes,
         client=client,
@@ -185,25 +192,18 @@ def _check_summaries(bs: BlockSet, prep: PreparedInput, owner: str) -> None:
             f"Found array with 0 sample(s) (shape=(0, {prep.n_features})) while a minimum of "
             f"1 is required by {owner}."
         )
-    n_nan = sum(s.n_nan for s in bs.summaries)
-    n_inf = sum(s.n_inf for s in bs.summaries)
-    for what, counts in (("NaN", n_nan), ("infinity", n_inf)):
-        bad = np.flatnonzero(counts)
-        if bad.size:
-            cols = ", ".join(
-                f"{_column_label(prep.feature_names, j)} ({int(counts[j])} values)" for j in bad[:5]
-            )
-            more = f" and {bad.size - 5} more" if bad.size > 5 else ""
-            raise InputError(
-                f"Input X contains {what} in column {cols}{more}; {owner} needs finite values. "
-                "Drop or impute those rows first."
-            )
+    total = bs.total_summary()
+    err = nonfinite_error(total.n_nan, total.n_inf, prep.feature_names, owner)
+    if err is not None:
+        raise err
     if bs.weighted:
-        n_bad = sum(s.n_bad_weight for s in bs.summaries)
-        if n_bad:
+        if total.n_bad_weight:
             raise InputError(
-                f"{owner}: sample_weight has {n_bad} negative or non-finite value(s); "
-                "weights must be finite and >= 0."
+                f"{owner}: sample_weight has {total.n_bad_weight} negative or non-finite "
+                "value(s); weights must be finite and >= 0."
             )
-        if sum(s.weight_sum for s in bs.summaries) <= 0:
-            raise InputError(f"{owner}: sample_weight sums to 0; at least one weight must be > 0.")
+        if total.weight_sum <= 0:
+            raise InputError(
+                f"{owner}: sample_weight sums to 0 (all weights are zero); at least one "
+                "weight must be > 0."
+            )

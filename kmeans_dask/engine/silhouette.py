@@ -10,21 +10,27 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels import init as init_kernels
 from ..kernels import metrics as mk
+from ..kernels.streams import Stream, row_uniforms
 from .blocks import Block, BlockSet
 
-__all__ = ["sample_silhouette", "shared_sample_silhouettes", "stratified_sample"]
+__all__ = [
+    "label_counts",
+    "sample_silhouette",
+    "shared_sample_silhouettes",
+    "stratified_sample",
+]
 
 
-def _bincount_task(labels: np.ndarray, k: int) -> np.ndarray:
+def label_counts(labels: np.ndarray, k: int) -> np.ndarray:
+    """Rows per cluster of one block's labels (a per-block task)."""
     return np.bincount(labels, minlength=k)
 
 
 def _sample_candidates(
     block: Block, labels: np.ndarray, offset: int, seed: int, thresholds: np.ndarray
 ) -> tuple:
-    u = init_kernels.row_uniforms(seed, 7, offset, block.X.shape[0])
+    u = row_uniforms(seed, Stream.SILHOUETTE_SAMPLE, offset, block.X.shape[0])
     uu, gidx, local = mk.stratified_candidates(u, labels, thresholds, offset)
     return uu, gidx, labels[local], block.X[local].copy()
 
@@ -50,7 +56,7 @@ def stratified_sample(
         thresholds = np.where(counts > 0, np.minimum(slack / np.maximum(counts, 1), 2.0), 0.0)
     for _attempt in range(2):
         parts = bs.gather(
-            bs.map_handles(
+            bs.map_values(
                 _sample_candidates,
                 bs.handles,
                 labels,
@@ -78,11 +84,33 @@ def stratified_sample(
 
 
 def _silhouette_task(
-    part: tuple[int, int], sample: np.ndarray, labels: np.ndarray, k: int
+    part: tuple[int, int], sample: np.ndarray, labels: np.ndarray, ks: tuple[int, ...]
 ) -> np.ndarray:
     start, stop = part
     idx = np.arange(start, stop)
-    return mk.silhouette_rows(sample[start:stop], labels[start:stop], idx, sample, labels, k)
+    return mk.silhouette_rows(sample[start:stop], idx, sample, labels, np.asarray(ks))
+
+
+def _blockwise_silhouettes(
+    sample: np.ndarray, labels: np.ndarray, ks: tuple[int, ...], client: Any | None
+) -> np.ndarray:
+    """Mean exact silhouette of every labelling (columns of ``labels``) of an in-memory
+    sample, one task per block of rows; on the cluster when a client is given."""
+    S = np.asarray(sample, dtype=np.float64)
+    S = S - S.mean(axis=0)  # centred: the expanded distances stay accurate
+    n = S.shape[0]
+    step = max(256, -(-n // 8))
+    ranges = [(a, min(a + step, n)) for a in range(0, n, step)]
+    if client is None:
+        values = [_silhouette_task(r, S, labels, ks) for r in ranges]
+    else:
+        # the sample goes to every worker once; arrays never travel as task keyword values
+        fS, fL = client.scatter([S, labels], broadcast=True, hash=False)
+        m = len(ranges)
+        futs = client.map(_silhouette_task, ranges, [fS] * m, [fL] * m, [ks] * m, pure=False)
+        values = client.gather(futs)
+        client.cancel([fS, fL])
+    return np.concatenate(values).mean(axis=0)
 
 
 def sample_silhouette(
@@ -94,22 +122,8 @@ def sample_silhouette(
     present = np.unique(labels)
     if not 2 <= present.size <= n - 1:
         return float("nan")
-    S = np.asarray(sample, dtype=np.float64)
-    S = S - S.mean(axis=0)  # centred: the expanded distances stay accurate
-    step = max(256, -(-n // 8))
-    parts = [(a, min(a + step, n)) for a in range(0, n, step)]
-    if client is not None:
-        # the sample goes to every worker once; arrays never travel as task keyword values
-        fS, fL = client.scatter([S, np.asarray(labels)], broadcast=True, hash=False)
-        n_parts = len(parts)
-        futs = client.map(
-            _silhouette_task, parts, [fS] * n_parts, [fL] * n_parts, [k] * n_parts, pure=False
-        )
-        values = client.gather(futs)
-        client.cancel([fS, fL])
-    else:
-        values = [_silhouette_task(p, S, labels, k) for p in parts]
-    return float(np.mean(np.concatenate(values)))
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1, 1)
+    return float(_blockwise_silhouettes(sample, lab, (int(k),), client)[0])
 
 
 def _joint_codes(*labelings: np.ndarray, radices: tuple[int, ...]) -> np.ndarray:
@@ -132,12 +146,6 @@ def _labels_at(gidx: np.ndarray, offset: int, *labelings: np.ndarray) -> np.ndar
     return np.stack([lab[local] for lab in labelings], axis=1)
 
 
-def _multi_task(part: tuple[int, int], sample: np.ndarray, labels: np.ndarray, ks) -> np.ndarray:
-    start, stop = part
-    idx = np.arange(start, stop)
-    return mk.silhouette_rows_multi(sample[start:stop], idx, sample, labels, np.asarray(ks))
-
-
 def shared_sample_silhouettes(
     bs: BlockSet,
     labelings: list[list],
@@ -158,19 +166,19 @@ def shared_sample_silhouettes(
         # too many combinations to encode: stratify by the finest labelling only
         codes = labelings[int(np.argmax(radices))]
     else:
-        codes = bs.map_handles(_joint_codes, *labelings, radices=radices)
-    parts = bs.gather(bs.map_handles(_unique_counts, codes))
+        codes = bs.map_values(_joint_codes, *labelings, radices=radices)
+    parts = bs.gather(bs.map_values(_unique_counts, codes))
     uniq = np.unique(np.concatenate([p[0] for p in parts]))
     counts = np.zeros(uniq.size, dtype=np.int64)
     for u, c in parts:
         counts[np.searchsorted(uniq, u)] += c
-    strata = bs.map_handles(_to_strata, codes, uniq=uniq)
+    strata = bs.map_values(_to_strata, codes, uniq=uniq)
     rows, _, gidx = stratified_sample(bs, strata, counts, size, seed)
     # every labelling's labels at the sampled rows (only the blocks that hold them)
     block_of = np.searchsorted(np.asarray(bs.offsets), gidx, side="right") - 1
     blocks = sorted(set(block_of.tolist()))
     per_block = bs.gather(
-        bs.map_handles(
+        bs.map_values(
             _labels_at,
             [gidx[block_of == b] for b in blocks],
             [bs.offsets[b] for b in blocks],
@@ -180,21 +188,8 @@ def shared_sample_silhouettes(
     sample_labels = np.empty((gidx.size, len(ks)), dtype=np.int64)
     for b, lab in zip(blocks, per_block, strict=True):
         sample_labels[block_of == b] = lab
-    S = np.asarray(rows, dtype=np.float64)
-    S = S - S.mean(axis=0)
-    n = S.shape[0]
-    step = max(256, -(-n // 8))
-    ranges = [(a, min(a + step, n)) for a in range(0, n, step)]
-    client = bs.client
-    if client is not None:
-        fS, fL = client.scatter([S, sample_labels], broadcast=True, hash=False)
-        m = len(ranges)
-        futs = client.map(_multi_task, ranges, [fS] * m, [fL] * m, [radices] * m, pure=False)
-        values = client.gather(futs)
-        client.cancel([fS, fL])
-    else:
-        values = [_multi_task(r, S, sample_labels, radices) for r in ranges]
-    sil = np.concatenate(values).mean(axis=0)
+    n = rows.shape[0]
+    sil = _blockwise_silhouettes(rows, sample_labels, radices, bs.client)
     for j, k in enumerate(radices):
         if not 2 <= np.unique(sample_labels[:, j]).size <= n - 1 or k < 2:
             sil[j] = np.nan

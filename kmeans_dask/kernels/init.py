@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .lloyd import CentreSet, assign, farthest_points, lloyd_partials, relocate_empty
+from .lloyd import CentreSet, assign, farthest_points, lloyd_partials, m_step, select_farthest
 
 __all__ = [
     "kmeans_parallel_sample",
     "kmeans_parallel_update",
     "kmeanspp",
-    "row_uniforms",
     "weighted_lloyd",
     "weighted_topk_keys",
 ]
@@ -53,22 +52,6 @@ def kmeans_parallel_update(
         return dist, lab
     better = dist < d2
     return np.where(better, dist, d2), np.where(better, lab, nearest)
-
-
-def row_uniforms(seed: int, stream: int, offset: int, n: int) -> np.ndarray:
-    """Uniform [0, 1) draws for global rows ``offset .. offset + n`` of one random stream.
-
-    Counter-based (Philox): the draw of a row depends only on ``(seed, stream, row)``, not on
-    how the rows are chunked, so sampling decisions are reproducible for any chunking and
-    any worker that computes them.
-    """
-    bg = np.random.Philox(key=(int(seed) % (1 << 64)) << 64 | (int(stream) % (1 << 64)))
-    bg.advance(offset // 4)  # Philox yields four 64-bit words per counter step
-    g = np.random.Generator(bg)
-    skip = offset % 4
-    if skip:
-        g.random(skip)
-    return g.random(n)
 
 
 def kmeans_parallel_sample(
@@ -180,15 +163,11 @@ def weighted_lloyd(
     for _ in range(max_iter):
         cs = CentreSet(C, ref)
         sums, wsum, _ = lloyd_partials(X, cs, w)
-        empty = np.flatnonzero(wsum <= 0)
-        if empty.size:
-            _, _, rows, labs, ws = farthest_points(X, cs, w, 0, empty.size)
-            relocate_empty(sums, wsum, empty, rows, labs, ws)
-        nz = wsum > 0
-        C_new = C.copy()
-        C_new[nz] = (sums[nz] / wsum[nz, None]).astype(X.dtype)
-        shift = float(((C_new.astype(np.float64) - C) ** 2).sum())
-        C = C_new
+
+        def farthest(m: int, cs: CentreSet = cs) -> tuple:
+            return select_farthest([farthest_points(X, cs, w, 0, m)], m)
+
+        C, shift, _ = m_step(C, sums, wsum, farthest)
         if shift <= tol:
             break
     _, _, cost = assign(X, CentreSet(C, ref), w)

@@ -50,8 +50,8 @@ __all__ = [
     "gather_values",
     "merge_topk",
     "n_candidates",
+    "neighbour_mean",
     "neighbour_weights",
-    "regress",
     "vote",
 ]
 
@@ -84,13 +84,13 @@ def _after(v1, i1, v2, i2):
 @njit(nogil=True, cache=True, inline="always")
 def _replace_root(hv, hi, row, v, idx):
     """Replace the root (largest) of max-heap ``row`` by (v, idx) and sift it down."""
-    kk = hv.shape[1]
+    width = hv.shape[1]
     pos = 0
     while True:
         c = 2 * pos + 1
-        if c >= kk:
+        if c >= width:
             break
-        if c + 1 < kk and _after(hv[row, c + 1], hi[row, c + 1], hv[row, c], hi[row, c]):
+        if c + 1 < width and _after(hv[row, c + 1], hi[row, c + 1], hv[row, c], hi[row, c]):
             c += 1
         if not _after(hv[row, c], hi[row, c], v, idx):
             break
@@ -190,13 +190,13 @@ def _refine(Q, R, hv, hi, k, qnorm, rmax, unit, out_d, out_i, ok):
     """Exact distances of the candidates, sorted by (distance, index); certify each row."""
     nq, d = Q.shape
     nr = R.shape[0]
-    kk = hi.shape[1]
-    cs = np.empty(kk)
-    ci = np.empty(kk, dtype=np.int64)
-    rel = 4.0 * (d + 2) * 1.1102230246251565e-16
+    width = hi.shape[1]
+    cs = np.empty(width)
+    ci = np.empty(width, dtype=np.int64)
+    rel = 4.0 * (d + 2) * _U64
     for i in range(nq):
         c = 0
-        for t in range(kk):
+        for t in range(width):
             j = hi[i, t]
             if j < 0:
                 continue
@@ -206,7 +206,7 @@ def _refine(Q, R, hv, hi, k, qnorm, rmax, unit, out_d, out_i, ok):
         for t in range(m):
             out_d[i, t] = cs[t]
             out_i[i, t] = ci[t]
-        if nr > kk:  # rows outside the heap exist: is every one of them beyond the k-th?
+        if nr > width:  # rows outside the heap exist: is every one of them beyond the k-th?
             err = 2.0 * (d + 4) * unit * (qnorm[i] + rmax) ** 2
             lower = qnorm[i] * qnorm[i] + np.float64(hv[i, 0]) - err
             ok[i] = lower > cs[k - 1] * (1.0 + rel)
@@ -235,8 +235,8 @@ def _sort_rows(hv, hi, out_d, out_i):
                 m += 1
 
 
-def _empty_heap(n: int, kk: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    return np.full((n, kk), np.inf, dtype=dtype), np.full((n, kk), -1, dtype=np.int64)
+def _empty_heap(n: int, width: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((n, width), np.inf, dtype=dtype), np.full((n, width), -1, dtype=np.int64)
 
 
 def _padded(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -406,7 +406,7 @@ def vote(
     return proba, pred, proba[rows, pred]
 
 
-def regress(dist: np.ndarray, target: np.ndarray, weights: str) -> np.ndarray:
+def neighbour_mean(dist: np.ndarray, target: np.ndarray, weights: str) -> np.ndarray:
     """scikit-learn's ``KNeighborsRegressor.predict`` from the neighbours' targets."""
     if weights == "uniform":
         return np.mean(target, axis=1)

@@ -12,7 +12,6 @@ __all__ = [
     "cluster_quality_partials",
     "cluster_stats",
     "silhouette_rows",
-    "silhouette_rows_multi",
     "stratified_candidates",
 ]
 
@@ -170,51 +169,6 @@ def stratified_candidates(
 
 def silhouette_rows(
     rows: np.ndarray,
-    row_labels: np.ndarray,
-    row_index: np.ndarray,
-    sample: np.ndarray,
-    sample_labels: np.ndarray,
-    k: int,
-    block: int = 1024,
-) -> np.ndarray:
-    """Exact Euclidean silhouette of ``rows`` against the whole ``sample`` (rows are part of
-    it, at positions ``row_index``), as ``sklearn.metrics.silhouette_samples`` defines it.
-
-    Distances are computed block by block (``block`` rows at a time), never as an
-    n x n matrix; the data should be centred by the caller.
-    """
-    S = np.asarray(sample, dtype=np.float64)
-    ss = np.einsum("ij,ij->i", S, S)
-    counts = np.bincount(sample_labels, minlength=k).astype(np.float64)
-    onehot = np.zeros((S.shape[0], k))
-    onehot[np.arange(S.shape[0]), sample_labels] = 1.0
-    out = np.empty(rows.shape[0])
-    for start in range(0, rows.shape[0], block):
-        R = np.asarray(rows[start : start + block], dtype=np.float64)
-        rr = np.einsum("ij,ij->i", R, R)
-        D = rr[:, None] - 2.0 * (R @ S.T) + ss[None, :]
-        np.maximum(D, 0.0, out=D)
-        np.sqrt(D, out=D)
-        idx = row_index[start : start + block]
-        D[np.arange(R.shape[0]), idx] = 0.0  # a row's distance to itself
-        per_cluster = D @ onehot  # (b, k) sums of distances
-        lab = row_labels[start : start + block]
-        n_own = counts[lab]
-        a = per_cluster[np.arange(R.shape[0]), lab] / np.maximum(n_own - 1, 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_other = per_cluster / counts[None, :]
-        mean_other[np.arange(R.shape[0]), lab] = np.inf
-        mean_other[:, counts == 0] = np.inf
-        b = mean_other.min(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            s = (b - a) / np.maximum(a, b)
-        s[(n_own <= 1) | ~np.isfinite(s)] = 0.0
-        out[start : start + block] = s
-    return out
-
-
-def silhouette_rows_multi(
-    rows: np.ndarray,
     row_index: np.ndarray,
     sample: np.ndarray,
     labels: np.ndarray,
@@ -225,8 +179,11 @@ def silhouette_rows_multi(
 
     ``labels`` is (n_sample, n_labellings), column ``j`` in ``0 .. ks[j] - 1``. Each block of
     pairwise distances is computed once and summed per cluster of every labelling with one
-    product against the stacked one-hot matrix; per labelling the result equals
-    :func:`silhouette_rows`. Returns (n_rows, n_labellings).
+    product against the stacked one-hot matrix. ``rows`` are part of the sample, at
+    positions ``row_index``; per labelling the result is
+    ``sklearn.metrics.silhouette_samples`` of those rows. Distances are computed ``block``
+    rows at a time (never n x n); the caller centres the data. Returns
+    (n_rows, n_labellings).
     """
     S = np.asarray(sample, dtype=np.float64)
     n = S.shape[0]

@@ -1,0 +1,173 @@
+"""The internal fit API: one function that fits k-means on persisted blocks.
+
+``KMeans.fit`` and ``sweep_k`` both call :func:`fit_blocks` with validated
+:class:`FitParams`; it runs the initialisation (k-means||, k-means++ on a sample, random rows
+or given centres) and Lloyd ``n_init`` times and returns a :class:`FitResult` that the
+estimators wrap. Nobody reaches into another object's private attributes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import InvalidParameterError
+from .blocks import BlockSet
+from .init import CandidatePool, kmeans_parallel, kmeanspp_sample, random_rows
+from .lloyd import IterationStats, assign_blocks, lloyd
+
+__all__ = ["FitParams", "FitResult", "fit_blocks"]
+
+logger = logging.getLogger(__name__)
+
+#: the initialisation methods by name (an explicit array of centres is ``"array"``)
+INIT_METHODS = ("k-means||", "k-means++", "random")
+
+
+@dataclass(frozen=True)
+class FitParams:
+    """Validated fit parameters (see :class:`kmeans_dask.KMeans` for their meaning).
+
+    ``init`` is one of :data:`INIT_METHODS`, or ``"array"`` with ``centres`` given (in the
+    data's dtype, shape ``(n_clusters, n_features)``). ``seed`` is an int.
+    """
+
+    n_clusters: int
+    init: str
+    oversampling_factor: float
+    init_rounds: int
+    max_iter: int
+    tol: float
+    n_init: int
+    seed: int
+    centres: np.ndarray | None = None
+
+
+@dataclass
+class FitResult:
+    """The kept run of :func:`fit_blocks`.
+
+    ``labels`` are per-block label arrays left on the workers (one handle per block of the
+    BlockSet); the caller releases them when done. ``reference`` is the data mean the
+    distance products are shifted by.
+    """
+
+    centres: np.ndarray
+    inertia: float
+    n_iter: int
+    converged: bool
+    history: list[IterationStats]
+    init_info: dict[str, Any]
+    labels: list
+    reference: np.ndarray
+    n_distinct: int
+    run_inertias: list[float] = field(default_factory=list)
+
+
+def fit_blocks(
+    bs: BlockSet, params: FitParams, init_pool: CandidatePool | None = None
+) -> FitResult:
+    """Fit k-means on persisted blocks (inputs and parameters already validated).
+
+    Parameters
+    ----------
+    bs : BlockSet
+    params : FitParams
+    init_pool : CandidatePool, optional
+        k-means|| candidates shared by several fits (a K sweep): each fit reduces the pool
+        instead of sampling its own.
+
+    Returns
+    -------
+    FitResult
+        The run with the lowest inertia of ``n_init`` runs (one run for explicit centres).
+    """
+    if bs.n_samples < params.n_clusters:
+        raise InvalidParameterError(
+            f"n_samples={bs.n_samples} should be >= n_clusters={params.n_clusters}: X has "
+            f"fewer rows than clusters."
+        )
+    n, mean, m2 = bs.moments()
+    tol_abs = float(np.mean(m2 / n) * params.tol) if params.tol else 0.0
+    n_init = 1 if params.centres is not None else params.n_init
+    seeds = np.random.SeedSequence(params.seed).generate_state(n_init, dtype=np.uint64)
+    best: FitResult | None = None
+    inertias: list[float] = []
+    for run in range(n_init):
+        run_seed = int(seeds[run]) if n_init > 1 else params.seed
+        t0 = time.perf_counter()
+        init = _initial_centres(bs, params, run_seed, mean, init_pool)
+        init["seconds"] = time.perf_counter() - t0
+        res = lloyd(
+            bs, init.pop("centres"), max_iter=params.max_iter, tol_abs=tol_abs, reference=mean
+        )
+        labels, inertia = assign_blocks(bs, res.centres, mean)
+        inertias.append(inertia)
+        logger.info(
+            "KMeans run %d/%d: inertia %.6g after %d iteration(s)%s",
+            run + 1,
+            n_init,
+            inertia,
+            res.n_iter,
+            "" if res.converged else " (max_iter reached)",
+        )
+        if best is not None and inertia >= best.inertia:
+            bs.release(labels)
+            continue
+        if best is not None:
+            bs.release(best.labels)
+        best = FitResult(
+            res.centres, inertia, res.n_iter, res.converged, res.history, init, labels, mean, 0
+        )
+    assert best is not None  # n_init >= 1
+    best.run_inertias = inertias
+    best.n_distinct = _count_distinct(bs, best.labels)
+    return best
+
+
+def _initial_centres(
+    bs: BlockSet,
+    params: FitParams,
+    seed: int,
+    mean: np.ndarray,
+    pool: CandidatePool | None,
+) -> dict[str, Any]:
+    if params.centres is not None:
+        return {"method": "array", "centres": params.centres, "n_candidates": 0, "n_passes": 0}
+    k = params.n_clusters
+    if params.init == "k-means||" and pool is not None:
+        r = pool.reduce(k, seed, bs.dtype)
+    elif params.init == "k-means||":
+        r = kmeans_parallel(
+            bs,
+            k,
+            seed,
+            oversampling_factor=params.oversampling_factor,
+            init_rounds=params.init_rounds,
+            reference=mean,
+        )
+    elif params.init == "k-means++":
+        r = kmeanspp_sample(bs, k, seed)
+    else:
+        r = random_rows(bs, k, seed)
+    return {
+        "method": params.init,
+        "centres": r.centres,
+        "n_candidates": r.n_candidates,
+        "n_passes": r.n_passes,
+    }
+
+
+def _bincount(labels: np.ndarray) -> np.ndarray:
+    return np.bincount(labels)
+
+
+def _count_distinct(bs: BlockSet, labels: list) -> int:
+    counts = bs.gather(bs.map_values(_bincount, labels))
+    width = max(len(c) for c in counts)
+    total = np.sum([np.pad(c, (0, width - len(c))) for c in counts], axis=0)
+    return int(np.count_nonzero(total))
