@@ -19,7 +19,7 @@ from kmeans_dask.io import (
     read_dataset,
     redact,
     run_id_for,
-    write_partitions,
+    write_frames,
 )
 from kmeans_dask.job import load_model
 from kmeans_dask.job.segmentation_model import SegmentationModel, save_model
@@ -42,11 +42,16 @@ def _frame(n=300, seed=0):
     return pd.DataFrame({"id": np.arange(n), "a": rng.normal(size=n), "b": rng.normal(size=n)})
 
 
+def _write_frame(frame, run, folder="assignments"):
+    """Every partition of a dask DataFrame as one Parquet file, written by the workers."""
+    return write_frames(list(frame.to_delayed(optimize_graph=True)), run, folder)
+
+
 def _commit_run(store, run_id, frame):
     run = RunCommit(store.uri("out"), run_id, store.options)
     assert run.begin()
     with run.attempt():
-        write_partitions(dd.from_pandas(frame, npartitions=3), run, "assignments")
+        _write_frame(dd.from_pandas(frame, npartitions=3), run)
         run.write_json("model/model.json", {"k": 3})
         run.commit({"config": CONFIG})
     return run
@@ -86,7 +91,7 @@ def test_failure_midway_leaves_previous_run_intact(store, backend):
     frame = dd.from_pandas(_frame(), npartitions=3).map_partitions(_failing, meta=_frame().iloc[:0])
     with pytest.raises(RuntimeError, match="disk full"), run.attempt():
         run.write_json("model/model.json", {"k": 3})
-        write_partitions(frame, run, "assignments")
+        _write_frame(frame, run)
         run.commit({})
     assert not run.is_committed()
     assert not store.fs.exists(run.path("_SUCCESS"))
@@ -100,7 +105,7 @@ def test_failure_midway_leaves_previous_run_intact(store, backend):
     store.fs.invalidate_cache()
     assert not store.fs.exists(run2.path("assignments/part-00009.parquet"))
     with run2.attempt():
-        write_partitions(dd.from_pandas(_frame(), npartitions=2), run2, "assignments")
+        _write_frame(dd.from_pandas(_frame(), npartitions=2), run2)
         run2.commit({})
     assert run2.is_committed()
     assert latest_run(store.uri("out"), store.options) == "seg-next"
@@ -181,3 +186,12 @@ def test_load_model_documents_of_a_run_without_model_files_fails(store):
         run.commit({})
     with pytest.raises(StorageError, match="model file missing in"):
         load_model_documents(run.uri, store.options)
+
+
+def test_a_failed_write_is_a_storage_error_naming_the_file(tmp_path):
+    (tmp_path / "out").write_text("a file where the output folder should be")
+    run = RunCommit(str(tmp_path / "out"), "seg-blocked")
+    with pytest.raises(StorageError, match=r"cannot write .*seg-blocked/model/model\.json"):
+        run.write_json("model/model.json", {})
+    with pytest.raises(StorageError, match=r"cannot write .*seg-blocked/sweep\.parquet"):
+        run.write_table("sweep.parquet", _frame(5))

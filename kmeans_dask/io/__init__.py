@@ -7,7 +7,7 @@ from .commit import SUCCESS, FileRecord, RunCommit, canonical_json, latest_run, 
 from .fs import filesystem, read_text, redact
 from .model_store import load_model_documents, save_model_documents
 from .read import Dataset, DatasetInfo, fingerprint, list_files, open_dataset, read_dataset
-from .write import write_partitions
+from .write import write_frames
 
 __all__ = [
     "SUCCESS",
@@ -27,5 +27,5 @@ __all__ = [
     "redact",
     "run_id_for",
     "save_model_documents",
-    "write_partitions",
+    "write_frames",
 ]

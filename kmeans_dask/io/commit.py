@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import io
 import json
 import logging
 import re
@@ -27,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from ..exceptions import StorageError
-from .fs import filesystem, join, to_uri
+from .fs import filesystem, join, put_bytes, put_parquet, to_uri
 
 __all__ = [
     "SUCCESS",
@@ -176,17 +175,13 @@ class RunCommit:
             raise
 
     # ------------------------------------------------------------------ writers
-    def _write(self, rel: str, data: bytes, rows: int | None = None) -> FileRecord:
-        path = self.path(rel)
-        parent = path.rsplit("/", 1)[0]
-        try:
-            self.fs.makedirs(parent, exist_ok=True)
-            self.fs.pipe_file(path, data)
-        except Exception as exc:
-            raise StorageError(f"cannot write {to_uri(self.fs, path)}: {exc}") from exc
-        rec = FileRecord(rel, len(data), rows)
-        self._files[rel] = rec
+    def _record(self, rec: FileRecord) -> FileRecord:
+        self._files[rec.path] = rec
         return rec
+
+    def _write(self, rel: str, data: bytes) -> FileRecord:
+        size = put_bytes(self.fs, self.path(rel), data, make_parent=True)
+        return self._record(FileRecord(rel, size))
 
     def write_bytes(self, rel: str, data: bytes) -> FileRecord:
         """Write a file of this run (e.g. a PNG)."""
@@ -198,14 +193,13 @@ class RunCommit:
 
     def write_table(self, rel: str, df: pd.DataFrame) -> FileRecord:
         """Write a small pandas frame as Parquet (no index)."""
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        return self._write(rel, buf.getvalue(), rows=len(df))
+        size = put_parquet(self.fs, self.path(rel), df, make_parent=True)
+        return self._record(FileRecord(rel, size, len(df)))
 
     def add_records(self, records: list[FileRecord]) -> None:
-        """Register files that the workers wrote (see :func:`write_partitions`)."""
+        """Register files that the workers wrote (see :func:`~.write.write_frames`)."""
         for rec in records:
-            self._files[rec.path] = rec
+            self._record(rec)
 
     # ------------------------------------------------------------------ commit
     def commit(self, manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,14 +1,27 @@
-"""Filesystems for local paths and ``s3://`` URIs (fsspec / s3fs), and credential hygiene."""
+"""Filesystems for local paths and ``s3://`` URIs (fsspec / s3fs), credential hygiene, and the
+one place where bytes are written (:func:`put_bytes`, :func:`put_parquet`)."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
 
-__all__ = ["SECRET_KEYS", "filesystem", "join", "read_text", "redact", "to_uri"]
+from ..exceptions import StorageError
+
+__all__ = [
+    "SECRET_KEYS",
+    "filesystem",
+    "join",
+    "put_bytes",
+    "put_parquet",
+    "read_text",
+    "redact",
+    "to_uri",
+]
 
 #: storage_options keys whose values are never printed, logged or written to a manifest
 SECRET_KEYS = frozenset(
@@ -68,3 +81,26 @@ def read_text(uri: str, storage_options: Mapping[str, Any] | None = None) -> str
     """The text of a small file (a config) at a local path or URI."""
     fs, path = filesystem(uri, storage_options)
     return fs.cat_file(path).decode()
+
+
+def put_bytes(
+    fs: fsspec.AbstractFileSystem, path: str, data: bytes, *, make_parent: bool = False
+) -> int:
+    """Write ``data`` to ``path`` (creating its parent folder first when ``make_parent``);
+    returns the size. Any failure is a :class:`StorageError` naming the URI."""
+    try:
+        if make_parent:
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(path, data)
+    except Exception as exc:
+        raise StorageError(f"cannot write {to_uri(fs, path)}: {exc}") from exc
+    return len(data)
+
+
+def put_parquet(
+    fs: fsspec.AbstractFileSystem, path: str, df: Any, *, make_parent: bool = False
+) -> int:
+    """Write a pandas frame as one Parquet file (no index); returns the size in bytes."""
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return put_bytes(fs, path, buf.getvalue(), make_parent=make_parent)

@@ -2,42 +2,27 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import pandas as pd
 
-from ..exceptions import StorageError
 from .commit import FileRecord, RunCommit
-from .fs import to_uri
+from .fs import put_parquet
 
-__all__ = ["write_frames", "write_partitions"]
+__all__ = ["write_frames"]
 
 
 def _write_part(df: pd.DataFrame, fs: Any, path: str, rel: str) -> FileRecord:
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    data = buf.getvalue()
-    try:
-        fs.pipe_file(path, data)
-    except Exception as exc:
-        raise StorageError(f"cannot write {to_uri(fs, path)}: {exc}") from exc
-    return FileRecord(rel, len(data), len(df))
+    return FileRecord(rel, put_parquet(fs, path, df), len(df))
 
 
-def write_partitions(frame: Any, run: RunCommit, folder: str) -> list[FileRecord]:
-    """Write every partition of a dask DataFrame as ``{folder}/part-NNNNN.parquet``.
+def write_frames(parts: list, run: RunCommit, folder: str) -> list[FileRecord]:
+    """Write delayed pandas frames (one per partition) as ``{folder}/part-NNNNN.parquet``.
 
     Each partition is written by the worker that computes it, straight to the run folder;
     only the file records (path, size, rows) come back. The records are registered with
     ``run`` for the manifest.
     """
-    return write_frames(list(frame.to_delayed(optimize_graph=True)), run, folder)
-
-
-def write_frames(parts: list, run: RunCommit, folder: str) -> list[FileRecord]:
-    """Write delayed pandas frames (one per partition) as ``{folder}/part-NNNNN.parquet``,
-    each on the worker that computes it; see :func:`write_partitions`."""
     import dask
 
     run.fs.makedirs(run.path(folder), exist_ok=True)
