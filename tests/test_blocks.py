@@ -5,7 +5,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-from kmeans_dask.engine.blocks import plan_sizes
+from kmeans_dask.engine.plan import plan_sizes
 from kmeans_dask.engine.prepare import load_blocks, prepare_input
 
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kmeans_dask.kernels import knn as kk
+from kmeans_dask.kernels import knn_vote as kv
 
 
 def brute(Q: np.ndarray, R: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +152,7 @@ def test_vote_ties_go_to_the_smallest_label(n_classes, k, seed, weights):
     rng = np.random.default_rng(seed)
     dist = np.sort(rng.choice([0.0, 0.5, 1.0, 2.0], size=(20, k)), axis=1)
     codes = rng.integers(0, n_classes, (20, k))
-    proba, pred, share = kk.vote(dist, codes, n_classes, weights)
+    proba, pred, share = kv.vote(dist, codes, n_classes, weights)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     best = proba.max(axis=1)
     for i in range(20):
@@ -162,12 +163,13 @@ def test_vote_ties_go_to_the_smallest_label(n_classes, k, seed, weights):
 
 def test_distance_weights_zero_distance_rule():
     dist = np.array([[0.0, 0.0, 1.0], [0.5, 1.0, 2.0]])
-    w = kk.neighbour_weights(dist, "distance")
+    w = kv.neighbour_weights(dist, "distance")
     np.testing.assert_array_equal(w, [[1.0, 1.0, 0.0], [2.0, 1.0, 0.5]])
-    _proba, pred, share = kk.vote(dist, np.array([[1, 1, 0], [0, 1, 1]]), 2, "distance")
+    _proba, pred, share = kv.vote(dist, np.array([[1, 1, 0], [0, 1, 1]]), 2, "distance")
     np.testing.assert_array_equal(pred, [1, 0])
     assert share[0] == 1.0
-    assert kk.neighbour_mean(dist, np.array([[2.0, 4.0, 100.0], [1.0, 1.0, 1.0]]), "distance")[0] == 3.0
+    target = np.array([[2.0, 4.0, 100.0], [1.0, 1.0, 1.0]])
+    assert kv.neighbour_mean(dist, target, "distance")[0] == 3.0
 
 
 @pytest.mark.parametrize("k", [1, 5, 20])

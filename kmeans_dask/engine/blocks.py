@@ -11,35 +11,18 @@ neither rebuilds a large graph nor moves data.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dask
 import numpy as np
-from dask.utils import parse_bytes
 
 from ..kernels import moments as kernels
 from .executor import Executor, get_client
+from .plan import group_consecutive, target_block_bytes
 
-__all__ = ["Block", "BlockSet", "BlockSummary", "get_client", "target_block_bytes"]
-
-#: dask config key: target bytes per persisted block ("auto" plans ~256 MiB blocks, at least
-#: one per worker thread; ``None`` keeps the input's own chunking).
-BLOCK_BYTES_KEY = "kmeans_dask.block-bytes"
-_DEFAULT_BLOCK_BYTES = "256MiB"
-
-
-def target_block_bytes() -> int | None:
-    """Target block size from dask config ``kmeans_dask.block-bytes`` (None: keep chunking)."""
-    value = dask.config.get(BLOCK_BYTES_KEY, _DEFAULT_BLOCK_BYTES)
-    if value is None or value == "keep":
-        return None
-    if value == "auto":
-        value = _DEFAULT_BLOCK_BYTES
-    return int(parse_bytes(value)) if isinstance(value, str) else int(value)
-
+__all__ = ["Block", "BlockSet", "BlockSummary", "get_client"]
 
 @dataclass(frozen=True)
 class Block:
@@ -105,33 +88,6 @@ def _triples(parts: list, weight_parts: list | None, label_parts: list | None) -
     wparts = weight_parts if weight_parts is not None else [None] * len(parts)
     lparts = label_parts if label_parts is not None else [None] * len(parts)
     return list(zip(parts, wparts, lparts, strict=True))
-
-
-def plan_sizes(n: int, row_bytes: int, n_threads: int, target: int) -> list[int]:
-    """Equal-ish block sizes: about ``target`` bytes each, at least one block per thread."""
-    if n == 0:
-        return [0]
-    per_block = max(1, target // max(row_bytes, 1))
-    n_blocks = max(math.ceil(n / per_block), n_threads)
-    n_blocks = min(n_blocks, n)
-    base, extra = divmod(n, n_blocks)
-    return [base + (i < extra) for i in range(n_blocks)]
-
-
-def _group_consecutive(sizes: Sequence[int], row_bytes: int, target: int) -> list[list[int]]:
-    """Group consecutive block indices so that each group holds about ``target`` bytes."""
-    groups: list[list[int]] = []
-    cur: list[int] = []
-    cur_bytes = 0
-    for i, s in enumerate(sizes):
-        cur.append(i)
-        cur_bytes += s * row_bytes
-        if cur_bytes >= target:
-            groups.append(cur)
-            cur, cur_bytes = [], 0
-    if cur:
-        groups.append(cur)
-    return groups
 
 
 class BlockSet:
@@ -272,7 +228,7 @@ class BlockSet:
     def _merge_small(self, target: int) -> BlockSet:
         """Join runs of small consecutive blocks (for inputs whose sizes were unknown)."""
         row_bytes = self.n_features * self.dtype.itemsize
-        groups = _group_consecutive(self.sizes, row_bytes, target)
+        groups = group_consecutive(self.sizes, row_bytes, target)
         if len(groups) == len(self.handles):
             return self
         groups = self._at_least(groups, self._exec.n_threads)

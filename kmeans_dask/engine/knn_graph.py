@@ -28,6 +28,7 @@ import numpy as np
 
 from ..exceptions import InputError
 from ..kernels import knn as kk
+from ..kernels import knn_vote as kv
 from ..validation import check_finite, is_dask_array, is_dask_frame
 from .blocks import Block, BlockSet
 
@@ -141,14 +142,14 @@ def neighbours(merged: tuple) -> tuple[np.ndarray, np.ndarray]:
 def vote_labels(merged: tuple, classes: np.ndarray, weights: str) -> tuple[np.ndarray]:
     """(predicted label,) per query row: the neighbour vote (``KNeighborsClassifier.predict``)."""
     d2, _, codes = merged
-    _, pred, _ = kk.vote(np.sqrt(d2), codes, len(classes), weights)
+    _, pred, _ = kv.vote(np.sqrt(d2), codes, len(classes), weights)
     return (classes[pred],)
 
 
 def vote_proba(merged: tuple, classes: np.ndarray, weights: str) -> tuple[np.ndarray]:
     """(share of the neighbour weight per class,) per query row."""
     d2, _, codes = merged
-    proba, _, _ = kk.vote(np.sqrt(d2), codes, len(classes), weights)
+    proba, _, _ = kv.vote(np.sqrt(d2), codes, len(classes), weights)
     return (proba,)
 
 
@@ -156,21 +157,21 @@ def vote_columns(merged: tuple, classes: np.ndarray, weights: str) -> tuple:
     """The score columns of a vote: (label, vote share, k-th distance, mean distance)."""
     d2, _, codes = merged
     dist = np.sqrt(d2)
-    _, pred, share = kk.vote(dist, codes, len(classes), weights)
+    _, pred, share = kv.vote(dist, codes, len(classes), weights)
     return classes[pred], share, dist[:, -1], dist.mean(axis=1)
 
 
 def mean_target(merged: tuple, weights: str) -> tuple[np.ndarray]:
     """(mean target of the neighbours,) per query row (``KNeighborsRegressor.predict``)."""
     d2, _, target = merged
-    return (kk.neighbour_mean(np.sqrt(d2), target, weights),)
+    return (kv.neighbour_mean(np.sqrt(d2), target, weights),)
 
 
 def mean_columns(merged: tuple, weights: str) -> tuple:
     """The score columns of a regression: (mean target, k-th distance, mean distance)."""
     d2, _, target = merged
     dist = np.sqrt(d2)
-    return kk.neighbour_mean(dist, target, weights), dist[:, -1], dist.mean(axis=1)
+    return kv.neighbour_mean(dist, target, weights), dist[:, -1], dist.mean(axis=1)
 
 
 def per_block(merged: list, func: Callable, *args: Any) -> list:

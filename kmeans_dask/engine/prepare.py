@@ -24,7 +24,8 @@ from ..validation import (
     nonfinite_error,
     select_features,
 )
-from .blocks import BlockSet, get_client, plan_sizes, target_block_bytes
+from .blocks import BlockSet, get_client
+from .plan import plan_sizes, target_block_bytes
 
 __all__ = ["PreparedInput", "load_blocks", "prepare_input"]
 
