@@ -91,18 +91,7 @@ def read_array_part(part: Part, *, fs: Any, columns: list[str], dtype: np.dtype)
     Filling column by column into Fortran order is one sequential copy per column: the
     cheapest way from Arrow's columns to a 2-D array.
     """
-
-    try:
-        with open_parquet(fs, part.path) as pf:
-            table = (
-                pf.read_row_groups(part.row_groups, columns=columns)
-                if part.row_groups is not None
-                else pf.read(columns=columns)
-            )
-    except Exception as exc:
-        raise DatasetError(
-            f"cannot read parquet file {to_uri(fs, part.path)}: {type(exc).__name__}: {exc}"
-        ) from exc
+    table = _read_table(fs, part, columns)
     out = np.empty((table.num_rows, len(columns)), dtype=dtype, order="F")
     for j, name in enumerate(columns):
         col = table.column(name)

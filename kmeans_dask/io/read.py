@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +21,13 @@ from ..exceptions import DatasetError
 from .fs import filesystem, to_uri
 from .parts import Part, read_array_part, read_frame_part, read_meta
 from .schema import (
-    csv_head,
-    hive_values,
-    is_numeric_type,
+    ColumnPlan,
+    check_schemas,
     normalise_filters,
-    parquet_meta,
+    partition_values,
+    read_schemas,
+    select_columns,
     test_term,
-    typed_values,
 )
 
 __all__ = [
@@ -190,7 +189,7 @@ def open_dataset(
     id_column: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
     filters: Any = None,
-):
+) -> Dataset:
     """A lazy dask DataFrame over a partitioned Parquet or CSV dataset.
 
     Parameters
@@ -223,125 +222,78 @@ def open_dataset(
     DatasetError
         No files, an unreadable file, a missing or non-numeric column, schemas that differ.
     """
-    import dask.dataframe as dd
-
     if format not in FORMATS:
         raise DatasetError(f"input format must be one of {', '.join(FORMATS)}; got {format!r}")
     fs, root, files = list_files(uri, format, storage_options)
     dnf = normalise_filters(filters)
+    partition_types, values = partition_values(fs, root, files)
+    selected, row_filters = _prune(uri, files, values, partition_types, dnf, filters)
+    paths = [p for (p, _), _ in selected]
+    schemas, metas = read_schemas(fs, format, paths)
+    schema = check_schemas(fs, paths, schemas)
+    plan = select_columns(uri, schema, partition_types, columns, id_column, row_filters)
+    parts = _partitions(selected, metas)
+    return _lazy_dataset(uri, fs, format, paths, parts, plan, row_filters)
 
-    # partition folders
-    rel_dirs = [
-        p[len(root) :].lstrip("/").rsplit("/", 1)[0] if "/" in p[len(root) :].lstrip("/") else ""
-        for p, _ in files
-    ]
-    raw_values = [hive_values(d) for d in rel_dirs]
-    keys = list(raw_values[0])
-    for (path, _), vals in zip(files, raw_values, strict=True):
-        if list(vals) != keys:
-            raise DatasetError(
-                f"partition folders differ: {to_uri(fs, path)} has partition keys "
-                f"{list(vals)} but {to_uri(fs, files[0][0])} has {keys}"
-            )
-    partition_types: dict[str, str] = {}
-    part_values: list[dict[str, Any]] = [{} for _ in files]
-    for key in keys:
-        kind, vals = typed_values([v[key] for v in raw_values])
-        partition_types[key] = kind
-        for tv, v in zip(part_values, vals, strict=True):
-            tv[key] = v
 
-    # prune files by the filter terms that touch only partition columns
-    def keep(values: dict[str, Any]) -> bool:
+def _prune(
+    uri: str,
+    files: list[tuple[str, Any]],
+    values: list[dict[str, Any]],
+    partition_types: dict[str, str],
+    dnf: list[list[tuple[str, str, Any]]],
+    filters: Any,
+) -> tuple[list, list]:
+    """Keep the files whose partition values pass the filter terms on partition columns;
+    ``(selected (file, values) pairs, row filters on the other columns)``."""
+
+    def keep(tv: dict[str, Any]) -> bool:
         if not dnf:
             return True
         return any(
-            all(test_term(values[c], op, v) for c, op, v in conj if c in partition_types)
+            all(test_term(tv[c], op, v) for c, op, v in conj if c in partition_types)
             for conj in dnf
         )
 
-    selected = [(f, tv) for f, tv in zip(files, part_values, strict=True) if keep(tv)]
+    selected = [(f, tv) for f, tv in zip(files, values, strict=True) if keep(tv)]
     if not selected:
         raise DatasetError(f"filters {filters!r} select no partition of {uri}")
     row_filters = [[t for t in conj if t[0] not in partition_types] for conj in dnf]
     row_filters = [c for c in row_filters if c] if all(row_filters) else []
+    return selected, row_filters
 
-    # schemas (footers / CSV heads), read concurrently: this is I/O
-    paths = [p for (p, _), _ in selected]
-    with ThreadPoolExecutor(max_workers=min(16, len(paths))) as pool:
-        if format == "parquet":
-            metas = list(pool.map(lambda p: parquet_meta(fs, p), paths))
-            schemas = [m[0] for m in metas]
-        else:
-            schemas = list(pool.map(lambda p: csv_head(fs, p), paths))
-            metas = None
-    first = schemas[0]
-    for path, schema in zip(paths, schemas, strict=True):
-        if set(schema) != set(first):
-            missing = sorted(set(first) - set(schema))
-            extra = sorted(set(schema) - set(first))
-            raise DatasetError(
-                f"schema of {to_uri(fs, path)} differs from {to_uri(fs, paths[0])}: "
-                f"missing columns {missing}, extra columns {extra}"
-            )
-        for col, t in schema.items():
-            if is_numeric_type(t) != is_numeric_type(first[col]):
-                raise DatasetError(
-                    f"column {col!r} is {t} in {to_uri(fs, path)} but {first[col]} in "
-                    f"{to_uri(fs, paths[0])}"
-                )
-    all_types = {**first, **partition_types}
-    available = list(first) + [k for k in keys if k not in first]
 
-    if id_column is not None and id_column not in all_types:
-        raise DatasetError(
-            f"id column {id_column!r} not found in {uri}; available columns: {available}"
-        )
-    if columns is None:
-        features = [c for c in first if c != id_column and is_numeric_type(all_types[c])]
-        extra_cols = [k for k in keys if k != id_column]
-    else:
-        features = list(columns)
-        extra_cols = []
-        missing = [c for c in features if c not in all_types]
-        if missing:
-            raise DatasetError(
-                f"column(s) {missing} not found in {uri}; available columns: {available}"
-            )
-        for c in features:
-            t = all_types[c]
-            if not (is_numeric_type(t) or t == "int64" or t == "float64"):
-                raise DatasetError(
-                    f"feature column {c!r} in {uri} has type {t}, which is not numeric; "
-                    "choose numeric columns or encode it first"
-                )
-    if not features:
-        raise DatasetError(f"no numeric feature columns in {uri}; available: {available}")
-    for col, _, _ in (t for conj in row_filters for t in conj):
-        if col not in all_types:
-            raise DatasetError(f"filter column {col!r} not found in {uri}")
-
-    order = ([id_column] if id_column else []) + [c for c in features if c != id_column]
-    order += [c for c in extra_cols if c not in order]
-    needed = set(order) | {t[0] for conj in row_filters for t in conj}
-    file_columns = [c for c in first if c in needed]
-    part_cols = {k: partition_types[k] for k in keys if k in needed}
-
-    # partitions: one per file, or per group of row groups for large Parquet files
+def _partitions(selected: list, metas: list[tuple] | None) -> list[Part]:
+    """One partition per file, or per group of row groups for large Parquet files."""
     parts: list[Part] = []
     for i, ((path, info), tv) in enumerate(selected):
-        if metas is not None:
-            groups, n_rows = metas[i][1], metas[i][2]
-            size = int(info.get("size") or 0)
-            if size > _SPLIT_BYTES and len(groups) > 1:
-                per = max(1, int(len(groups) * _SPLIT_BYTES / size))
-                for g in range(0, len(groups), per):
-                    idx = list(range(g, min(g + per, len(groups))))
-                    parts.append(Part(path, tv, idx, sum(groups[j] for j in idx)))
-                continue
-            parts.append(Part(path, tv, None, n_rows))
-        else:
+        if metas is None:
             parts.append(Part(path, tv, None, None))
+            continue
+        groups, n_rows = metas[i][1], metas[i][2]
+        size = int(info.get("size") or 0)
+        if size > _SPLIT_BYTES and len(groups) > 1:
+            per = max(1, int(len(groups) * _SPLIT_BYTES / size))
+            for g in range(0, len(groups), per):
+                idx = list(range(g, min(g + per, len(groups))))
+                parts.append(Part(path, tv, idx, sum(groups[j] for j in idx)))
+        else:
+            parts.append(Part(path, tv, None, n_rows))
+    return parts
+
+
+def _lazy_dataset(
+    uri: str,
+    fs: Any,
+    fmt: str,
+    paths: list[str],
+    parts: list[Part],
+    plan: ColumnPlan,
+    row_filters: list,
+) -> Dataset:
+    """The dask DataFrame over ``parts``: global row numbers as index when every partition's
+    length is known (from the footers, no row filter)."""
+    import dask.dataframe as dd
 
     known = not row_filters and all(p.n_rows is not None for p in parts)
     starts: list[int | None] = [None] * len(parts)
@@ -351,47 +303,49 @@ def open_dataset(
         starts = offsets[:-1]
         if offsets[-1] > 0 and all(p.n_rows > 0 for p in parts):
             divisions = (*offsets[:-1], offsets[-1] - 1)
-
-    meta = read_meta(fs, format, parts[0], file_columns, part_cols, order, features)
+    meta = read_meta(
+        fs, fmt, parts[0], plan.file_columns, plan.partition_columns, plan.order, plan.features
+    )
     ddf = dd.from_map(
         read_frame_part,
         parts,
         starts,
         fs=fs,
-        fmt=format,
-        file_columns=file_columns,
-        partition_columns=part_cols,
+        fmt=fmt,
+        file_columns=plan.file_columns,
+        partition_columns=plan.partition_columns,
         row_filters=row_filters,
-        order=order,
-        features=features,
+        order=plan.order,
+        features=plan.features,
         meta=meta,
         divisions=divisions,
-        label=f"read-{format}",
+        label=f"read-{fmt}",
         enforce_metadata=False,
     )
     info = DatasetInfo(
         uri=uri,
-        format=format,
+        format=fmt,
         files=[to_uri(fs, p) for p in paths],
-        features=features,
-        id_column=id_column,
-        partition_columns=list(part_cols),
+        features=plan.features,
+        id_column=plan.id_column,
+        partition_columns=list(plan.partition_columns),
         n_rows=sum(p.n_rows for p in parts) if known else None,
-        dtypes={c: all_types[c] for c in order},
+        dtypes=plan.dtypes,
     )
     logger.info(
         "input %s: %d %s file(s), %d partition(s), features %s%s",
         uri,
         len(paths),
-        format,
+        fmt,
         len(parts),
-        features,
+        plan.features,
         f", {info.n_rows:,} rows" if info.n_rows is not None else "",
     )
+    direct = fmt == "parquet" and known
     return Dataset(
         ddf,
         info,
         _fs=fs,
-        _parts=parts if format == "parquet" and known else None,
-        _lengths=[p.n_rows for p in parts] if format == "parquet" and known else None,
+        _parts=parts if direct else None,
+        _lengths=[p.n_rows for p in parts] if direct else None,
     )
