@@ -51,7 +51,10 @@ def contingency_matrix(labels_a: Any, labels_b: Any) -> np.ndarray:
     a = da.asarray(labels_a)
     b = da.asarray(labels_b)
     if a.shape != b.shape:
-        raise ValueError(f"labels have different shapes: {a.shape} and {b.shape}.")
+        raise InputError(
+            f"labels_true and labels_pred must have the same shape; got {a.shape} and "
+            f"{b.shape}."
+        )
     b = b.rechunk(a.chunks)
     # one graph style for both passes (unoptimised), so keys never clash between submissions
     pa = a.to_delayed(optimize_graph=False).ravel()
@@ -59,7 +62,9 @@ def contingency_matrix(labels_a: Any, labels_b: Any) -> np.ndarray:
     ranges = dask.compute(*[dask.delayed(_range)(x, y) for x, y in zip(pa, pb, strict=True)])
     lo = min(r[0] for r in ranges)
     if lo < 0:
-        raise ValueError("labels must be non-negative integers.")
+        raise InputError(
+            f"labels must be non-negative integers (cluster indices); the smallest is {lo}."
+        )
     n_a = int(max(r[1] for r in ranges)) + 1
     n_b = int(max(r[2] for r in ranges)) + 1
     task = dask.delayed(_pair_counts, pure=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..exceptions import InvalidParameterError
+
 __all__ = ["Knee", "find_knee"]
 
 
@@ -43,11 +45,14 @@ def find_knee(
     xs = np.asarray(x, dtype=np.float64)
     ys = np.asarray(y, dtype=np.float64)
     if xs.shape != ys.shape or xs.ndim != 1:
-        raise ValueError("x and y must be 1-D sequences of the same length")
+        raise InvalidParameterError(
+            f"x and y must be 1-D sequences of the same length; got shapes {xs.shape} and "
+            f"{ys.shape}."
+        )
     if xs.size < 3:
         return Knee(None, None, np.zeros(xs.size), "fewer than 3 points")
     if np.any(np.diff(xs) <= 0):
-        raise ValueError("x must be strictly increasing")
+        raise InvalidParameterError(f"x must be strictly increasing; got {xs.tolist()}")
     span_y = ys.max() - ys.min()
     if span_y == 0:
         return Knee(None, None, np.zeros(xs.size), "the curve is flat")

@@ -15,6 +15,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from ..exceptions import InvalidParameterError
+
 __all__ = ["DriverStream", "Stream", "kmeans_parallel_round", "row_uniforms"]
 
 _HIGH = 1 << 40
@@ -39,7 +41,7 @@ class DriverStream(IntEnum):
 def kmeans_parallel_round(r: int) -> int:
     """The stream of k-means|| sampling round ``r`` (1-based)."""
     if not 1 <= r < _HIGH:
-        raise ValueError(f"k-means|| round must be in [1, 2**40); got {r}")
+        raise InvalidParameterError(f"k-means|| round must be in [1, 2**40); got {r}")
     return int(r)
 
 
