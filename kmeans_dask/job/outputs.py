@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,9 +14,7 @@ from ..kernels.assignment import assign_rows
 from ..kmeans import KMeans
 from ..scale import StandardScaler
 from .config import RunConfig
-
-if TYPE_CHECKING:
-    from .pipeline import Prepared
+from .prepare import Prepared
 
 __all__ = ["score_queries", "write_assignments"]
 
@@ -38,7 +36,8 @@ def _assign_part(
     )
 
 
-def _id_parts(ds: Dataset) -> list:
+def _partition_ids(ds: Dataset) -> list:
+    """The id column of each partition (delayed), or None per partition without one."""
     if ds.info.id_column is None:
         return [None] * ds.frame.npartitions
     return list(ds.frame[ds.info.id_column].to_delayed(optimize_graph=False))
@@ -56,7 +55,7 @@ def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> list
     task = dask.delayed(_assign_part, pure=True)
     parts = [
         task(b, ids, int(off), model.cluster_centers_, model.reference_, prepared.scaler, id_name)
-        for b, ids, off in zip(blocks, _id_parts(ds), offsets, strict=True)
+        for b, ids, off in zip(blocks, _partition_ids(ds), offsets, strict=True)
     ]
     return write_frames(parts, run, "assignments")
 

@@ -18,15 +18,14 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from ..io import Dataset, RunCommit, fingerprint, open_dataset, redact, run_id_for
+from ..io import RunCommit, fingerprint, redact, run_id_for
 from ..kmeans import KMeans
-from ..scale import StandardScaler
 from ..sweep import SweepResult, sweep_k
 from .config import RunConfig, config_hash, identity
 from .outputs import score_queries, write_assignments
+from .prepare import Prepared, read_and_scale
 from .segmentation_model import SegmentationModel, save_model
 
 __all__ = [
@@ -126,36 +125,6 @@ def plan(config: RunConfig) -> Plan:
 
 
 # --------------------------------------------------------------------------- stages
-
-
-@dataclass
-class Prepared:
-    """Input read, features persisted and scaled."""
-
-    dataset: Dataset
-    X: Any  # persisted raw features (dask array, one chunk per input partition)
-    X_scaled: Any
-    scaler: StandardScaler | None
-
-
-def read_and_scale(config: RunConfig) -> Prepared:
-    """Open and validate the input, persist its features once, fit the scaler."""
-    spec = config.input
-    ds = open_dataset(
-        spec.uri,
-        spec.format,
-        spec.columns,
-        spec.id_column,
-        spec.storage_options or None,
-        spec.filters,
-    )
-    X = ds.to_dask_array(dtype=np.dtype(config.kmeans.dtype)).persist()
-    scaler = None
-    X_scaled = X
-    if config.scaling == "standard":
-        scaler = StandardScaler().fit(X)
-        X_scaled = scaler.transform(X)
-    return Prepared(ds, X, X_scaled, scaler)
 
 
 def _kmeans_params(config: RunConfig) -> dict[str, Any]:
