@@ -127,28 +127,20 @@ def _run(config_uri: str, overrides: list[str], force: bool, use_prefect: bool) 
 
 
 def _show(run_uri: str) -> int:
-    from .io import RunCommit, latest_run
-    from .io.fs import filesystem, join
+    from .exceptions import StorageError
+    from .io import read_manifest
 
-    fs, path = filesystem(run_uri)
-    fs.invalidate_cache(path)
-    if not fs.exists(join(path, "manifest.json")):
-        latest = latest_run(run_uri)
-        if latest is None:
-            print(
-                f"kmeans-dask show: {run_uri} is not a run folder and has no LATEST",
-                file=sys.stderr,
-            )
-            return EXIT_FAILED
-        run_uri = f"{run_uri.rstrip('/')}/{latest}"
-    base, run_id = run_uri.rstrip("/").rsplit("/", 1)
-    manifest = RunCommit(base, run_id).manifest()
+    try:
+        manifest = read_manifest(run_uri)
+    except StorageError as exc:
+        print(f"kmeans-dask show: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     print(json.dumps(manifest, indent=2, sort_keys=True, default=str))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .job.demo import write_demo_data
+    from .job.demo import check_demo, write_demo_data
 
     base = Path(args.dir)
     print(
@@ -166,7 +158,8 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"Running {config_uri} on an embedded local Dask cluster ...")
     result = _run(config_uri, overrides, args.force, args.prefect)
     _summary(result)
-    _demo_check(base, result)
+    for line in check_demo(base, result):
+        print(line)
     run = Path(result.run_uri)
     print("\nWhere the results are:")
     for rel in (
@@ -180,32 +173,6 @@ def _demo(args: argparse.Namespace) -> int:
     ):
         print(f"  {run / rel}")
     return 0
-
-
-def _demo_check(base: Path, result: Any) -> None:
-    """Compare the committed assignments with the generated truth (the demo knows it)."""
-    import pandas as pd
-    from sklearn.metrics import adjusted_rand_score
-
-    truth = pd.read_parquet(base / "data" / "truth.parquet")
-    got = pd.read_parquet(Path(result.run_uri) / "assignments")
-    merged = truth.merge(got, on="customer_id", how="inner")
-    ari = adjusted_rand_score(merged.true_segment, merged.segment)
-    print(
-        f"Assignments: {len(got):,} rows for {len(truth):,} customers; "
-        f"adjusted Rand index against the generated segments: {ari:.4f}"
-    )
-    if not (Path(result.run_uri) / "scores").exists():
-        return
-    scores = pd.read_parquet(Path(result.run_uri) / "scores")
-    top = scores.sort_values("kth_distance", ascending=False).head(3)
-    unusual = ", ".join(
-        f"{i} ({d:.2f})" for i, d in zip(top.customer_id, top.kth_distance, strict=True)
-    )
-    print(
-        f"Scores: {len(scores):,} new customers; the 3 most unusual (distance to their "
-        f"k-th neighbour): {unusual}"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

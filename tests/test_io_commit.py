@@ -17,6 +17,7 @@ from kmeans_dask.io import (
     latest_run,
     load_model_documents,
     read_dataset,
+    read_manifest,
     redact,
     run_id_for,
     write_frames,
@@ -195,3 +196,12 @@ def test_a_failed_write_is_a_storage_error_naming_the_file(tmp_path):
         run.write_json("model/model.json", {})
     with pytest.raises(StorageError, match=r"cannot write .*seg-blocked/sweep\.parquet"):
         run.write_table("sweep.parquet", _frame(5))
+
+
+def test_read_manifest_of_a_run_or_of_the_latest_run(store):
+    run = _commit_run(store, "seg-shown", _frame())
+    by_run = read_manifest(run.uri, store.options)
+    assert by_run["run_id"] == "seg-shown"
+    assert read_manifest(store.uri("out"), store.options) == by_run  # LATEST
+    with pytest.raises(StorageError, match="is not a run folder and has no LATEST"):
+        read_manifest(store.uri("nothing-here"), store.options)

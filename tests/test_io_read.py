@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from kmeans_dask.exceptions import DatasetError
-from kmeans_dask.io import fingerprint, open_dataset, read_dataset
+from kmeans_dask.io import (
+    fingerprint,
+    open_dataset,
+    read_dataset,
+    read_table,
+    write_hive_parquet,
+)
 
 
 def _frame(seed: int, n: int) -> pd.DataFrame:
@@ -220,3 +226,21 @@ def test_dataset_to_dask_array_has_known_chunks(hive_parquet):
     assert X.chunks[0] == (50, 60, 70, 80)  # from the footers, no pass over the data
     exp = _expected(frames)[["age", "spend"]].to_numpy(dtype=float)
     np.testing.assert_allclose(X.compute(), exp)
+
+
+def test_hive_writer_round_trips_through_the_readers(store):
+    df = _frame(11, 120)
+    write_hive_parquet(
+        df, store.uri("hive"), "city", parts_per_value=2, storage_options=store.options
+    )
+    store.fs.invalidate_cache()
+    files = sorted(p.rsplit("hive/", 1)[1] for p in store.fs.find(store.uri("hive")))
+    assert files == [f"city={c}/part-{i:03d}.parquet" for c in ("x", "y") for i in range(2)]
+    got = read_dataset(store.uri("hive"), id_column="customer_id", storage_options=store.options)
+    expected = df.sort_values("city", kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        got.compute().reset_index(drop=True), expected, check_dtype=False, check_like=True
+    )
+    # the small eager reader: every file under a folder, in path order, without Dask
+    table = read_table(store.uri("hive"), ["customer_id", "age"], store.options)
+    pd.testing.assert_frame_equal(table, expected[["customer_id", "age"]], check_dtype=False)

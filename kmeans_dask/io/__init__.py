@@ -3,11 +3,27 @@
 All reading and writing of the package happens in this sub-package.
 """
 
-from .commit import SUCCESS, FileRecord, RunCommit, canonical_json, latest_run, run_id_for
-from .fs import filesystem, read_text, redact
+from .commit import (
+    SUCCESS,
+    FileRecord,
+    RunCommit,
+    canonical_json,
+    latest_run,
+    read_manifest,
+    run_id_for,
+)
+from .fs import exists, filesystem, read_text, redact, remove, write_text
 from .model_store import load_model_documents, save_model_documents
-from .read import Dataset, DatasetInfo, fingerprint, list_files, open_dataset, read_dataset
-from .write import write_frames
+from .read import (
+    Dataset,
+    DatasetInfo,
+    fingerprint,
+    list_files,
+    open_dataset,
+    read_dataset,
+    read_table,
+)
+from .write import write_frames, write_hive_parquet, write_parquet
 
 __all__ = [
     "SUCCESS",
@@ -16,6 +32,7 @@ __all__ = [
     "FileRecord",
     "RunCommit",
     "canonical_json",
+    "exists",
     "filesystem",
     "fingerprint",
     "latest_run",
@@ -23,9 +40,15 @@ __all__ = [
     "load_model_documents",
     "open_dataset",
     "read_dataset",
+    "read_manifest",
+    "read_table",
     "read_text",
     "redact",
+    "remove",
     "run_id_for",
     "save_model_documents",
     "write_frames",
+    "write_hive_parquet",
+    "write_parquet",
+    "write_text",
 ]

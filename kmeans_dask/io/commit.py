@@ -34,6 +34,7 @@ __all__ = [
     "RunCommit",
     "canonical_json",
     "latest_run",
+    "read_manifest",
     "run_id_for",
 ]
 
@@ -83,6 +84,30 @@ def latest_run(output_uri: str, storage_options: Mapping | None = None) -> str |
     if not fs.exists(path):
         return None
     return fs.cat_file(path).decode().strip() or None
+
+
+def read_manifest(uri: str, storage_options: Mapping | None = None) -> dict[str, Any]:
+    """The manifest of a committed run; ``uri`` is the run folder ``{output}/{run_id}``, or
+    an output folder whose ``LATEST`` run is read.
+
+    Raises
+    ------
+    StorageError
+        ``uri`` is neither a run folder nor an output folder with ``LATEST``, or the run is
+        not committed (no ``_SUCCESS``).
+    """
+    fs, path = filesystem(uri, storage_options)
+    fs.invalidate_cache(path)
+    if not fs.exists(join(path, MANIFEST)):
+        latest = latest_run(uri, storage_options)
+        if latest is None:
+            raise StorageError(
+                f"{uri} is not a run folder and has no {LATEST}; pass a run folder "
+                "{output}/{run_id} or an output folder with committed runs"
+            )
+        path = join(path, latest)
+    base, run_id = path.rsplit("/", 1)
+    return RunCommit(to_uri(fs, base), run_id, storage_options).manifest()
 
 
 @dataclass

@@ -14,13 +14,16 @@ from ..exceptions import StorageError
 
 __all__ = [
     "SECRET_KEYS",
+    "exists",
     "filesystem",
     "join",
     "put_bytes",
     "put_parquet",
     "read_text",
     "redact",
+    "remove",
     "to_uri",
+    "write_text",
 ]
 
 #: storage_options keys whose values are never printed, logged or written to a manifest
@@ -78,9 +81,34 @@ def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
 
 
 def read_text(uri: str, storage_options: Mapping[str, Any] | None = None) -> str:
-    """The text of a small file (a config) at a local path or URI."""
+    """The text of a small file (a config) at a local path or URI.
+
+    Raises ``FileNotFoundError`` when there is no such file.
+    """
     fs, path = filesystem(uri, storage_options)
     return fs.cat_file(path).decode()
+
+
+def write_text(uri: str, text: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Write a small text file (its folder is created if needed)."""
+    fs, path = filesystem(uri, storage_options)
+    put_bytes(fs, path, text.encode(), make_parent=True)
+
+
+def exists(uri: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """True when a file or folder exists at ``uri`` (listing caches are refreshed first)."""
+    fs, path = filesystem(uri, storage_options)
+    fs.invalidate_cache(path)
+    return fs.exists(path)
+
+
+def remove(uri: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Remove a file or a folder with everything under it; nothing there is not an error."""
+    fs, path = filesystem(uri, storage_options)
+    fs.invalidate_cache(path)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+    fs.invalidate_cache(path)
 
 
 def put_bytes(

@@ -13,7 +13,7 @@ from ..exceptions import DatasetError
 from .fs import to_uri
 from .schema import open_parquet, row_mask
 
-__all__ = ["Part", "read_array_part", "read_frame_part", "read_meta"]
+__all__ = ["Part", "read_array_part", "read_frame_part", "read_meta", "read_table_part"]
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Part:
     n_rows: int | None = None
 
 
-def _read_table(fs: Any, part: Part, columns: list[str] | None) -> Any:
+def read_table_part(fs: Any, part: Part, columns: list[str] | None) -> Any:
     """The Arrow table of a Parquet partition (errors name the file)."""
     try:
         with open_parquet(fs, part.path) as pf:
@@ -54,7 +54,7 @@ def read_frame_part(
     """Read one partition (runs on a worker)."""
     uri = to_uri(fs, part.path)
     if fmt == "parquet":
-        df = _read_table(fs, part, file_columns).to_pandas(ignore_metadata=True)
+        df = read_table_part(fs, part, file_columns).to_pandas(ignore_metadata=True)
     else:
         try:
             with fs.open(part.path, "rb", compression="infer") as f:
@@ -91,7 +91,7 @@ def read_array_part(part: Part, *, fs: Any, columns: list[str], dtype: np.dtype)
     Filling column by column into Fortran order is one sequential copy per column: the
     cheapest way from Arrow's columns to a 2-D array.
     """
-    table = _read_table(fs, part, columns)
+    table = read_table_part(fs, part, columns)
     out = np.empty((table.num_rows, len(columns)), dtype=dtype, order="F")
     for j, name in enumerate(columns):
         col = table.column(name)

@@ -16,10 +16,11 @@ from typing import Any
 
 import dask
 import numpy as np
+import pandas as pd
 
 from ..exceptions import DatasetError
 from .fs import filesystem, to_uri
-from .parts import Part, read_array_part, read_frame_part, read_meta
+from .parts import Part, read_array_part, read_frame_part, read_meta, read_table_part
 from .schema import (
     ColumnPlan,
     check_schemas,
@@ -38,6 +39,7 @@ __all__ = [
     "list_files",
     "open_dataset",
     "read_dataset",
+    "read_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -180,6 +182,17 @@ def read_dataset(
     See :func:`open_dataset` for the parameters; this returns only its ``frame``.
     """
     return open_dataset(uri, format, columns, id_column, storage_options, filters).frame
+
+
+def read_table(
+    uri: str, columns: Sequence[str] | None = None, storage_options: Mapping | None = None
+) -> pd.DataFrame:
+    """A small Parquet file, or every Parquet file under a folder (in path order), read into
+    one pandas frame, eagerly and without Dask. Hive folder names do not become columns."""
+    fs, _, files = list_files(uri, "parquet", storage_options)
+    cols = list(columns) if columns is not None else None
+    frames = [read_table_part(fs, Part(path, {}), cols).to_pandas() for path, _ in files]
+    return pd.concat(frames, ignore_index=True)
 
 
 def open_dataset(

@@ -1,15 +1,19 @@
-"""Partition-by-partition writers that run on the workers (nothing is gathered)."""
+"""Parquet writers: partition by partition on the workers (nothing is gathered), a Hive-
+partitioned data set, or one small table."""
 
 from __future__ import annotations
 
+import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .commit import FileRecord, RunCommit
-from .fs import put_parquet
+from .fs import filesystem, join, put_parquet
 
-__all__ = ["write_frames"]
+__all__ = ["write_frames", "write_hive_parquet", "write_parquet"]
 
 
 def _write_part(df: pd.DataFrame, fs: Any, path: str, rel: str) -> FileRecord:
@@ -35,3 +39,36 @@ def write_frames(parts: list, run: RunCommit, folder: str) -> list[FileRecord]:
     run.add_records(records)
     run.fs.invalidate_cache(run.path(folder))
     return records
+
+
+def write_parquet(
+    df: pd.DataFrame, uri: str, storage_options: Mapping[str, Any] | None = None
+) -> int:
+    """Write a small pandas frame as one Parquet file (no index); returns its size."""
+    fs, path = filesystem(uri, storage_options)
+    return put_parquet(fs, path, df, make_parent=True)
+
+
+def write_hive_parquet(
+    df: pd.DataFrame,
+    folder_uri: str,
+    partition_column: str,
+    parts_per_value: int = 1,
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Write ``df`` as Hive-partitioned Parquet, the layout :func:`~.read.open_dataset` reads:
+    ``{folder}/{column}={value}/part-NNN.parquet``, ``parts_per_value`` files of consecutive
+    rows per value (sorted), without the partition column in the files. Returns the paths.
+    """
+    fs, root = filesystem(folder_uri, storage_options)
+    key = urllib.parse.quote(partition_column, safe="")
+    written = []
+    for value, sub in df.groupby(partition_column, sort=True):
+        folder = join(root, f"{key}={urllib.parse.quote(str(value), safe='')}")
+        sub = sub.drop(columns=partition_column)
+        bounds = np.linspace(0, len(sub), parts_per_value + 1).astype(int)
+        for i in range(parts_per_value):
+            path = join(folder, f"part-{i:03d}.parquet")
+            put_parquet(fs, path, sub.iloc[bounds[i] : bounds[i + 1]], make_parent=True)
+            written.append(path)
+    return written

@@ -1,20 +1,33 @@
 """`kmeans-dask demo`: synthetic customers with a known segment structure, then the full job.
 
-The data is written as Hive-partitioned Parquet (``region=*/``) to a local folder, together
-with a set of new customers to score (some of them far from every segment, so the outlier
-score has something to find); then ``configs/demo.yaml`` runs on an embedded LocalCluster.
+The data is written (through :mod:`kmeans_dask.io`) as Hive-partitioned Parquet
+(``region=*/``) to a folder, together with a set of new customers to score (some of them far
+from every segment, so the outlier score has something to find); then ``configs/demo.yaml``
+runs on an embedded LocalCluster, and :func:`check_demo` compares its segments with the truth.
 """
 
 from __future__ import annotations
 
-import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["DEMO_FEATURES", "DemoData", "make_customers", "write_demo_data"]
+from ..io import (
+    exists,
+    read_table,
+    read_text,
+    remove,
+    write_hive_parquet,
+    write_parquet,
+    write_text,
+)
+from ..io.fs import join
+
+__all__ = ["DEMO_FEATURES", "DemoData", "check_demo", "make_customers", "write_demo_data"]
 
 DEMO_FEATURES = ["age", "income", "spend", "visits", "tenure_months", "online_share"]
 _REGIONS = ["north", "south", "east", "west"]
@@ -62,47 +75,58 @@ def make_customers(
     return df, seg
 
 
-def _write(df: pd.DataFrame, folder: Path, parts_per_region: int) -> None:
-    for region, sub in df.groupby("region", sort=True):
-        out = folder / f"region={region}"
-        out.mkdir(parents=True, exist_ok=True)
-        sub = sub.drop(columns="region")
-        bounds = np.linspace(0, len(sub), parts_per_region + 1).astype(int)
-        for i in range(parts_per_region):
-            chunk = sub.iloc[bounds[i] : bounds[i + 1]]
-            buf = io.BytesIO()
-            chunk.to_parquet(buf, index=False)
-            (out / f"part-{i:03d}.parquet").write_bytes(buf.getvalue())
-
-
 def write_demo_data(
     folder: str | Path, n_customers: int = 200_000, n_queries: int = 10_000, seed: int = 0
 ) -> DemoData:
-    """Write the demo customers and new customers under ``folder``.
+    """Write the demo customers, new customers and the true segments under ``folder``.
 
     Data written earlier with the same sizes and seed is reused as is, so that running the
     demo twice finds the committed run instead of recomputing (new files are a new input).
     """
-    import json
-    import shutil
-
-    base = Path(folder)
-    customers = base / "customers"
-    queries = base / "new-customers"
-    marker = base / "demo.json"
+    base = str(folder)
+    customers = join(base, "customers")
+    queries = join(base, "new-customers")
+    marker = join(base, "demo.json")
     spec = {"customers": n_customers, "queries": n_queries, "seed": seed, "version": 1}
-    data = DemoData(str(customers), str(queries), n_customers, n_queries, len(_PROFILES))
-    if marker.exists() and json.loads(marker.read_text()) == spec:
+    data = DemoData(customers, queries, n_customers, n_queries, len(_PROFILES))
+    if exists(marker) and json.loads(read_text(marker)) == spec:
         return data
-    marker.unlink(missing_ok=True)
-    for p in (customers, queries):
-        shutil.rmtree(p, ignore_errors=True)
+    for uri in (marker, customers, queries):
+        remove(uri)
     df, truth = make_customers(n_customers, seed)
-    _write(df, customers, parts_per_region=2)
-    pd.DataFrame({"customer_id": df.customer_id, "true_segment": truth}).to_parquet(
-        base / "truth.parquet", index=False
+    write_hive_parquet(df, customers, "region", parts_per_value=2)
+    write_parquet(
+        pd.DataFrame({"customer_id": df.customer_id, "true_segment": truth}),
+        join(base, "truth.parquet"),
     )
     q, _ = make_customers(n_queries, seed + 1, offset=n_customers, outliers=0.01)
-    _write(q, queries, parts_per_region=1)
-    marker.write_text(json.dumps(spec))  # last: a complete data set
+    write_hive_parquet(q, queries, "region", parts_per_value=1)
+    write_text(marker, json.dumps(spec))  # last: a complete data set
     return data
+
+
+def check_demo(base: str | Path, result: Any) -> list[str]:
+    """Lines that compare a demo run's committed tables with the generated truth: the
+    adjusted Rand index of the assignments and the most unusual new customers."""
+    from sklearn.metrics import adjusted_rand_score
+
+    truth = read_table(join(str(base), "data", "truth.parquet"))
+    got = read_table(join(result.run_uri, "assignments"), ["customer_id", "segment"])
+    merged = truth.merge(got, on="customer_id", how="inner")
+    ari = adjusted_rand_score(merged.true_segment, merged.segment)
+    lines = [
+        f"Assignments: {len(got):,} rows for {len(truth):,} customers; "
+        f"adjusted Rand index against the generated segments: {ari:.4f}"
+    ]
+    if not exists(join(result.run_uri, "scores")):
+        return lines
+    scores = read_table(join(result.run_uri, "scores"), ["customer_id", "kth_distance"])
+    top = scores.sort_values("kth_distance", ascending=False).head(3)
+    unusual = ", ".join(
+        f"{i} ({d:.2f})" for i, d in zip(top.customer_id, top.kth_distance, strict=True)
+    )
+    lines.append(
+        f"Scores: {len(scores):,} new customers; the 3 most unusual (distance to their "
+        f"k-th neighbour): {unusual}"
+    )
+    return lines
