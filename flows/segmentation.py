@@ -68,6 +68,13 @@ def _summary_markdown(result: pipeline.RunResult, config_uri: str) -> str:
     return "\n".join(lines)
 
 
+def _rounded(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sweep table's records with floats rounded to 6 decimals (missing values stay None)."""
+    return [
+        {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in records
+    ]
+
+
 @flow(name="segmentation", log_prints=True)
 def segmentation(
     config_uri: str, overrides: dict[str, Any] | None = None, force: bool = False
@@ -106,15 +113,9 @@ def segmentation(
         key="segmentation-summary",
         description=f"run {result.run_id}",
     )
-    if not result.skipped and config.kmeans.k == "auto":
-        import pandas as pd
-
-        from kmeans_dask.io import filesystem
-
-        fs, path = filesystem(f"{result.run_uri}/sweep.parquet", config.output.storage_options)
-        table = pd.read_parquet(fs.open(path, "rb"))
+    if result.sweep:
         create_table_artifact(
-            table.round(6).to_dict(orient="records"),
+            _rounded(result.sweep),
             key="segmentation-sweep",
             description="K sweep: inertia, silhouettes, Calinski-Harabasz, Davies-Bouldin",
         )
