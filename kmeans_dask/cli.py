@@ -83,8 +83,10 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _default_demo_config() -> str:
+    from .io import exists
+
     here = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-    if here.exists():
+    if exists(str(here)):
         return str(here)
     return "configs/demo.yaml"
 
