@@ -19,6 +19,7 @@ from ..io.commit import FileRecord, RunCommit
 from ..io.model_store import load_model_documents, save_model_documents
 from ..kmeans import KMeans
 from ..scale import StandardScaler
+from ..validation import is_dask_frame, select_features
 
 __all__ = ["FORMAT_VERSION", "SegmentationModel", "load_model", "save_model"]
 
@@ -48,14 +49,11 @@ class SegmentationModel:
 
     def _features(self, X: Any) -> Any:
         if hasattr(X, "columns"):
-            missing = [c for c in self.feature_names if c not in X.columns]
-            if missing:
-                raise ValueError(
-                    f"input has no column(s) {missing}; the model needs {self.feature_names}"
-                )
-            X = X[self.feature_names]
+            X, _, dtype = select_features(X, self.feature_names, "SegmentationModel")
             # positional from here on: the scaler and the centres share the feature order
-            return X.to_dask_array(lengths=True) if hasattr(X, "to_dask_array") else X.to_numpy()
+            if is_dask_frame(X):
+                return X.to_dask_array(lengths=True)
+            return X.to_numpy(dtype=dtype)
         return X
 
     def transform_features(self, X: Any) -> Any:
