@@ -1,14 +1,28 @@
-"""The commit protocol: a run writes only under ``{output}/{run_id}/``, ``_SUCCESS`` last.
+"""The commit protocol: immutable attempts and one pointer swap, the way table formats commit.
 
-Readers trust a run only if its ``_SUCCESS`` exists; ``{output}/LATEST`` names the newest
-committed run and is written after ``_SUCCESS``. A rerun with the same ``run_id`` (same
-resolved config, same input fingerprint) finds ``_SUCCESS`` and skips, unless forced. A
-leftover partial attempt (files, no ``_SUCCESS``) is removed before a new attempt writes,
-and an attempt that fails removes what it wrote (best effort), so a crashed process at worst
-leaves an uncommitted folder that the next attempt cleans.
+Layout of a run (``run_id`` is a hash of the resolved config and the input fingerprint)::
 
-Object stores have no atomic rename, so this protocol relies only on "a file written
-last", which s3 and local filesystems both honour.
+    {output}/{run_id}/_SUCCESS                     the commit pointer: names the committed attempt
+    {output}/{run_id}/attempt-{id}/manifest.json   the committed files (assignments/, scores/,
+    {output}/{run_id}/attempt-{id}/...             model/, sweep.parquet, plots)
+    {output}/{run_id}/_LEASE.{generation}          while an attempt is being written
+    {output}/LATEST                                the newest committed run id
+
+Rules:
+
+* An attempt writes only under its own ``attempt-{id}/`` folder, and only while it holds the
+  run's lease (:mod:`.lease`: an atomic create, so concurrent runs of one id cannot both
+  write). It never deletes another live attempt's files.
+* Commit = write ``manifest.json`` (listing every file) into the attempt, check the lease is
+  still ours, then write ``_SUCCESS`` naming the attempt: a single object write, so readers see
+  the old committed attempt or the new one, never a mix. ``LATEST`` is written after it.
+* A committed attempt is never modified. A forced rerun writes a new attempt beside it; the
+  previous attempt is removed only after the pointer names the new one. A failed attempt
+  removes its own folder; a crashed one leaves a folder without a pointer, which the next
+  lease holder removes.
+* Readers (``show``, ``load_model``, the skip check of the next run) follow ``_SUCCESS``.
+  Runs committed before attempts existed (files directly under ``{run_id}/``, a pointer
+  without ``attempt``) are read as they are.
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,22 +42,34 @@ import pandas as pd
 
 from ..exceptions import StorageError
 from .fs import filesystem, join, put_bytes, put_parquet, to_uri
+from .lease import DEFAULT_LEASE_SECONDS, LEASE_PREFIX, LeaseHeldError, RunLease
+from .runs import (
+    ATTEMPT_PREFIX,
+    LATEST,
+    MANIFEST,
+    SUCCESS,
+    committed_folder,
+    latest_run,
+    read_manifest,
+    read_pointer,
+    storage_op,
+)
 
 __all__ = [
     "SUCCESS",
     "FileRecord",
+    "LeaseHeldError",
     "RunCommit",
     "canonical_json",
+    "committed_folder",
     "latest_run",
     "read_manifest",
     "run_id_for",
+    "storage_op",
 ]
 
 logger = logging.getLogger(__name__)
 
-SUCCESS = "_SUCCESS"
-LATEST = "LATEST"
-MANIFEST = "manifest.json"
 
 
 def canonical_json(obj: Any) -> str:
@@ -76,43 +103,18 @@ class FileRecord:
         return d
 
 
-def latest_run(output_uri: str, storage_options: Mapping | None = None) -> str | None:
-    """The run id that ``{output}/LATEST`` names, or None."""
-    fs, root = filesystem(output_uri, storage_options)
-    path = join(root, LATEST)
-    fs.invalidate_cache(root)
-    if not fs.exists(path):
-        return None
-    return fs.cat_file(path).decode().strip() or None
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat()
 
 
-def read_manifest(uri: str, storage_options: Mapping | None = None) -> dict[str, Any]:
-    """The manifest of a committed run; ``uri`` is the run folder ``{output}/{run_id}``, or
-    an output folder whose ``LATEST`` run is read.
-
-    Raises
-    ------
-    StorageError
-        ``uri`` is neither a run folder nor an output folder with ``LATEST``, or the run is
-        not committed (no ``_SUCCESS``).
-    """
-    fs, path = filesystem(uri, storage_options)
-    fs.invalidate_cache(path)
-    if not fs.exists(join(path, MANIFEST)):
-        latest = latest_run(uri, storage_options)
-        if latest is None:
-            raise StorageError(
-                f"{uri} is not a run folder and has no {LATEST}; pass a run folder "
-                "{output}/{run_id} or an output folder with committed runs"
-            )
-        path = join(path, latest)
-    base, run_id = path.rsplit("/", 1)
-    return RunCommit(to_uri(fs, base), run_id, storage_options).manifest()
+def _new_attempt_id() -> str:
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
 
 
 @dataclass
 class RunCommit:
-    """Writes one run's files under ``{output_uri}/{run_id}/`` and commits them.
+    """Writes one attempt of a run under ``{output_uri}/{run_id}/attempt-{id}/`` and commits it.
 
     Parameters
     ----------
@@ -121,105 +123,164 @@ class RunCommit:
     run_id : str
     storage_options : mapping, optional
         fsspec/s3fs options; credentials never leave this object.
+    lease_seconds : float
+        Lifetime of the run's lease without renewal (see :mod:`.lease`).
     """
 
     output_uri: str
     run_id: str
     storage_options: Mapping[str, Any] | None = None
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
     _files: dict[str, FileRecord] = field(default_factory=dict, repr=False)
-
-    @property
-    def files(self) -> list[FileRecord]:
-        """Files written so far (a retried write replaces its earlier record)."""
-        return list(self._files.values())
 
     def __post_init__(self) -> None:
         self.fs, self.root = filesystem(self.output_uri, self.storage_options)
         self.run_path = join(self.root, self.run_id)
+        self.attempt_id: str | None = None
+        self._lease = RunLease(self.fs, self.run_path, self.lease_seconds)
+
+    @property
+    def files(self) -> list[FileRecord]:
+        """Files written so far by this attempt (a retried write replaces its record)."""
+        return list(self._files.values())
 
     # ------------------------------------------------------------------ state
     @property
     def uri(self) -> str:
-        """User-facing URI of the run folder."""
+        """User-facing URI of the run folder ``{output}/{run_id}``."""
         return to_uri(self.fs, self.run_path)
 
-    def path(self, rel: str) -> str:
-        """Filesystem path of a file of this run."""
-        return join(self.run_path, rel)
+    @property
+    def attempt_path(self) -> str:
+        """Folder of this attempt (after :meth:`begin`)."""
+        if self.attempt_id is None:
+            raise StorageError(f"no attempt of run {self.uri} has begun")
+        return join(self.run_path, f"{ATTEMPT_PREFIX}{self.attempt_id}")
 
-    def _refresh(self) -> None:
-        # s3fs caches listings forever by default: look again before every decision
-        self.fs.invalidate_cache(self.root)
-        self.fs.invalidate_cache(self.run_path)
+    @property
+    def results_uri(self) -> str:
+        """User-facing URI of the folder with this attempt's files."""
+        return to_uri(self.fs, self.attempt_path)
+
+    def path(self, rel: str) -> str:
+        """Filesystem path of a file of this attempt."""
+        return join(self.attempt_path, rel)
 
     def is_committed(self) -> bool:
-        """True when ``_SUCCESS`` exists for this run."""
-        self._refresh()
-        return self.fs.exists(self.path(SUCCESS))
+        """True when the run has a commit pointer (``_SUCCESS``)."""
+        return read_pointer(self.fs, self.run_path) is not None
+
+    def committed_uri(self) -> str | None:
+        """URI of the committed attempt's folder (None when not committed)."""
+        folder = committed_folder(self.fs, self.run_path)
+        return None if folder is None else to_uri(self.fs, folder)
 
     def manifest(self) -> dict[str, Any]:
-        """The committed manifest (raises if the run is not committed)."""
-        if not self.is_committed():
+        """The committed manifest (StorageError if the run is not committed)."""
+        folder = committed_folder(self.fs, self.run_path)
+        if folder is None:
             raise StorageError(f"run {self.uri} is not committed (no {SUCCESS})")
-        return json.loads(self.fs.cat_file(self.path(MANIFEST)))
+        with storage_op("reading", self.fs, join(folder, MANIFEST)):
+            return json.loads(self.fs.cat_file(join(folder, MANIFEST)))
 
     # ------------------------------------------------------------------ attempt
     def begin(self, force: bool = False) -> bool:
-        """Prepare an attempt. Returns False (skip) if the run is committed and not ``force``.
+        """Start an attempt. Returns False (skip) if the run is committed and not ``force``.
 
-        A partial attempt left behind is removed; with ``force`` a committed run is first
-        un-committed (``_SUCCESS`` removed), then removed.
+        Takes the run's lease (:class:`~.lease.LeaseHeldError` if a live attempt holds it),
+        removes attempts abandoned by crashed processes, and never touches the committed
+        attempt: it stays readable until :meth:`commit` switches the pointer.
         """
-        if self.is_committed():
-            if not force:
-                logger.info("run %s is already committed: skipping", self.uri)
-                return False
-            self.fs.rm(self.path(SUCCESS))
-            logger.info("run %s is committed; recomputing (force)", self.uri)
-        self._remove_run_folder()
+        self._check_bucket()
+        if self.is_committed() and not force:
+            logger.info("run %s is already committed: skipping", self.uri)
+            return False
+        attempt = _new_attempt_id()
+        with storage_op("taking the lease of", self.fs, self.run_path):
+            self._lease.acquire(attempt)
+        if self.is_committed() and not force:  # committed meanwhile by another process
+            self._lease.release()
+            return False
+        self.attempt_id = attempt
         self._files = {}
+        self._remove_abandoned()
         return True
-
-    def _remove_run_folder(self) -> None:
-        self._refresh()
-        if self.fs.exists(self.run_path):
-            logger.info("removing the uncommitted files of %s", self.uri)
-            self.fs.rm(self.run_path, recursive=True)
-        self._refresh()
 
     @contextmanager
     def attempt(self) -> Iterator[RunCommit]:
-        """Context of one write attempt: on any error, what was written is removed."""
+        """Context of one write attempt: on any error, this attempt's own files are removed
+        (never another's) and the lease is released."""
         try:
             yield self
         except BaseException:
-            try:
-                self._remove_run_folder()
-            except Exception as cleanup:  # pragma: no cover - best effort
-                logger.warning("could not remove partial run %s: %s", self.uri, cleanup)
+            self._remove_own()
             raise
+        finally:
+            self._lease.release()
+
+    def _check_bucket(self) -> None:
+        """Object stores: the bucket must exist (kmeans-dask never creates one)."""
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        if protocol not in ("s3", "s3a", "gs", "gcs", "az", "abfs"):
+            return
+        bucket = self.root.split("/", 1)[0]
+        with storage_op("checking the bucket of", self.fs, self.root):
+            self.fs.invalidate_cache(bucket)
+            found = self.fs.exists(bucket)
+        if not found:
+            raise StorageError(
+                f"output bucket {bucket!r} of {self.output_uri} does not exist (or these "
+                "credentials cannot see it); create it first: kmeans-dask never creates buckets"
+            )
+
+    def _children(self) -> list[str]:
+        self.fs.invalidate_cache(self.run_path)
+        try:
+            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.run_path, False)]
+        except FileNotFoundError:
+            return []
+
+    def _remove_abandoned(self) -> None:
+        """Remove attempt folders that no live process owns (we hold the lease)."""
+        pointer = read_pointer(self.fs, self.run_path) or {}
+        keep = {pointer.get("attempt"), f"{ATTEMPT_PREFIX}{self.attempt_id}"}
+        for name in self._children():
+            if name.startswith(ATTEMPT_PREFIX) and name not in keep:
+                logger.info("removing abandoned attempt %s of %s", name, self.uri)
+                self._rm(join(self.run_path, name))
+
+    def _remove_own(self) -> None:
+        if self.attempt_id is None:
+            return
+        try:
+            self._rm(self.attempt_path)
+        except Exception as cleanup:  # best effort: the next lease holder removes it
+            logger.warning("could not remove failed attempt %s: %s", self.attempt_path, cleanup)
+
+    def _rm(self, path: str) -> None:
+        with storage_op("removing", self.fs, path):
+            self.fs.invalidate_cache(path)
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+            self.fs.invalidate_cache(self.run_path)
 
     # ------------------------------------------------------------------ writers
     def _record(self, rec: FileRecord) -> FileRecord:
         self._files[rec.path] = rec
         return rec
 
-    def _write(self, rel: str, data: bytes) -> FileRecord:
-        size = put_bytes(self.fs, self.path(rel), data, make_parent=True)
-        return self._record(FileRecord(rel, size))
-
     def write_bytes(self, rel: str, data: bytes) -> FileRecord:
-        """Write a file of this run (e.g. a PNG)."""
-        return self._write(rel, data)
+        """Write a file of this attempt (e.g. a PNG)."""
+        return self._record(FileRecord(rel, put_bytes(self.fs, self.path(rel), data)))
 
     def write_json(self, rel: str, obj: Any) -> FileRecord:
         """Write JSON (indented, keys sorted)."""
-        return self._write(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        return self.write_bytes(rel, data)
 
     def write_table(self, rel: str, df: pd.DataFrame) -> FileRecord:
         """Write a small pandas frame as Parquet (no index)."""
-        size = put_parquet(self.fs, self.path(rel), df, make_parent=True)
-        return self._record(FileRecord(rel, size, len(df)))
+        return self._record(FileRecord(rel, put_parquet(self.fs, self.path(rel), df), len(df)))
 
     def add_records(self, records: list[FileRecord]) -> None:
         """Register files that the workers wrote (see :func:`~.write.write_frames`)."""
@@ -228,18 +289,53 @@ class RunCommit:
 
     # ------------------------------------------------------------------ commit
     def commit(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Write ``manifest.json`` (with every file listed), then ``_SUCCESS``, then LATEST."""
-        now = _dt.datetime.now(_dt.UTC).isoformat()
+        """Write ``manifest.json`` (every file listed), switch ``_SUCCESS`` to this attempt,
+        write LATEST, then remove the attempt it replaced."""
+        now = _now()
         full = dict(manifest)
-        full["run_id"] = self.run_id
-        full["committed_at"] = now
+        full.update(run_id=self.run_id, attempt=self.attempt_id, committed_at=now)
         full["files"] = [r.as_dict() for r in sorted(self.files, key=lambda r: r.path)]
         self.write_json(MANIFEST, full)
-        self._write(SUCCESS, json.dumps({"run_id": self.run_id, "committed_at": now}).encode())
-        try:
-            self.fs.pipe_file(join(self.root, LATEST), f"{self.run_id}\n".encode())
-        except Exception as exc:
-            raise StorageError(f"run committed but LATEST not updated: {exc}") from exc
-        self._refresh()
-        logger.info("committed run %s (%d files)", self.uri, len(self.files))
+        previous = read_pointer(self.fs, self.run_path)
+        with storage_op("checking the lease of", self.fs, self.run_path):
+            self._lease.check()
+        name = f"{ATTEMPT_PREFIX}{self.attempt_id}"
+        pointer = {"run_id": self.run_id, "attempt": name, "committed_at": now}
+        put_bytes(self.fs, join(self.run_path, SUCCESS), json.dumps(pointer).encode())
+        self._write_latest()
+        if previous is not None:
+            self._remove_replaced(previous)
+        logger.info("committed run %s, %s (%d files)", self.uri, name, len(self.files))
         return full
+
+    def _write_latest(self) -> None:
+        try:
+            put_bytes(self.fs, join(self.root, LATEST), f"{self.run_id}\n".encode())
+        except StorageError as exc:
+            raise StorageError(f"run {self.uri} committed but LATEST not updated: {exc}") from exc
+
+    def _remove_replaced(self, previous: Mapping[str, Any]) -> None:
+        """After the switch: the replaced attempt (or a pre-attempt run's files) goes."""
+        old = previous.get("attempt", "")
+        ours = f"{ATTEMPT_PREFIX}{self.attempt_id}"
+        for name in self._children():
+            legacy = not old and not name.startswith((ATTEMPT_PREFIX, SUCCESS, LEASE_PREFIX))
+            if (old and name == old and name != ours) or legacy:
+                try:
+                    self._rm(join(self.run_path, name))
+                except StorageError as exc:  # harmless: nothing points to it any more
+                    logger.warning("could not remove replaced files %s: %s", name, exc)
+
+    def repair_latest(self) -> None:
+        """Point LATEST at this committed run if it names nothing committed or an older run
+        (a process that died between ``_SUCCESS`` and LATEST)."""
+        mine = read_pointer(self.fs, self.run_path)
+        if mine is None:
+            return
+        latest = latest_run(to_uri(self.fs, self.root), self.storage_options)
+        if latest == self.run_id:
+            return
+        other = None if latest is None else read_pointer(self.fs, join(self.root, latest))
+        if other is None or str(other.get("committed_at", "")) < str(mine.get("committed_at", "")):
+            logger.info("LATEST of %s repaired: %s -> %s", self.root, latest, self.run_id)
+            self._write_latest()

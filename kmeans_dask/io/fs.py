@@ -16,6 +16,7 @@ __all__ = [
     "SECRET_KEYS",
     "exists",
     "filesystem",
+    "is_local",
     "join",
     "put_bytes",
     "put_parquet",
@@ -111,13 +112,23 @@ def remove(uri: str, storage_options: Mapping[str, Any] | None = None) -> None:
     fs.invalidate_cache(path)
 
 
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """True for the local filesystem (folders exist there; object stores have only keys)."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
 def put_bytes(
-    fs: fsspec.AbstractFileSystem, path: str, data: bytes, *, make_parent: bool = False
+    fs: fsspec.AbstractFileSystem, path: str, data: bytes, *, make_parent: bool = True
 ) -> int:
-    """Write ``data`` to ``path`` (creating its parent folder first when ``make_parent``);
-    returns the size. Any failure is a :class:`StorageError` naming the URI."""
+    """Write ``data`` to ``path``; returns the size. Any failure is a :class:`StorageError`
+    naming the URI.
+
+    On a local filesystem the parent folder is created (``make_parent``); on object stores
+    nothing is created but the object itself: a missing bucket is an error, never created.
+    """
     try:
-        if make_parent:
+        if make_parent and is_local(fs):
             fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         fs.pipe_file(path, data)
     except Exception as exc:
@@ -126,7 +137,7 @@ def put_bytes(
 
 
 def put_parquet(
-    fs: fsspec.AbstractFileSystem, path: str, df: Any, *, make_parent: bool = False
+    fs: fsspec.AbstractFileSystem, path: str, df: Any, *, make_parent: bool = True
 ) -> int:
     """Write a pandas frame as one Parquet file (no index); returns the size in bytes."""
     buf = io.BytesIO()

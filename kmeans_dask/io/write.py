@@ -29,7 +29,6 @@ def write_frames(parts: list, run: RunCommit, folder: str) -> list[FileRecord]:
     """
     import dask
 
-    run.fs.makedirs(run.path(folder), exist_ok=True)
     task = dask.delayed(_write_part, pure=False)
     tasks = []
     for i, part in enumerate(parts):
