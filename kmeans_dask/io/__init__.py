@@ -3,16 +3,9 @@
 All reading and writing of the package happens in this sub-package.
 """
 
-from .commit import (
-    SUCCESS,
-    FileRecord,
-    RunCommit,
-    canonical_json,
-    latest_run,
-    read_manifest,
-    run_id_for,
-)
+from .commit import FileRecord, RunCommit, canonical_json, run_id_for
 from .fs import exists, filesystem, read_text, redact, remove, write_text
+from .lease import LeaseHeldError
 from .model_store import load_model_documents, save_model_documents
 from .read import (
     Dataset,
@@ -23,6 +16,7 @@ from .read import (
     read_dataset,
     read_table,
 )
+from .runs import SUCCESS, committed_folder, latest_run, read_manifest
 from .write import write_frames, write_hive_parquet, write_parquet
 
 __all__ = [
@@ -30,8 +24,10 @@ __all__ = [
     "Dataset",
     "DatasetInfo",
     "FileRecord",
+    "LeaseHeldError",
     "RunCommit",
     "canonical_json",
+    "committed_folder",
     "exists",
     "filesystem",
     "fingerprint",

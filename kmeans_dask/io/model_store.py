@@ -15,8 +15,9 @@ from typing import Any
 import pandas as pd
 
 from ..exceptions import StorageError
-from .commit import SUCCESS, FileRecord, RunCommit
+from .commit import FileRecord, RunCommit
 from .fs import filesystem, join, to_uri
+from .runs import SUCCESS, committed_folder
 
 __all__ = ["load_model_documents", "save_model_documents"]
 
@@ -42,19 +43,20 @@ def save_model_documents(
 def load_model_documents(
     run_uri: str, storage_options: Mapping[str, Any] | None = None
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
-    """The model documents of a committed run (``{output}/{run_id}``):
-    ``(centroids table, scaler document, model document)``.
+    """The model documents of a committed run: ``run_uri`` is the run folder
+    ``{output}/{run_id}`` (its commit pointer is followed) or a committed attempt folder.
+    Returns ``(centroids table, scaler document, model document)``.
 
     Raises
     ------
     StorageError
         The run is not committed (no ``_SUCCESS``) or a model file is missing.
     """
-    fs, root = filesystem(run_uri, storage_options)
-    fs.invalidate_cache(root)
-    if not fs.exists(join(root, SUCCESS)):
+    fs, path = filesystem(run_uri, storage_options)
+    root = committed_folder(fs, path)
+    if root is None:
         raise StorageError(
-            f"{to_uri(fs, root)} is not a committed run (no {SUCCESS}); pass the run folder "
+            f"{to_uri(fs, path)} is not a committed run (no {SUCCESS}); pass the run folder "
             "{output}/{run_id} of a finished run"
         )
     try:
