@@ -70,9 +70,8 @@ def test_run_writes_the_layout_and_is_idempotent(job, client):
     config = parse_config(data)
     res = run(config, client=client)
     assert not res.skipped and res.k == 5, res  # the generated truth
-    files = _files(store, res.run_uri)
+    files = _files(store, res.results_uri)
     expected = {
-        "_SUCCESS",
         "manifest.json",
         "sweep.parquet",
         "elbow.png",
@@ -89,9 +88,13 @@ def test_run_writes_the_layout_and_is_idempotent(job, client):
     assert sorted(f for f in files if f.startswith("scores/")) == [
         f"scores/part-{i:05d}.parquet" for i in range(2)
     ]
-    manifest = json.loads(store.fs.cat_file(f"{res.run_uri}/manifest.json"))
+    manifest = json.loads(store.fs.cat_file(f"{res.results_uri}/manifest.json"))
     listed = {f["path"] for f in manifest["files"]}
-    assert set(files) - {"_SUCCESS", "manifest.json"} == listed  # every other file listed
+    assert set(files) - {"manifest.json"} == listed  # every other file listed
+    # the run folder holds the commit pointer, naming this attempt, and nothing else
+    run_files = _files(store, res.run_uri)
+    assert {f.split("/")[0] for f in run_files} == {"_SUCCESS", manifest["attempt"]}
+    assert res.results_uri.endswith(f"{res.run_id}/{manifest['attempt']}")
     assert manifest["k"] == 5 and manifest["inputs"]["input"] and manifest["versions"]["dask"]
     assert "SECRET-VALUE-42" not in json.dumps(manifest)
     if store.options:
@@ -99,7 +102,7 @@ def test_run_writes_the_layout_and_is_idempotent(job, client):
     assert latest_run(data["output"]["uri"], store.options) == res.run_id
 
     # every input row exactly once, segments matching the truth
-    assign = store.read_folder(res.run_uri, "assignments")
+    assign = store.read_folder(res.results_uri, "assignments")
     assert list(assign.columns) == ["customer_id", "segment", "distance_to_centroid"]
     assert len(assign) == N and assign.customer_id.is_unique
     from sklearn.metrics import adjusted_rand_score
@@ -107,7 +110,7 @@ def test_run_writes_the_layout_and_is_idempotent(job, client):
     merged = df.assign(truth=truth).merge(assign, on="customer_id")
     assert adjusted_rand_score(merged.truth, merged.segment) == 1.0
     # every query row scored once; the planted outliers have the largest k-th distances
-    scores = store.read_folder(res.run_uri, "scores")
+    scores = store.read_folder(res.results_uri, "scores")
     assert set(scores.customer_id) == set(q.customer_id) and len(scores) == NQ
     assert {"knn_label", "vote_share", "kth_distance", "nearest_centroid"} <= set(scores.columns)
     n_out = round(0.02 * NQ)
@@ -118,12 +121,15 @@ def test_run_writes_the_layout_and_is_idempotent(job, client):
     # the same config again: skipped, nothing rewritten
     again = run(parse_config(data), client=client)
     assert again.skipped and again.run_id == res.run_id and again.k == 5
-    assert _files(store, res.run_uri) == files
+    assert again.results_uri == res.results_uri
+    assert _files(store, res.run_uri) == run_files
 
     # force: recomputed, same numbers
     forced = run(parse_config(data), force=True, client=client)
     assert not forced.skipped and forced.run_id == res.run_id
-    pd.testing.assert_frame_equal(store.read_folder(res.run_uri, "assignments"), assign)
+    assert forced.results_uri != res.results_uri  # a new attempt, the old one removed
+    assert set(_files(store, res.run_uri)) & set(run_files) == {"_SUCCESS"}
+    pd.testing.assert_frame_equal(store.read_folder(forced.results_uri, "assignments"), assign)
     assert forced.metrics == res.metrics
 
     # a changed setting: a new run next to the old one

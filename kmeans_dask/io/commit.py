@@ -31,8 +31,10 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import os
 import re
 import secrets
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,7 +43,7 @@ from typing import Any
 import pandas as pd
 
 from ..exceptions import StorageError
-from .fs import filesystem, join, put_bytes, put_parquet, to_uri
+from .fs import filesystem, is_local, join, put_bytes, put_parquet, to_uri
 from .lease import DEFAULT_LEASE_SECONDS, LEASE_PREFIX, LeaseHeldError, RunLease
 from .runs import (
     ATTEMPT_PREFIX,
@@ -137,6 +139,7 @@ class RunCommit:
         self.fs, self.root = filesystem(self.output_uri, self.storage_options)
         self.run_path = join(self.root, self.run_id)
         self.attempt_id: str | None = None
+        self._created_root = False
         self._lease = RunLease(self.fs, self.run_path, self.lease_seconds)
 
     @property
@@ -192,6 +195,8 @@ class RunCommit:
         attempt: it stays readable until :meth:`commit` switches the pointer.
         """
         self._check_bucket()
+        with storage_op("checking", self.fs, self.root):
+            self._created_root = is_local(self.fs) and not self.fs.exists(self.root)
         if self.is_committed() and not force:
             logger.info("run %s is already committed: skipping", self.uri)
             return False
@@ -209,11 +214,13 @@ class RunCommit:
     @contextmanager
     def attempt(self) -> Iterator[RunCommit]:
         """Context of one write attempt: on any error, this attempt's own files are removed
-        (never another's) and the lease is released."""
+        (never another's), the lease is released, and folders it created and left empty go."""
         try:
             yield self
         except BaseException:
             self._remove_own()
+            self._lease.release()
+            self._remove_empty_folders()
             raise
         finally:
             self._lease.release()
@@ -252,10 +259,16 @@ class RunCommit:
     def _remove_own(self) -> None:
         if self.attempt_id is None:
             return
-        try:
-            self._rm(self.attempt_path)
-        except Exception as cleanup:  # best effort: the next lease holder removes it
-            logger.warning("could not remove failed attempt %s: %s", self.attempt_path, cleanup)
+        # tasks of a failed computation may still be finishing their writes: try again
+        for wait in (0.0, 0.2, 0.5, 1.0, 2.0):
+            time.sleep(wait)
+            try:
+                self._rm(self.attempt_path)
+                return
+            except StorageError as cleanup:
+                error = cleanup
+        # best effort: the next lease holder removes an abandoned attempt
+        logger.warning("could not remove failed attempt %s: %s", self.attempt_path, error)
 
     def _rm(self, path: str) -> None:
         with storage_op("removing", self.fs, path):
@@ -263,6 +276,17 @@ class RunCommit:
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
             self.fs.invalidate_cache(self.run_path)
+
+    def _remove_empty_folders(self) -> None:
+        """Local folders this attempt created and left empty (object stores have none)."""
+        if not is_local(self.fs):
+            return
+        folders = [self.run_path] + ([self.root] if self._created_root else [])
+        for folder in folders:
+            try:
+                os.rmdir(folder)  # only if empty
+            except OSError:
+                return
 
     # ------------------------------------------------------------------ writers
     def _record(self, rec: FileRecord) -> FileRecord:
@@ -292,14 +316,14 @@ class RunCommit:
         """Write ``manifest.json`` (every file listed), switch ``_SUCCESS`` to this attempt,
         write LATEST, then remove the attempt it replaced."""
         now = _now()
+        name = f"{ATTEMPT_PREFIX}{self.attempt_id}"
         full = dict(manifest)
-        full.update(run_id=self.run_id, attempt=self.attempt_id, committed_at=now)
+        full.update(run_id=self.run_id, attempt=name, committed_at=now)
         full["files"] = [r.as_dict() for r in sorted(self.files, key=lambda r: r.path)]
         self.write_json(MANIFEST, full)
         previous = read_pointer(self.fs, self.run_path)
         with storage_op("checking the lease of", self.fs, self.run_path):
             self._lease.check()
-        name = f"{ATTEMPT_PREFIX}{self.attempt_id}"
         pointer = {"run_id": self.run_id, "attempt": name, "committed_at": now}
         put_bytes(self.fs, join(self.run_path, SUCCESS), json.dumps(pointer).encode())
         self._write_latest()

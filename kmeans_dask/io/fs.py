@@ -4,6 +4,7 @@ one place where bytes are written (:func:`put_bytes`, :func:`put_parquet`)."""
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,8 @@ __all__ = [
     "filesystem",
     "is_local",
     "join",
+    "location",
+    "overlapping",
     "put_bytes",
     "put_parquet",
     "read_text",
@@ -143,3 +146,36 @@ def put_parquet(
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     return put_bytes(fs, path, buf.getvalue(), make_parent=make_parent)
+
+
+def location(uri: str) -> tuple[str, tuple[str, ...]]:
+    """``(scheme, path segments)`` of a URI, with no I/O: local paths are made absolute
+    (``~`` expanded), ``s3://bucket/key`` gives ``('s3', ('bucket', 'key', ...))``.
+
+    Raises ValueError for a ``..`` segment: on S3 it would be a literal key while locally it
+    leaves the folder, so the same URI would mean two places.
+    """
+    text = str(uri).strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "file", text
+    scheme = {"local": "file", "s3a": "s3"}.get(scheme.lower(), scheme.lower())
+    segments = [s for s in rest.replace("\\", "/").split("/") if s not in ("", ".")]
+    if ".." in segments:
+        raise ValueError(
+            f"must not contain a '..' segment (got {uri!r}): on S3 it is a literal key while "
+            "locally it leaves the folder; give the location without '..'"
+        )
+    if scheme == "file":
+        absolute = os.path.abspath(os.path.expanduser(rest or "."))
+        segments = [s for s in absolute.replace("\\", "/").split("/") if s]
+    return scheme, tuple(segments)
+
+
+def overlapping(a: str, b: str) -> bool:
+    """True when one location is the other or lies under it (either way round)."""
+    (sa, pa), (sb, pb) = location(a), location(b)
+    if sa != sb:
+        return False
+    n = min(len(pa), len(pb))
+    return pa[:n] == pb[:n]

@@ -11,9 +11,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..exceptions import ConfigError
+from ..io.fs import location, overlapping
 
 __all__ = [
     "ClusterSpec",
@@ -41,6 +49,12 @@ class InputSpec(_Strict):
     """Where a dataset is and which columns to use."""
 
     uri: str = Field(description="Local path or s3://bucket/prefix (folder or file).")
+
+    @field_validator("uri")
+    @classmethod
+    def _no_dotdot(cls, uri: str) -> str:
+        location(uri)  # ValueError for '..' segments
+        return uri
     format: Literal["parquet", "csv"] = "parquet"
     columns: list[str] | None = Field(
         None, description="Feature columns (numeric). Default: every numeric column."
@@ -120,6 +134,12 @@ class OutputSpec(_Strict):
     """Where results are committed (``{uri}/{run_id}/``)."""
 
     uri: str
+
+    @field_validator("uri")
+    @classmethod
+    def _no_dotdot(cls, uri: str) -> str:
+        location(uri)  # ValueError for '..' segments
+        return uri
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -145,6 +165,20 @@ class RunConfig(_Strict):
     knn: KNNSpec = Field(default_factory=KNNSpec)
     output: OutputSpec
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+
+    @model_validator(mode="after")
+    def _output_apart_from_inputs(self) -> RunConfig:
+        # results must never land in (or contain) the data they are computed from
+        sources = [("input.uri", self.input.uri)]
+        if self.knn.query is not None:
+            sources.append(("knn.query.uri", self.knn.query.uri))
+        for key, uri in sources:
+            if overlapping(self.output.uri, uri):
+                raise ValueError(
+                    f"output.uri ({self.output.uri}) must be outside {key} ({uri}): it may not "
+                    "be the same location, under it or above it"
+                )
+        return self
 
 
 # --------------------------------------------------------------------------- errors
@@ -179,6 +213,8 @@ def _format_error(err: Mapping[str, Any]) -> str:
         return f"{path}: must be a{'n' if want[0] in 'aeiou' else ''} {want}; got {got!r}"
     if kind == "value_error":
         msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        if msg.startswith("must "):  # a field validator's message about the key itself
+            return f"{path}: {msg}"
         return f"{path}.{msg}" if path != "(config)" and not msg.startswith(path) else msg
     if kind == "string_pattern_mismatch":
         return f"{path}: must match {ctx.get('pattern')}; got {got!r}"

@@ -111,16 +111,16 @@ def check_demo(base: str | Path, result: Any) -> list[str]:
     from sklearn.metrics import adjusted_rand_score
 
     truth = read_table(join(str(base), "data", "truth.parquet"))
-    got = read_table(join(result.run_uri, "assignments"), ["customer_id", "segment"])
+    got = read_table(join(result.results_uri, "assignments"), ["customer_id", "segment"])
     merged = truth.merge(got, on="customer_id", how="inner")
     ari = adjusted_rand_score(merged.true_segment, merged.segment)
     lines = [
         f"Assignments: {len(got):,} rows for {len(truth):,} customers; "
         f"adjusted Rand index against the generated segments: {ari:.4f}"
     ]
-    if not exists(join(result.run_uri, "scores")):
+    if not exists(join(result.results_uri, "scores")):
         return lines
-    scores = read_table(join(result.run_uri, "scores"), ["customer_id", "kth_distance"])
+    scores = read_table(join(result.results_uri, "scores"), ["customer_id", "kth_distance"])
     top = scores.sort_values("kth_distance", ascending=False).head(3)
     unusual = ", ".join(
         f"{i} ({d:.2f})" for i, d in zip(top.customer_id, top.kth_distance, strict=True)

@@ -25,7 +25,7 @@ from ..kmeans import KMeans
 from ..sweep import SweepResult, sweep_k
 from .config import RunConfig, config_hash, identity
 from .outputs import score_queries, write_assignments
-from .prepare import Prepared, read_and_scale
+from .prepare import Prepared, check_inputs, read_and_scale
 from .segmentation_model import SegmentationModel, save_model
 
 __all__ = [
@@ -117,7 +117,9 @@ def _committer(config: RunConfig, run_id: str) -> RunCommit:
 
 
 def plan(config: RunConfig) -> Plan:
-    """Fingerprint the inputs (a listing) and derive the run id; checks ``_SUCCESS``."""
+    """Validate the inputs (listings and footers), fingerprint them and derive the run id;
+    checks whether the run is committed. Nothing is written and no cluster is started."""
+    check_inputs(config)
     inputs = _inputs(config)
     run_id = run_id_for(identity(config), inputs, name=config.name)
     commit = _committer(config, run_id)
@@ -169,7 +171,11 @@ def fit(config: RunConfig, prepared: Prepared, sweep: SweepResult | None) -> KMe
 
 @dataclass
 class RunResult:
-    """What a run produced (or found already committed). ``as_dict`` is JSON-able."""
+    """What a run produced (or found already committed). ``as_dict`` is JSON-able.
+
+    ``run_uri`` is the run folder ``{output}/{run_id}`` (what ``show`` and ``load_model``
+    take); ``results_uri`` is the committed attempt folder holding the files.
+    """
 
     run_id: str
     run_uri: str
@@ -180,6 +186,7 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     files: list[dict[str, Any]] = field(default_factory=list)
     sweep: list[dict[str, Any]] = field(default_factory=list)
+    results_uri: str | None = None  # the committed attempt's folder (the result files)
 
     def as_dict(self) -> dict[str, Any]:
         """The result as plain data (for an orchestrator's result store)."""
@@ -223,55 +230,63 @@ def run(
 ) -> RunResult:
     """Run the whole job (connects its own cluster unless a client is given).
 
-    ``on_connect(client)`` is called once the cluster is up (e.g. to print the dashboard).
+    The run's lease is taken before any computing (a concurrent run of the same id fails
+    at once with :class:`~kmeans_dask.io.LeaseHeldError`), and the committed attempt of a
+    forced rerun stays readable until the new one is committed. ``on_connect(client)`` is
+    called once the cluster is up (e.g. to print the dashboard).
     """
     stages = stages or Stages()
     p = stages("plan", plan, config)
-    if p.committed and not force:
-        logger.info("run %s is already committed at %s: skipped", p.run_id, p.run_uri)
-        manifest = _committer(config, p.run_id).manifest()
-        return RunResult(
-            p.run_id,
-            p.run_uri,
-            True,
-            manifest.get("k"),
-            manifest.get("k_rule"),
-            manifest.get("metrics", {}),
-            manifest.get("timings", {}),
-            manifest.get("files", []),
-        )
-    ctx = connect(config) if client is None else contextlib.nullcontext(client)
-    with ctx as c:
-        if on_connect is not None:
-            on_connect(c)
-        return _execute(config, p, force, stages)
+    run_commit = _committer(config, p.run_id)
+    if (p.committed and not force) or not run_commit.begin(force=force):
+        return _skipped(run_commit, p)
+    with run_commit.attempt():
+        ctx = connect(config) if client is None else contextlib.nullcontext(client)
+        with ctx as c:
+            if on_connect is not None:
+                on_connect(c)
+            return _execute(config, p, run_commit, stages)
 
 
-def _execute(config: RunConfig, p: Plan, force: bool, stages: Stages) -> RunResult:
+def _skipped(run_commit: RunCommit, p: Plan) -> RunResult:
+    """The result of a run found committed (LATEST repaired if it was left behind)."""
+    logger.info("run %s is already committed at %s: skipped", p.run_id, p.run_uri)
+    run_commit.repair_latest()
+    manifest = run_commit.manifest()
+    return RunResult(
+        p.run_id,
+        p.run_uri,
+        True,
+        manifest.get("k"),
+        manifest.get("k_rule"),
+        manifest.get("metrics", {}),
+        manifest.get("timings", {}),
+        manifest.get("files", []),
+        results_uri=run_commit.committed_uri(),
+    )
+
+
+def _execute(config: RunConfig, p: Plan, run_commit: RunCommit, stages: Stages) -> RunResult:
     prepared = stages("read", read_and_scale, config)
     sweep = stages("sweep", choose_k, config, prepared)
     model = stages("fit", fit, config, prepared, sweep)
-    run_commit = _committer(config, p.run_id)
-    if not run_commit.begin(force=force):  # committed meanwhile by another process
-        return RunResult(p.run_id, p.run_uri, True)
-    with run_commit.attempt():
-        stages("assign", write_assignments, run_commit, prepared, model)
-        if config.knn.enabled:
-            stages("score", score_queries, config, run_commit, prepared, model)
-        metrics = stages("model", _write_model, config, run_commit, prepared, model, sweep, p)
-        manifest = {
-            "name": config.name,
-            "config": _redacted(config),
-            "config_hash": p.config_hash,
-            "inputs": p.inputs,
-            "versions": versions(),
-            "k": int(model.n_clusters),
-            "k_rule": sweep.rule if sweep is not None else "fixed",
-            "metrics": metrics,
-            "sweep": _records(sweep),
-            "timings": stages.timings,
-        }
-        full = stages("commit", run_commit.commit, manifest)
+    stages("assign", write_assignments, run_commit, prepared, model)
+    if config.knn.enabled:
+        stages("score", score_queries, config, run_commit, prepared, model)
+    metrics = stages("model", _write_model, config, run_commit, prepared, model, sweep, p)
+    manifest = {
+        "name": config.name,
+        "config": _redacted(config),
+        "config_hash": p.config_hash,
+        "inputs": p.inputs,
+        "versions": versions(),
+        "k": int(model.n_clusters),
+        "k_rule": sweep.rule if sweep is not None else "fixed",
+        "metrics": metrics,
+        "sweep": _records(sweep),
+        "timings": stages.timings,
+    }
+    full = stages("commit", run_commit.commit, manifest)
     return RunResult(
         p.run_id,
         run_commit.uri,
@@ -282,6 +297,7 @@ def _execute(config: RunConfig, p: Plan, force: bool, stages: Stages) -> RunResu
         dict(stages.timings),
         full["files"],
         manifest["sweep"],
+        results_uri=run_commit.results_uri,
     )
 
 
