@@ -52,7 +52,8 @@ def _summary_markdown(result: pipeline.RunResult, config_uri: str) -> str:
         f"# Segmentation run `{result.run_id}`",
         "",
         f"- config: `{config_uri}`",
-        f"- results: `{result.run_uri}`",
+        f"- run: `{result.run_uri}`",
+        f"- results: `{result.results_uri}`",
         f"- status: {'skipped (already committed)' if result.skipped else 'committed'}",
     ]
     if result.k is not None:
@@ -64,7 +65,8 @@ def _summary_markdown(result: pipeline.RunResult, config_uri: str) -> str:
         lines += ["", "| stage | seconds |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in result.timings.items()]
     if not result.skipped:
-        lines += ["", f"Plots: `{result.run_uri}/elbow.png`, `{result.run_uri}/silhouette.png`"]
+        plots = result.results_uri
+        lines += ["", f"Plots: `{plots}/elbow.png`, `{plots}/silhouette.png`"]
     return "\n".join(lines)
 
 

@@ -96,7 +96,8 @@ def _summary(result: Any, out=print) -> None:
         out(f"Run {result.run_id} is already committed: skipped (use --force to recompute).")
     else:
         out(f"Run {result.run_id} committed.")
-    out(f"Results: {result.run_uri}")
+    out(f"Run folder: {result.run_uri}")
+    out(f"Results: {result.results_uri}")
     if result.k is not None:
         out(f"K = {result.k} ({result.rule})")
     for key, value in (result.metrics or {}).items():
@@ -162,7 +163,7 @@ def _demo(args: argparse.Namespace) -> int:
     _summary(result)
     for line in check_demo(base, result):
         print(line)
-    run = Path(result.run_uri)
+    run = Path(result.results_uri)
     print("\nWhere the results are:")
     for rel in (
         "elbow.png",
