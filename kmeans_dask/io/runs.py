@@ -100,7 +100,7 @@ def read_manifest(uri: str, storage_options: Mapping | None = None) -> dict[str,
         latest = latest_run(uri, storage_options)
         if latest is None:
             raise StorageError(
-                f"{uri} is not a committed run and has no {LATEST}; pass a run folder "
+                f"{uri} is not a run folder (no {SUCCESS}) and has no {LATEST}; pass a run folder "
                 "{output}/{run_id} or an output folder with committed runs"
             )
         folder = committed_folder(fs, join(path, latest))
