@@ -343,5 +343,5 @@ def test_read_manifest_of_a_run_or_of_the_latest_run(store):
     by_run = read_manifest(run.uri, store.options)
     assert by_run["run_id"] == "seg-shown"
     assert read_manifest(store.uri("out"), store.options) == by_run  # LATEST
-    with pytest.raises(StorageError, match=r"is not a run folder \(no _SUCCESS\) and has no LATEST"):
+    with pytest.raises(StorageError, match=r"not a run folder \(no _SUCCESS\) and has no LATEST"):
         read_manifest(store.uri("nothing-here"), store.options)
