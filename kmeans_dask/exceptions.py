@@ -14,6 +14,7 @@ __all__ = [
     "ConvergenceWarning",
     "DatasetError",
     "InputError",
+    "InputTypeError",
     "InvalidParameterError",
     "KMeansDaskError",
     "KMeansDaskWarning",
@@ -36,6 +37,12 @@ class ConfigError(KMeansDaskError, ValueError):
 
 class InputError(KMeansDaskError, ValueError):
     """The data itself is unusable (NaN/inf, non-numeric column, empty, wrong shape)."""
+
+
+class InputTypeError(InputError, TypeError):
+    """The data holds values of a type that cannot be read as numbers (e.g. an object array
+    with strings or dicts): a ``TypeError``, as numpy and scikit-learn raise, and an
+    :class:`InputError`."""
 
 
 class KMeansDaskWarning(UserWarning):

@@ -69,7 +69,7 @@ class KNeighborsScorer(BaseEstimator):
     n_samples_fit_ : int
         Reference rows.
     feature_names_in_ : ndarray of str
-        Only when ``X_ref`` was a DataFrame; DataFrame queries are selected by these names.
+        Only when ``X`` in ``fit`` was a DataFrame; DataFrame queries are selected by these names.
 
     Examples
     --------
@@ -99,17 +99,18 @@ class KNeighborsScorer(BaseEstimator):
         if k > n_ref:
             raise InvalidParameterError(
                 f"The {name!r} parameter of {type(self).__name__} must be an int in the range "
-                f"[1, {n_ref}] (at most the number of reference rows). Got {k!r} instead."
+                f"[1, {n_ref}] (at most the number of reference rows, n_samples={n_ref}). Got "
+                f"{k!r} instead."
             )
 
-    def fit(self, X_ref: Any, y_ref: Any) -> KNeighborsScorer:
+    def fit(self, X: Any, y: Any) -> KNeighborsScorer:
         """Persist the reference rows and their labels (or target) as blocks.
 
         Parameters
         ----------
-        X_ref : dask array, dask DataFrame, numpy array or DataFrame of shape (n_ref, n_features)
+        X : dask array, dask DataFrame, numpy array or DataFrame of shape (n_ref, n_features)
             Reference rows, already scaled like the queries will be.
-        y_ref : dask array, dask Series, numpy array or Series of shape (n_ref,)
+        y : dask array, dask Series, numpy array or Series of shape (n_ref,)
             Label of each reference row (e.g. ``KMeans.labels_``) for ``task='classify'``,
             or a numeric target for ``task='regress'``.
 
@@ -119,11 +120,11 @@ class KNeighborsScorer(BaseEstimator):
         """
         self._validate_params()
         owner = type(self).__name__
-        y = _as_vector(y_ref, owner)
-        n_rows = _known_rows(X_ref)
+        y = _as_vector(y, owner)
+        n_rows = _known_rows(X)
         if n_rows is not None and not np.isnan(y.shape[0]) and y.shape[0] != n_rows:
             raise InputError(
-                f"The 'y_ref' parameter of {owner}.fit must have one value per row of X_ref "
+                f"The 'y' parameter of {owner}.fit must have one value per row of X "
                 f"({n_rows} rows). Got {y.shape[0]} values instead."
             )
         if n_rows is not None:
@@ -133,11 +134,11 @@ class KNeighborsScorer(BaseEstimator):
         else:
             if y.dtype.kind not in "biuf":
                 raise InputError(
-                    f"{owner}: y_ref must be numeric for task='regress'; got dtype {y.dtype}."
+                    f"{owner}: y must be numeric for task='regress'; got dtype {y.dtype}."
                 )
             classes, labels, ldtype = None, y, np.float64
         prep = prepare_input(
-            X_ref, owner=owner, labels=labels, labels_dtype=ldtype, labels_name="y_ref"
+            X, owner=owner, labels=labels, labels_dtype=ldtype, labels_name="y"
         )
         bs = load_blocks(prep, owner=owner)
         try:
@@ -146,7 +147,7 @@ class KNeighborsScorer(BaseEstimator):
                 n_bad = sum(bs.map(_count_nonfinite))
                 if n_bad:
                     raise InputError(
-                        f"{owner}: y_ref has {n_bad} NaN or infinite value(s); the regression "
+                        f"{owner}: y has {n_bad} NaN or infinite value(s); the regression "
                         "target must be finite."
                     )
         except Exception:
@@ -177,7 +178,7 @@ class KNeighborsScorer(BaseEstimator):
             type(self).__name__,
             n_features=self.n_features_in_,
             feature_names=self._feature_names(),
-            param="X_query",
+            param="X",
         )
         if in_memory:
             rows = min(max(X.shape[0], 1), QUERY_BLOCK_ROWS)
@@ -199,10 +200,10 @@ class KNeighborsScorer(BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         return None if names is None else list(names)
 
-    def _outputs(self, X_query: Any, k: int, func, args: tuple, specs: list[tuple]) -> list:
+    def _outputs(self, X: Any, k: int, func, args: tuple, specs: list[tuple]) -> list:
         """``func(merged, *args)`` per query block, as one lazy array per output
         ``(dtype, n_columns or None)``; computed when the queries were in memory."""
-        Xq, in_memory = self._query_array(X_query)
+        Xq, in_memory = self._query_array(X)
         merged = kg.search(self._ref, Xq, k, self._feature_names())
         results = kg.per_block(merged, func, *args)
         arrays = kg.to_arrays(results, Xq.chunks[0], specs)
@@ -210,13 +211,13 @@ class KNeighborsScorer(BaseEstimator):
 
     # ------------------------------------------------------------------ public queries
     def kneighbors(
-        self, X_query: Any, n_neighbors: int | None = None, return_distance: bool = True
+        self, X: Any, n_neighbors: int | None = None, return_distance: bool = True
     ) -> Any:
         """The nearest reference rows of every query row.
 
         Parameters
         ----------
-        X_query : dask array, dask DataFrame, numpy array or DataFrame of shape (n, n_features)
+        X : dask array, dask DataFrame, numpy array or DataFrame of shape (n, n_features)
         n_neighbors : int, optional
             Defaults to the estimator's ``n_neighbors``.
         return_distance : bool, default=True
@@ -226,42 +227,42 @@ class KNeighborsScorer(BaseEstimator):
         distances : array of shape (n, n_neighbors), float64
             Euclidean distances, ascending (only when ``return_distance``).
         indices : array of shape (n, n_neighbors), int64
-            Global positions of the neighbours in ``X_ref``; equal distances are ordered by
+            Global positions of the neighbours in the reference rows; equal distances are ordered by
             the lower position. Dask arrays for dask input, numpy arrays otherwise.
         """
         check_is_fitted(self, "n_samples_fit_")
         k = self._resolve_k(n_neighbors)
         specs = [(np.float64, k), (np.int64, k)]
-        dist, ind = self._outputs(X_query, k, kg.neighbours, (), specs)
+        dist, ind = self._outputs(X, k, kg.neighbours, (), specs)
         return (dist, ind) if return_distance else ind
 
-    def predict(self, X_query: Any) -> Any:
+    def predict(self, X: Any) -> Any:
         """Predicted label (``classify``) or weighted mean target (``regress``) per row."""
         check_is_fitted(self, "n_samples_fit_")
         k = self.n_neighbors
         if self.task == "regress":
             args = (self.weights,)
-            return self._outputs(X_query, k, kg.mean_target, args, [(np.float64, None)])[0]
+            return self._outputs(X, k, kg.mean_target, args, [(np.float64, None)])[0]
         args = (self.classes_, self.weights)
-        return self._outputs(X_query, k, kg.vote_labels, args, [(self.classes_.dtype, None)])[0]
+        return self._outputs(X, k, kg.vote_labels, args, [(self.classes_.dtype, None)])[0]
 
-    def predict_proba(self, X_query: Any) -> Any:
+    def predict_proba(self, X: Any) -> Any:
         """Share of neighbour weight per class, shape (n, n_classes), columns in ``classes_``."""
         check_is_fitted(self, "n_samples_fit_")
         if self.task != "classify":
             raise AttributeError("predict_proba is only available with task='classify'.")
         args = (self.classes_, self.weights)
         specs = [(np.float64, len(self.classes_))]
-        return self._outputs(X_query, self.n_neighbors, kg.vote_proba, args, specs)[0]
+        return self._outputs(X, self.n_neighbors, kg.vote_proba, args, specs)[0]
 
-    def score_frame(self, X_query: Any, ids: Any = None, *, id_column: str = "id") -> Any:
+    def score_frame(self, X: Any, ids: Any = None, *, id_column: str = "id") -> Any:
         """Scores of every query row as a lazy dask DataFrame.
 
         Parameters
         ----------
-        X_query : dask array, dask DataFrame, numpy array or DataFrame of shape (n, n_features)
+        X : dask array, dask DataFrame, numpy array or DataFrame of shape (n, n_features)
         ids : array-like, dask array or dask Series of shape (n,), optional
-            Row identifiers, aligned with ``X_query``; default: the row positions.
+            Row identifiers, aligned with ``X``; default: the row positions.
         id_column : str, default='id'
 
         Returns
@@ -274,7 +275,7 @@ class KNeighborsScorer(BaseEstimator):
             and ``mean_distance`` (mean distance to the k neighbours).
         """
         check_is_fitted(self, "n_samples_fit_")
-        Xq, _ = self._query_array(X_query)
+        Xq, _ = self._query_array(X)
         merged = kg.search(self._ref, Xq, self.n_neighbors, self._feature_names())
         if self.task == "classify":
             args = (kg.vote_columns, self.classes_, self.weights)
@@ -291,7 +292,7 @@ class KNeighborsScorer(BaseEstimator):
 
 
 def _as_vector(y: Any, owner: str) -> Any:
-    """``y_ref`` as a 1-D numpy or dask array (dask Series become arrays with known lengths)."""
+    """``y`` as a 1-D numpy or dask array (dask Series become arrays with known lengths)."""
     import pandas as pd
 
     if is_dask_frame(y):
@@ -304,7 +305,7 @@ def _as_vector(y: Any, owner: str) -> Any:
         y = y[:, 0]
     if y.ndim != 1:
         raise InputError(
-            f"The 'y_ref' parameter of {owner}.fit must be 1-D (one label or target per "
+            f"The 'y' parameter of {owner}.fit must be 1-D (one label or target per "
             f"reference row). Got shape {y.shape} instead."
         )
     return y
@@ -329,7 +330,7 @@ def _encode(y: Any, owner: str) -> tuple[np.ndarray, Any, type]:
     else:
         classes, codes = np.unique(y, return_inverse=True)
     if classes.dtype.kind == "f" and np.isnan(classes).any():
-        raise InputError(f"{owner}: y_ref contains NaN; every reference row needs a label.")
+        raise InputError(f"{owner}: y contains NaN; every reference row needs a label.")
     return classes, codes, np.int64
 
 

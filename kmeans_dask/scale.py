@@ -15,6 +15,7 @@ from .kernels import moments as kernels
 from .validation import (
     check_array,
     check_dask_array,
+    check_finite,
     check_n_features,
     float_dtype,
     is_dask_array,
@@ -31,13 +32,21 @@ def _moments_part(part: Any, dtype: np.dtype) -> tuple:
     return kernels.moments(X)
 
 
+def _finite_block(x: np.ndarray, owner: str, block_info: dict | None = None) -> np.ndarray:
+    # lazy input is checked block by block, where the values are (rows counted globally)
+    row0 = block_info[0]["array-location"][0][0] if block_info else 0
+    check_finite(x, owner, row0=row0)
+    return x
+
+
 class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Standardise features to zero mean and unit variance, fitted in one pass over chunks.
 
     Each chunk contributes (count, mean, M2); the partials are merged with Chan et al.'s
     formula, so the result equals a single-pass variance over all rows (population
     variance, ``ddof=0``, as scikit-learn's). Constant columns get ``scale_ = 1``.
-    NaN or infinity raise an error that names the column.
+    NaN or infinity raise an error that names the column (in ``fit``, and in ``transform``:
+    at once for in-memory input, per block when a dask array is computed).
 
     Parameters
     ----------
@@ -147,15 +156,19 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         owner = type(self).__name__
         if is_dask_frame(X) or isinstance(X, pd.DataFrame | pd.Series):
             # frames stay frames (columns kept), selected by the fitted names
-            X, _, _ = select_features(X, None if names is None else list(names), owner)
+            X, cols, _ = select_features(X, None if names is None else list(names), owner)
             check_n_features(X.shape[1], self.n_features_in_, owner)
+            if not is_dask_frame(X):
+                check_finite(X.to_numpy(dtype=np.float64), owner, cols)
             return X * scale + mean if inverse else (X - mean) / scale
         if is_dask_array(X):
             X = check_dask_array(X, owner)
             check_n_features(int(X.shape[1]), self.n_features_in_, owner)
+            X = X.map_blocks(_finite_block, owner, dtype=X.dtype)
         else:
             X = check_array(X, owner)
             check_n_features(X.shape[1], self.n_features_in_, owner)
+            check_finite(X, owner)
         dt = float_dtype(X.dtype)
         X = X.astype(dt)
         m = np.asarray(mean, dtype=dt)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import InputError, InvalidParameterError
+from .exceptions import InputError, InputTypeError, InvalidParameterError
 
 __all__ = [
     "as_feature_array",
@@ -203,7 +203,8 @@ def check_array(X: Any, owner: str, param: str = "X") -> np.ndarray:
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
-            raise InputError(
+            # a TypeError like numpy's (and scikit-learn's check_array), still an InputError
+            raise InputTypeError(
                 f"{owner}: {param} has dtype object with values that are not numbers ({exc})."
             ) from exc
     if arr.ndim != 2:

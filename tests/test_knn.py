@@ -202,9 +202,9 @@ def test_bad_parameters(data, params, match):
 def test_query_with_other_number_of_features(data):
     R, Q, y, _ = data
     knn = KNeighborsScorer(n_neighbors=3).fit(R, y)
-    with pytest.raises(InputError, match=r"X_query has 4 features.*expecting 5 features"):
+    with pytest.raises(InputError, match=r"X has 4 features.*expecting 5 features"):
         knn.predict(Q[:, :4])
-    with pytest.raises(InputError, match=r"X_query has 4 features.*expecting 5 features"):
+    with pytest.raises(InputError, match=r"X has 4 features.*expecting 5 features"):
         knn.kneighbors(da.from_array(Q[:, :4], chunks=50))
 
 
@@ -213,7 +213,7 @@ def test_nan_in_query(backend, data):
     knn = KNeighborsScorer(n_neighbors=3).fit(da.from_array(R, chunks=500), y)
     Qn = Q.copy()
     Qn[57, 2] = np.nan
-    msg = r"X_query contains NaN or infinity in column\(s\) \[2\].*row 57.*finite"
+    msg = r"X contains NaN or infinity in column\(s\) \[2\].*row 57.*finite"
     with pytest.raises(InputError, match=msg):
         knn.predict(Qn)  # in memory: checked at once
     lazy = knn.predict(da.from_array(Qn, chunks=40))  # dask: checked when computed
@@ -223,14 +223,14 @@ def test_nan_in_query(backend, data):
 
 def test_labels_misaligned_with_reference(data):
     R, _, y, _ = data
-    msg = r"'y_ref' parameter of KNeighborsScorer.fit must have one value per row of X_ref"
+    msg = r"'y' parameter of KNeighborsScorer.fit must have one value per row of X"
     with pytest.raises(InputError, match=msg + r" \(1000 rows\). Got 999 values"):
         KNeighborsScorer().fit(R, y[:-1])
     with pytest.raises(InputError, match=msg):
         KNeighborsScorer().fit(da.from_array(R, chunks=300), da.from_array(y[1:], chunks=300))
-    with pytest.raises(InputError, match=r"'y_ref' parameter.*1-D.*Got shape \(1000, 2\)"):
+    with pytest.raises(InputError, match=r"'y' parameter.*1-D.*Got shape \(1000, 2\)"):
         KNeighborsScorer().fit(R, np.c_[y, y])
-    with pytest.raises(InputError, match=r"y_ref has 1 NaN"):
+    with pytest.raises(InputError, match=r"y has 1 NaN"):
         t = np.arange(N_REF, dtype=float)
         t[3] = np.nan
         KNeighborsScorer(task="regress").fit(da.from_array(R, chunks=300), t)

@@ -103,7 +103,7 @@ def search(ref: Reference, Xq: Any, k: int, names: list[str] | None) -> list:
 
 def _check_query(part: Any, dtype: np.dtype, row0: int, names: list[str] | None) -> np.ndarray:
     Q = np.ascontiguousarray(part, dtype=dtype)
-    check_finite(Q, "KNeighborsScorer", names, row0, "X_query")
+    check_finite(Q, "KNeighborsScorer", names, row0, "X")
     return Q
 
 
@@ -280,5 +280,5 @@ def _check_ids(length: Any, shape: tuple, n: int, owner: str) -> None:
     if len(shape) != 1 or length != n:
         raise InputError(
             f"The 'ids' parameter of {owner}.score_frame must be 1-D with one value per row "
-            f"of X_query ({n} rows). Got shape {shape} instead."
+            f"of X ({n} rows). Got shape {shape} instead."
         )
