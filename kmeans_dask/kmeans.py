@@ -21,6 +21,7 @@ from .validation import (
     as_feature_array,
     check_finite,
     check_interval,
+    check_magnitude,
     check_options,
     check_random_state,
     seed_from,
@@ -191,10 +192,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         names = list(names) if names is not None else None
         owner = type(self).__name__
-        X, in_memory = as_feature_array(
-            X, owner, n_features=self.n_features_in_, feature_names=names
-        )
         C, ref = self.cluster_centers_, self.reference_
+        X, in_memory = as_feature_array(
+            X, owner, n_features=self.n_features_in_, feature_names=names, dtype=C.dtype
+        )
         if in_memory:
             return func(X, C, ref)
         if out_cols is None:
@@ -239,10 +240,17 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
 
 def _checked_block(
-    X: np.ndarray, func: Callable, C: np.ndarray, ref: np.ndarray, owner: str
+    X: np.ndarray,
+    func: Callable,
+    C: np.ndarray,
+    ref: np.ndarray,
+    owner: str,
+    block_info: dict | None = None,
 ) -> np.ndarray:
-    # lazy input is checked block by block, where the values are
-    check_finite(X, owner)
+    # lazy input is checked block by block, where the values are (rows counted globally)
+    row0 = block_info[0]["array-location"][0][0] if block_info else 0
+    check_finite(X, owner, row0=row0)
+    check_magnitude(X, owner, dtype=C.dtype)
     return func(X, C, ref)
 
 

@@ -179,6 +179,7 @@ class KNeighborsScorer(BaseEstimator):
             n_features=self.n_features_in_,
             feature_names=self._feature_names(),
             param="X",
+            dtype=self._ref.blocks.dtype,
         )
         if in_memory:
             rows = min(max(X.shape[0], 1), QUERY_BLOCK_ROWS)

@@ -20,6 +20,7 @@ from .validation import (
     float_dtype,
     is_dask_array,
     is_dask_frame,
+    magnitude_error,
     nonfinite_error,
     select_features,
 )
@@ -46,7 +47,9 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     formula, so the result equals a single-pass variance over all rows (population
     variance, ``ddof=0``, as scikit-learn's). Constant columns get ``scale_ = 1``.
     NaN or infinity raise an error that names the column (in ``fit``, and in ``transform``:
-    at once for in-memory input, per block when a dask array is computed).
+    at once for in-memory input, per block when a dask array is computed), and so do values
+    whose squares summed over the rows would overflow float64
+    (:func:`~kmeans_dask.validation.max_abs_limit` with one feature).
 
     Parameters
     ----------
@@ -93,14 +96,20 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         acc = (0, np.zeros(prep.n_features), np.zeros(prep.n_features))
         n_nan = np.zeros(prep.n_features, dtype=np.int64)
         n_inf = np.zeros(prep.n_features, dtype=np.int64)
-        for n, mean, m2, nn, ni in results:
+        max_abs = np.zeros(prep.n_features)
+        for n, mean, m2, nn, ni, ma in results:
             acc = kernels.merge_moments(acc, (n, mean, m2))
             n_nan += nn
             n_inf += ni
+            np.maximum(max_abs, ma, out=max_abs)
         err = nonfinite_error(n_nan, n_inf, prep.feature_names, owner)
         if err is not None:
             raise err
         n, mean, m2 = acc
+        # a column's M2 sums n squared deviations in float64 (one feature per sum)
+        err = magnitude_error(max_abs, prep.feature_names, owner, np.float64, n, n_features=1)
+        if err is not None:
+            raise err
         if n == 0:
             raise InputError(
                 f"Found array with 0 sample(s) (shape=(0, {prep.n_features})) while a minimum "

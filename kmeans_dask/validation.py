@@ -8,6 +8,7 @@ here. Messages follow scikit-learn's wording (parameter, what is allowed, what w
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "check_dask_array",
     "check_finite",
     "check_interval",
+    "check_magnitude",
     "check_n_features",
     "check_options",
     "check_random_state",
@@ -29,6 +31,8 @@ __all__ = [
     "float_dtype",
     "is_dask_array",
     "is_dask_frame",
+    "magnitude_error",
+    "max_abs_limit",
     "nonfinite_error",
     "seed_from",
     "select_features",
@@ -295,6 +299,76 @@ def check_finite(
     )
 
 
+def max_abs_limit(dtype: Any, n_features: int, n_rows: float = 1.0) -> float:
+    """The largest absolute value a feature may hold without overflowing squared distances.
+
+    Two points whose coordinates are at most ``M`` in absolute value (centres lie in the
+    data's range) are at squared distance at most ``4 * n_features * M**2``. That value is
+    formed in the working ``dtype`` (float32 data: float32 products), and the inertia and
+    the variances add up ``n_rows`` of them (weighted: the total weight) in float64. So
+    ``M`` must stay below ``sqrt(max(dtype) / (4 * n_features))`` and below
+    ``sqrt(max(float64) / (4 * n_features * n_rows))``.
+
+    For float64: about 6.7e153 / sqrt(n_features * n_rows); for float32: about
+    9.2e18 / sqrt(n_features) (float64 sums of float32 distances do not overflow).
+    """
+    d = max(int(n_features), 1)
+    per_row = math.sqrt(float(np.finfo(dtype).max) / (4.0 * d))
+    summed = math.sqrt(float(np.finfo(np.float64).max) / (4.0 * d * max(float(n_rows), 1.0)))
+    return min(per_row, summed)
+
+
+def magnitude_error(
+    max_abs: np.ndarray,
+    names: list[str] | None,
+    owner: str,
+    dtype: Any,
+    n_rows: float = 1.0,
+    param: str = "X",
+    n_features: int | None = None,
+) -> InputError | None:
+    """The error for columns whose largest absolute value exceeds :func:`max_abs_limit`
+    (None when every column is within it). ``max_abs`` holds one value per column;
+    ``n_features`` is how many columns add up into one squared value (default: all)."""
+    max_abs = np.asarray(max_abs, dtype=np.float64)
+    d = max_abs.shape[0] if n_features is None else int(n_features)
+    limit = max_abs_limit(dtype, d, n_rows)
+    bad = np.flatnonzero(max_abs > limit)
+    if not bad.size:
+        return None
+    cols = ", ".join(f"{column_label(names, j)} (max |value| {max_abs[j]:.3g})" for j in bad[:5])
+    more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+    rows = f", {n_rows:.4g} rows (or total sample weight)" if n_rows > 1 else ""
+    return InputError(
+        f"Input {param} has values too large to square and sum in column {cols}{more}: "
+        f"with {d} feature(s){rows} in {np.dtype(dtype)}, {owner} needs every |value| <= "
+        f"{limit:.3g}, or squared distances, inertia or variances would overflow to inf. "
+        "Rescale those columns first (e.g. with StandardScaler, or divide by a power of 10)."
+    )
+
+
+def check_magnitude(
+    arr: np.ndarray,
+    owner: str,
+    names: list[str] | None = None,
+    *,
+    dtype: Any = None,
+    param: str = "X",
+) -> None:
+    """Raise :func:`magnitude_error` for rows to be compared with centres in ``dtype``
+    (default: the working dtype of ``arr``); the bound is per row (``n_rows=1``)."""
+    if arr.size == 0:
+        return
+    dtype = float_dtype(arr.dtype) if dtype is None else np.dtype(dtype)
+    # two reductions, no temporary array; float64 before negating (int64's minimum)
+    max_abs = np.maximum(
+        arr.max(axis=0).astype(np.float64), -arr.min(axis=0).astype(np.float64)
+    )
+    err = magnitude_error(max_abs, names, owner, dtype, param=param)
+    if err is not None:
+        raise err
+
+
 def check_vector_shape(v: Any, n: Any, owner: str, name: str = "sample_weight") -> None:
     """Raise InputError unless ``v`` is 1-D with ``n`` values (unknown lengths pass)."""
     if v.ndim != 1 or (not np.isnan(v.shape[0]) and not np.isnan(n) and v.shape[0] != n):
@@ -311,12 +385,15 @@ def as_feature_array(
     n_features: int,
     feature_names: list[str] | None = None,
     param: str = "X",
+    dtype: Any = None,
 ) -> tuple[Any, bool]:
     """Features of fitted-estimator input (``predict``, ``transform``, KNN queries), checked.
 
-    Returns ``(array, in_memory)``: a finite numpy array, or a dask array with one column
-    chunk (its values are checked per block by the caller's task). DataFrames are selected
-    by ``feature_names``; the number of columns must equal ``n_features``.
+    Returns ``(array, in_memory)``: a finite numpy array whose values are within
+    :func:`max_abs_limit` for the fitted model's ``dtype`` (default: the input's working
+    dtype), or a dask array with one column chunk (its values are checked per block by the
+    caller's task, with :func:`check_finite` and :func:`check_magnitude`). DataFrames are
+    selected by ``feature_names``; the number of columns must equal ``n_features``.
     """
     if _is_frame(X):
         X, _, dtype = select_features(X, feature_names, owner, param)
@@ -328,4 +405,5 @@ def as_feature_array(
     arr = check_array(X, owner, param)
     check_n_features(arr.shape[1], n_features, owner, param)
     check_finite(arr, owner, feature_names, param=param)
+    check_magnitude(arr, owner, feature_names, dtype=dtype, param=param)
     return arr, True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pytest
 from sklearn.base import clone
 from sklearn.datasets import make_blobs
 from sklearn.pipeline import Pipeline
@@ -53,3 +54,17 @@ def test_n_init_keeps_the_best_run():
     best = KMeans(10, init="random", n_init=5, random_state=0).fit(X)
     assert best.inertia_ <= max(single)
     assert best.labels_.shape == (3000,)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int32, np.int64, object])
+def test_other_number_types_are_widened_to_float64(dtype):
+    # the README's promise: float32 stays float32, every other number type becomes float64
+    X, _ = make_blobs(300, n_features=3, centers=3, random_state=0)
+    Xd = np.round(X * 10).astype(dtype)
+    as64 = Xd.astype(np.float64)
+    km = KMeans(3, random_state=0).fit(Xd)  # no warning (filterwarnings = error)
+    assert km.cluster_centers_.dtype == np.float64
+    ref = KMeans(3, random_state=0).fit(as64)
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    assert km.transform(Xd).dtype == np.float64
+    assert StandardScaler().fit(Xd).transform(Xd).dtype == np.float64

@@ -88,7 +88,7 @@ def test_chan_merge_equals_numpy_variance(X, n_chunks):
     bounds = np.linspace(0, len(X), n_chunks + 1).astype(int)
     acc = (0, np.zeros(X.shape[1]), np.zeros(X.shape[1]))
     for a, b in itertools.pairwise(bounds):
-        n, mean, m2, _, _ = moments.moments(X[a:b])
+        n, mean, m2, _, _, _ = moments.moments(X[a:b])
         acc = moments.merge_moments(acc, (n, mean, m2))
     n, mean, m2 = acc
     assert n == len(X)
@@ -96,14 +96,17 @@ def test_chan_merge_equals_numpy_variance(X, n_chunks):
     np.testing.assert_allclose(m2 / n, X.var(0), rtol=1e-8, atol=1e-6)
 
 
-def test_moments_count_nan_and_inf_per_column():
+def test_moments_count_nan_and_inf_and_largest_value_per_column():
     X = np.zeros((5, 3))
     X[1, 2] = np.nan
     X[3, 0] = np.inf
     X[4, 0] = -np.inf
-    _, _, _, n_nan, n_inf = moments.moments(X)
+    X[2, 1] = -7.5
+    X[0, 2] = 3.0
+    _, _, _, n_nan, n_inf, max_abs = moments.moments(X)
     assert n_nan.tolist() == [0, 0, 1]
     assert n_inf.tolist() == [2, 0, 0]
+    assert max_abs.tolist() == [0.0, 7.5, 3.0]  # finite values only
 
 
 @given(st.integers(0, 2**40), st.integers(0, 10), st.integers(0, 1000), st.integers(0, 300))

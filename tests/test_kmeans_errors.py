@@ -10,6 +10,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from kmeans_dask import InputError, InvalidParameterError, KMeans
+from kmeans_dask.validation import max_abs_limit
 
 
 @pytest.fixture
@@ -135,3 +136,67 @@ def test_predict_checks(X):
     kmf = KMeans(2, random_state=0).fit(df)
     with pytest.raises(InputError, match=r"no column\(s\) \['c'\]"):
         kmf.predict(df.drop(columns="c"))
+
+
+# ------------------------------------------------------------------ values too large to square
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dask", "frame"])
+def test_values_whose_squares_overflow_name_the_column(X, kind, backend):
+    # 1e200 squared is beyond float64: before, inertia_ came out as inf
+    X = X.copy()
+    X[17, 2] = 1e200
+    if kind == "numpy":
+        data, col = X, "column 2"
+    elif kind == "dask":
+        data, col = da.from_array(X, chunks=30), "column 2"
+    else:
+        data = dd.from_pandas(pd.DataFrame(X, columns=["age", "income", "tenure"]), npartitions=3)
+        col = "column 'tenure'"
+    msg = rf"too large to square and sum in {col} \(max \|value\| 1e\+200\)"
+    with pytest.raises(InputError, match=msg):
+        KMeans(2, random_state=0).fit(data)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_values_up_to_the_limit_give_finite_results(dtype, backend):
+    # the worst case of the bound: one cluster, rows at +M and -M on every feature, so every
+    # squared distance is d * M**2 and the inertia n * d * M**2
+    n, d = 64, 3
+    limit = max_abs_limit(dtype, d, n)
+    signs = np.where(np.arange(n)[:, None] % 2 == 0, 1.0, -1.0) * np.ones((1, d))
+    ok = (signs * 0.99 * limit).astype(dtype)
+    km = KMeans(1, random_state=0, max_iter=5).fit(ok)
+    assert np.isfinite(km.inertia_) and km.inertia_ > 0
+    assert np.isfinite(km.transform(ok)).all()
+    assert np.isfinite(km.score(ok))
+    too_large = (signs * 1.01 * limit).astype(dtype)
+    with pytest.raises(InputError, match=rf"with {d} feature\(s\), {n} rows.*in {np.dtype(dtype)}"):
+        KMeans(1, random_state=0).fit(too_large)
+
+
+def test_limit_depends_on_dtype_and_number_of_features():
+    f64, f32 = np.finfo(np.float64).max, np.finfo(np.float32).max
+    assert max_abs_limit(np.float64, 1) == pytest.approx(np.sqrt(f64 / 4))
+    assert max_abs_limit(np.float64, 25, 100) == pytest.approx(np.sqrt(f64 / (4 * 25 * 100)))
+    assert max_abs_limit(np.float32, 16) == pytest.approx(np.sqrt(f32 / (4 * 16)))
+    # float32 distances are summed in float64: the rows do not lower float32's bound
+    assert max_abs_limit(np.float32, 16, 10**9) == max_abs_limit(np.float32, 16)
+
+
+def test_predict_and_transform_refuse_values_too_large(X, backend):
+    km = KMeans(2, random_state=0).fit(X)
+    big = X.copy()
+    big[3, 1] = -1e300
+    for method in (km.predict, km.transform):
+        with pytest.raises(InputError, match=r"too large to square and sum in column 1"):
+            method(big)  # in memory: at once
+        lazy = method(da.from_array(big, chunks=25))
+        with pytest.raises(InputError, match=r"too large to square and sum in column 1"):
+            lazy.compute()  # dask: when computed
+    # a float32 model compares in float32: 1e30 (fine in float64) is refused, not made inf
+    km32 = KMeans(2, random_state=0).fit(X.astype(np.float32))
+    big = X.copy()
+    big[0, 0] = 1e30
+    with pytest.raises(InputError, match=r"column 0 \(max \|value\| 1e\+30\).*in float32"):
+        km32.predict(big)

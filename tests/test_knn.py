@@ -221,6 +221,19 @@ def test_nan_in_query(backend, data):
         lazy.compute()
 
 
+def test_query_values_too_large_to_square(backend, data):
+    R, Q, y, _ = data
+    knn = KNeighborsScorer(n_neighbors=3).fit(da.from_array(R.astype(np.float32), chunks=500), y)
+    Qb = Q.copy()
+    Qb[57, 2] = 1e30  # fine in float64, beyond float32's squares: refused, not made inf
+    msg = r"X has values too large to square and sum in column 2 .*in float32"
+    with pytest.raises(InputError, match=msg):
+        knn.predict(Qb)  # in memory: checked at once
+    lazy = knn.predict(da.from_array(Qb, chunks=40))  # dask: checked when computed
+    with pytest.raises(InputError, match=msg):
+        lazy.compute()
+
+
 def test_labels_misaligned_with_reference(data):
     R, _, y, _ = data
     msg = r"'y' parameter of KNeighborsScorer.fit must have one value per row of X"

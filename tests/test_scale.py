@@ -75,3 +75,28 @@ def test_with_mean_with_std_flags(X):
     ours = StandardScaler(with_std=False).fit(X)
     ref = SKScaler(with_std=False).fit(X)
     np.testing.assert_allclose(ours.transform(X), ref.transform(X), rtol=1e-9, atol=1e-9)
+
+
+def test_values_whose_squares_overflow_name_the_column(X):
+    # the variance sums squared deviations in float64: 1e200 would make scale_ inf
+    df = pd.DataFrame(X, columns=["age", "income", "tenure", "spend"])
+    df.loc[10, "income"] = 1e200
+    with pytest.raises(InputError, match=r"too large to square and sum in column 'income'"):
+        StandardScaler().fit(dd.from_pandas(df, npartitions=2))
+    with pytest.raises(InputError, match=r"too large to square and sum in column 1"):
+        StandardScaler().fit(df.to_numpy())
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_transform_refuses_non_finite(X, value, backend):
+    sc = StandardScaler().fit(X)
+    bad = X.copy()
+    bad[1234, 3] = value
+    msg = r"contains NaN or infinity in column\(s\) \[3\] \(1 row\(s\), the first is row 1234\)"
+    with pytest.raises(InputError, match=msg):
+        sc.transform(bad)  # in memory: at once
+    with pytest.raises(InputError, match=msg.replace(r"\[3\]", r"\['spend'\]")):
+        sc.transform(pd.DataFrame(bad, columns=["age", "income", "tenure", "spend"]))
+    lazy = sc.transform(da.from_array(bad, chunks=(500, 4)))
+    with pytest.raises(InputError, match=msg):
+        lazy.compute()  # dask: when computed, rows counted over the whole array

@@ -46,6 +46,7 @@ class BlockSummary:
     n_inf: np.ndarray
     weight_sum: float
     n_bad_weight: int
+    max_abs: np.ndarray  # largest finite |value| per column (the overflow check)
 
 
 def make_block(X: Any, w: Any, dtype: np.dtype, labels: Any = None) -> Block:
@@ -75,13 +76,14 @@ def concat_blocks(*blocks: Block) -> Block:
 
 
 def summarize(block: Block) -> BlockSummary:
-    """Moments, non-finite counts and weight checks of a block."""
-    n, mean, m2, n_nan, n_inf = kernels.moments(block.X)
+    """Moments, non-finite counts, largest absolute values and weight checks of a block."""
+    n, mean, m2, n_nan, n_inf, max_abs = kernels.moments(block.X)
     if block.w is None:
-        return BlockSummary(n, mean, m2, n_nan, n_inf, float(n), 0)
+        return BlockSummary(n, mean, m2, n_nan, n_inf, float(n), 0, max_abs)
     w = block.w
     bad = int((~np.isfinite(w) | (w < 0)).sum())
-    return BlockSummary(n, mean, m2, n_nan, n_inf, float(w[np.isfinite(w)].sum()), bad)
+    wsum = float(w[np.isfinite(w)].sum())
+    return BlockSummary(n, mean, m2, n_nan, n_inf, wsum, bad, max_abs)
 
 
 def _triples(parts: list, weight_parts: list | None, label_parts: list | None) -> list:
@@ -360,4 +362,5 @@ def _merge_summaries(summaries: Sequence[BlockSummary]) -> BlockSummary:
         sum(s.n_inf for s in summaries),
         float(sum(s.weight_sum for s in summaries)),
         int(sum(s.n_bad_weight for s in summaries)),
+        np.max([s.max_abs for s in summaries], axis=0),
     )

@@ -29,7 +29,7 @@ import numpy as np
 from ..exceptions import InputError
 from ..kernels import knn as kk
 from ..kernels import knn_vote as kv
-from ..validation import check_finite, is_dask_array, is_dask_frame
+from ..validation import check_finite, check_magnitude, is_dask_array, is_dask_frame
 from .blocks import Block, BlockSet
 
 __all__ = [
@@ -102,9 +102,11 @@ def search(ref: Reference, Xq: Any, k: int, names: list[str] | None) -> list:
 
 
 def _check_query(part: Any, dtype: np.dtype, row0: int, names: list[str] | None) -> np.ndarray:
-    Q = np.ascontiguousarray(part, dtype=dtype)
-    check_finite(Q, "KNeighborsScorer", names, row0, "X")
-    return Q
+    P = np.asarray(part)
+    check_finite(P, "KNeighborsScorer", names, row0, "X")
+    # before the cast: a float64 value beyond float32's range must not become inf
+    check_magnitude(P, "KNeighborsScorer", names, dtype=dtype, param="X")
+    return np.ascontiguousarray(P, dtype=dtype)
 
 
 def _pair(

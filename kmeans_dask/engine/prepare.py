@@ -2,7 +2,8 @@
 
 Type, shape and dtype checks come from :mod:`kmeans_dask.validation`; this module plans the
 row parts (no pass over the data) and, in :func:`load_blocks`, persists them and checks what
-only a pass can tell (NaN/inf per column, weights, emptiness).
+only a pass can tell (NaN/inf per column, weights, emptiness, values so large that squared
+distances would overflow).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..validation import (
     float_dtype,
     is_dask_array,
     is_dask_frame,
+    magnitude_error,
     nonfinite_error,
     select_features,
 )
@@ -168,7 +170,9 @@ def _from_memory(
 
 
 def load_blocks(prep: PreparedInput, *, owner: str, client: Any | None = None) -> BlockSet:
-    """Persist the prepared input and check it (NaN/inf per column, weights, emptiness)."""
+    """Persist the prepared input and check it (NaN/inf per column, weights, emptiness, and
+    values too large for squared distances: :func:`~kmeans_dask.validation.max_abs_limit`
+    for the working dtype, the number of features and the rows or total weight)."""
     build = BlockSet.from_arrays if prep.in_memory else BlockSet.from_delayed
     bs = build(
         prep.parts,
@@ -208,3 +212,8 @@ def _check_summaries(bs: BlockSet, prep: PreparedInput, owner: str) -> None:
                 f"{owner}: sample_weight sums to 0 (all weights are zero); at least one "
                 "weight must be > 0."
             )
+    # the inertia and variances add up one squared distance per row, weighted
+    n_rows = max(float(bs.n_samples), total.weight_sum)
+    err = magnitude_error(total.max_abs, prep.feature_names, owner, prep.dtype, n_rows)
+    if err is not None:
+        raise err

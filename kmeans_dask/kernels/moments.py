@@ -1,4 +1,5 @@
-"""Per-chunk moments (count, mean, M2, non-finite counts) and Chan et al.'s parallel merge.
+"""Per-chunk moments (count, mean, M2, non-finite counts, largest absolute values) and Chan
+et al.'s parallel merge.
 
 numpy and numba only. One compiled two-pass loop per chunk; the merge is exact in the sense
 of the parallel variance formula, so merging chunk moments equals a single pass.
@@ -13,9 +14,9 @@ __all__ = ["merge_moments", "moments"]
 
 
 @njit(nogil=True, cache=True)
-def _moments_kernel(X, total, m2, n_nan, n_inf, n_ok):
+def _moments_kernel(X, total, m2, n_nan, n_inf, n_ok, max_abs):
     n, d = X.shape
-    for i in range(n):  # pass 1: finite sums and non-finite counts
+    for i in range(n):  # pass 1: finite sums, largest |value|, non-finite counts
         for t in range(d):
             v = X[i, t]
             if np.isnan(v):
@@ -25,6 +26,9 @@ def _moments_kernel(X, total, m2, n_nan, n_inf, n_ok):
             else:
                 total[t] += v
                 n_ok[t] += 1
+                a = abs(np.float64(v))
+                if a > max_abs[t]:
+                    max_abs[t] = a
     mean = total / np.maximum(n_ok, 1)
     for i in range(n):  # pass 2: squared deviations from the exact chunk mean
         for t in range(d):
@@ -35,11 +39,15 @@ def _moments_kernel(X, total, m2, n_nan, n_inf, n_ok):
     return mean
 
 
-def moments(X: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Column count, mean, sum of squared deviations (M2) and NaN / inf counts of a chunk.
+def moments(
+    X: np.ndarray,
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Column count, mean, sum of squared deviations (M2), NaN / inf counts and largest
+    absolute finite value of a chunk.
 
-    Non-finite values are excluded from the mean and M2 and counted separately, so that a
-    caller can name the offending column. One compiled two-pass loop, no temporaries.
+    Non-finite values are excluded from the mean, M2 and the largest value and counted
+    separately, so that a caller can name the offending column. One compiled two-pass loop,
+    no temporaries.
 
     Returns
     -------
@@ -47,6 +55,8 @@ def moments(X: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.
         Number of rows.
     mean, m2 : ndarray of shape (d,), float64
     n_nan, n_inf : ndarray of shape (d,), int64
+    max_abs : ndarray of shape (d,), float64
+        Largest finite ``|value|`` per column (0 for an empty chunk).
     """
     n, d = X.shape
     total = np.zeros(d)
@@ -54,16 +64,21 @@ def moments(X: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.
     n_nan = np.zeros(d, dtype=np.int64)
     n_inf = np.zeros(d, dtype=np.int64)
     n_ok = np.zeros(d, dtype=np.int64)
+    max_abs = np.zeros(d)
     if n == 0:
-        return 0, np.zeros(d), m2, n_nan, n_inf
-    mean = _moments_kernel(np.ascontiguousarray(X), total, m2, n_nan, n_inf, n_ok)
-    return n, mean, m2, n_nan, n_inf
+        return 0, np.zeros(d), m2, n_nan, n_inf, max_abs
+    mean = _moments_kernel(np.ascontiguousarray(X), total, m2, n_nan, n_inf, n_ok, max_abs)
+    return n, mean, m2, n_nan, n_inf, max_abs
 
 
 def merge_moments(
     a: tuple[int, np.ndarray, np.ndarray], b: tuple[int, np.ndarray, np.ndarray]
 ) -> tuple[int, np.ndarray, np.ndarray]:
-    """Merge two (count, mean, M2) triples with Chan et al.'s parallel formula."""
+    """Merge two (count, mean, M2) triples with Chan et al.'s parallel formula.
+
+    Values too large to square give inf/NaN here, without a warning (as in the compiled
+    per-chunk pass); callers refuse such data by the largest absolute values.
+    """
     na, ma, sa = a
     nb, mb, sb = b
     n = na + nb
@@ -71,7 +86,8 @@ def merge_moments(
         return nb, mb, sb
     if nb == 0:
         return na, ma, sa
-    delta = mb - ma
-    mean = ma + delta * (nb / n)
-    m2 = sa + sb + delta * delta * (na * nb / n)
+    with np.errstate(over="ignore", invalid="ignore"):
+        delta = mb - ma
+        mean = ma + delta * (nb / n)
+        m2 = sa + sb + delta * delta * (na * nb / n)
     return n, mean, m2
