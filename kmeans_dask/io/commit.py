@@ -43,6 +43,7 @@ from typing import Any
 import pandas as pd
 
 from ..exceptions import StorageError
+from ..faults import fault_point
 from .fs import filesystem, is_local, join, put_bytes, put_parquet, to_uri
 from .lease import DEFAULT_LEASE_SECONDS, LEASE_PREFIX, LeaseHeldError, RunLease
 from .runs import (
@@ -324,9 +325,12 @@ class RunCommit:
         previous = read_pointer(self.fs, self.run_path)
         with storage_op("checking the lease of", self.fs, self.run_path):
             self._lease.check()
+        fault_point("commit:before-pointer")
         pointer = {"run_id": self.run_id, "attempt": name, "committed_at": now}
         put_bytes(self.fs, join(self.run_path, SUCCESS), json.dumps(pointer).encode())
+        fault_point("commit:after-pointer")
         self._write_latest()
+        fault_point("commit:after-latest")
         if previous is not None:
             self._remove_replaced(previous)
         logger.info("committed run %s, %s (%d files)", self.uri, name, len(self.files))
@@ -349,6 +353,14 @@ class RunCommit:
                     self._rm(join(self.run_path, name))
                 except StorageError as exc:  # harmless: nothing points to it any more
                     logger.warning("could not remove replaced files %s: %s", name, exc)
+
+    def remove_stale_lease(self) -> None:
+        """Remove a lease whose process died or that expired (e.g. after a crash past the
+        commit); a live lease is left alone."""
+        with storage_op("checking the lease of", self.fs, self.run_path):
+            cur = self._lease.current()
+            if cur is not None and not cur.live():
+                self._lease.remove(cur.generation)
 
     def repair_latest(self) -> None:
         """Point LATEST at this committed run if it names nothing committed or an older run

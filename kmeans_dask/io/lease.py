@@ -146,7 +146,7 @@ class RunLease:
             self.held = lease
             if cur is not None:
                 logger.info("took over the expired lease of %s", cur.describe())
-                self._remove(cur.generation)
+                self.remove(cur.generation)
             self._start_renewal()
             return lease
         raise LeaseHeldError(f"could not take the lease of {to_uri(self.fs, self.run_path)}")
@@ -167,7 +167,7 @@ class RunLease:
         if self._thread is not None:
             self._thread.join(timeout=10)
         if self.held is not None:
-            self._remove(self.held.generation)
+            self.remove(self.held.generation)
             self.held = None
 
     # ------------------------------------------------------------------ internals
@@ -175,7 +175,8 @@ class RunLease:
     def _encode(lease: Lease) -> bytes:
         return json.dumps(asdict(lease), sort_keys=True).encode()
 
-    def _remove(self, generation: int) -> None:
+    def remove(self, generation: int) -> None:
+        """Remove the lease object of ``generation`` (gone already is fine)."""
         try:
             self.fs.rm(self._path(generation))
         except FileNotFoundError:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..faults import fault_point
 from ..io import RunCommit, fingerprint, redact, run_id_for
 from ..kmeans import KMeans
 from ..sweep import SweepResult, sweep_k
@@ -215,6 +216,7 @@ class Stages:
     def __call__(self, name: str, func: Callable, *args: Any) -> Any:
         t0 = time.perf_counter()
         logger.info("stage %s ...", name)
+        fault_point(f"stage:{name}")
         out = self._wrap(name, func, args) if self._wrap else func(*args)
         self.timings[name] = round(time.perf_counter() - t0, 3)
         logger.info("stage %s done in %.2f s", name, self.timings[name])
@@ -252,6 +254,7 @@ def _skipped(run_commit: RunCommit, p: Plan) -> RunResult:
     """The result of a run found committed (LATEST repaired if it was left behind)."""
     logger.info("run %s is already committed at %s: skipped", p.run_id, p.run_uri)
     run_commit.repair_latest()
+    run_commit.remove_stale_lease()
     manifest = run_commit.manifest()
     return RunResult(
         p.run_id,
