@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import Store
 
-from kmeans_dask.exceptions import DatasetError
+from kmeans_dask.exceptions import DatasetError, StorageError
 from kmeans_dask.io import (
     fingerprint,
     open_dataset,
@@ -14,6 +18,8 @@ from kmeans_dask.io import (
     read_table,
     write_hive_parquet,
 )
+from kmeans_dask.io.errors import is_transient
+from kmeans_dask.io.read import check_dataset
 
 
 def _frame(seed: int, n: int) -> pd.DataFrame:
@@ -156,7 +162,7 @@ def test_no_files(store):
     store.write_bytes("empty/readme.txt", b"nothing here")
     with pytest.raises(DatasetError, match=r"no parquet files .* found at .*empty"):
         read_dataset(store.uri("empty"), storage_options=store.options)
-    with pytest.raises(DatasetError, match=r"no csv files"):
+    with pytest.raises(DatasetError, match=r"does-not-exist does not exist \(no such file"):
         read_dataset(store.uri("does-not-exist"), "csv", storage_options=store.options)
 
 
@@ -198,10 +204,68 @@ def test_non_numeric_value_in_a_csv_feature_is_named(store, backend):
 
 def test_credentials_never_appear_in_errors(s3):
     opts = {**s3, "key": "AKIA-VISIBLE-KEY", "secret": "very-secret-value"}
-    with pytest.raises(DatasetError) as err:
+    with pytest.raises(DatasetError, match="bucket 'no-such-bucket' does not exist") as err:
         read_dataset("s3://no-such-bucket/data", storage_options=opts)
     assert "very-secret-value" not in str(err.value)
     assert "AKIA-VISIBLE-KEY" not in str(err.value)
+
+
+@contextlib.contextmanager
+def refusing_credentials(endpoint: str):
+    """The S3 server checks credentials inside the block (moto's IAM mode: the test's
+    made-up keys are unknown to it, so every request is refused)."""
+    import requests
+
+    requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10)
+    try:
+        yield
+    finally:
+        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=10)
+
+
+def test_refused_credentials_are_a_storage_error_naming_the_bucket(s3, s3_endpoint):
+    store = Store("s3://test-bucket/auth", s3)
+    store.write_parquet("data/a.parquet", _frame(1, 10))
+    calls = {
+        "read_dataset": lambda: read_dataset(store.uri("data"), storage_options=s3),
+        "fingerprint": lambda: fingerprint(store.uri("data"), storage_options=s3),
+        "read_table": lambda: read_table(store.uri("data/a.parquet"), storage_options=s3),
+    }
+    with refusing_credentials(s3_endpoint):
+        for name, call in calls.items():
+            with pytest.raises(StorageError) as err:
+                call()
+            assert not isinstance(err.value, DatasetError), name
+            assert re.match(
+                r"listing s3://test-bucket/auth/data(/a.parquet)?: access denied \(check the "
+                r"credentials for bucket 'test-bucket'; the store said ",
+                str(err.value),
+            ), str(err.value)
+            assert not is_transient(err.value)
+
+
+def test_a_refused_footer_read_is_a_storage_error_not_a_corrupt_file(s3, s3_endpoint):
+    from kmeans_dask.io.schema import parquet_meta
+
+    store = Store("s3://test-bucket/auth2", s3)
+    path = store.write_parquet("data/a.parquet", _frame(1, 10))
+    with refusing_credentials(s3_endpoint):
+        with pytest.raises(
+            StorageError,
+            match=r"reading s3://test-bucket/auth2/data/a.parquet: access denied \(check the "
+            r"credentials for bucket 'test-bucket'",
+        ):
+            parquet_meta(store.fs, path.removeprefix("s3://"))
+
+
+def test_check_dataset_validates_footers_without_dask(store):
+    store.write_parquet("chk/a.parquet", _frame(1, 30))
+    store.write_parquet("chk/b.parquet", _frame(2, 20))
+    info = check_dataset(store.uri("chk"), columns=["age"], storage_options=store.options)
+    assert info.n_rows == 50 and info.features == ["age"]
+    assert info.fingerprints == fingerprint(store.uri("chk"), storage_options=store.options)
+    with pytest.raises(DatasetError, match=r"column\(s\) \['agee'\] not found in .*chk"):
+        check_dataset(store.uri("chk"), columns=["agee"], storage_options=store.options)
 
 
 # --------------------------------------------------------------------------- fingerprint

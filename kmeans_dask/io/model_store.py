@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..exceptions import StorageError
 from .commit import FileRecord, RunCommit
+from .errors import storage_errors
 from .fs import filesystem, join, to_uri
 from .runs import SUCCESS, committed_folder
 
@@ -50,7 +51,8 @@ def load_model_documents(
     Raises
     ------
     StorageError
-        The run is not committed (no ``_SUCCESS``) or a model file is missing.
+        The run is not committed (no ``_SUCCESS``), a model file is missing, or the store
+        refused or failed a read (naming the operation, the file and the bucket).
     """
     fs, path = filesystem(run_uri, storage_options)
     root = committed_folder(fs, path)
@@ -59,10 +61,15 @@ def load_model_documents(
             f"{to_uri(fs, path)} is not a committed run (no {SUCCESS}); pass the run folder "
             "{output}/{run_id} of a finished run"
         )
-    try:
-        centroids = pd.read_parquet(io.BytesIO(fs.cat_file(join(root, CENTROIDS))))
-        scaler_doc = json.loads(fs.cat_file(join(root, SCALER)))
-        model_doc = json.loads(fs.cat_file(join(root, MODEL)))
-    except FileNotFoundError as exc:
-        raise StorageError(f"model file missing in {to_uri(fs, root)}: {exc}") from exc
-    return centroids, scaler_doc, model_doc
+    docs = [_read(fs, join(root, rel)) for rel in (CENTROIDS, SCALER, MODEL)]
+    centroids = pd.read_parquet(io.BytesIO(docs[0]))
+    return centroids, json.loads(docs[1]), json.loads(docs[2])
+
+
+def _read(fs, path: str) -> bytes:
+    uri = to_uri(fs, path)
+    with storage_errors("reading", uri):
+        try:
+            return fs.cat_file(path)
+        except FileNotFoundError as exc:
+            raise StorageError(f"model file missing: {uri} (the run folder is incomplete)") from exc

@@ -11,9 +11,15 @@ import pandas as pd
 
 from ..exceptions import DatasetError
 from .fs import to_uri
-from .schema import open_parquet, row_mask
+from .schema import open_parquet, row_mask, unreadable
 
-__all__ = ["Part", "read_array_part", "read_frame_part", "read_meta", "read_table_part"]
+__all__ = [
+    "Part",
+    "read_array_part",
+    "read_frame_part",
+    "read_meta",
+    "read_table_part",
+]
 
 
 @dataclass
@@ -34,9 +40,7 @@ def read_table_part(fs: Any, part: Part, columns: list[str] | None) -> Any:
                 return pf.read_row_groups(part.row_groups, columns=columns)
             return pf.read(columns=columns)
     except Exception as exc:
-        raise DatasetError(
-            f"cannot read parquet file {to_uri(fs, part.path)}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise unreadable(fs, part.path, "Parquet", exc) from exc
 
 
 def read_frame_part(
@@ -60,7 +64,7 @@ def read_frame_part(
             with fs.open(part.path, "rb", compression="infer") as f:
                 df = pd.read_csv(f, usecols=file_columns)
         except Exception as exc:
-            raise DatasetError(f"cannot read csv file {uri}: {type(exc).__name__}: {exc}") from exc
+            raise unreadable(fs, part.path, "CSV", exc) from exc
     for col, kind in partition_columns.items():
         value = part.partition_values[col]
         df[col] = pd.Series([value] * len(df), dtype="string" if kind == "string" else kind)
@@ -104,13 +108,16 @@ def read_array_part(part: Part, *, fs: Any, columns: list[str], dtype: np.dtype)
 
 def read_meta(fs, fmt, part, file_columns, part_cols, order, features) -> pd.DataFrame:
     """Empty frame with the output's columns and dtypes (from the file's schema)."""
-    if fmt == "parquet":
-        with open_parquet(fs, part.path) as pf:
-            schema = pf.schema_arrow
-        empty = schema.empty_table().select(file_columns).to_pandas(ignore_metadata=True)
-    else:
-        with fs.open(part.path, "rb", compression="infer") as f:
-            empty = pd.read_csv(f, usecols=file_columns, nrows=1000).iloc[:0]
+    try:
+        if fmt == "parquet":
+            with open_parquet(fs, part.path) as pf:
+                schema = pf.schema_arrow
+            empty = schema.empty_table().select(file_columns).to_pandas(ignore_metadata=True)
+        else:
+            with fs.open(part.path, "rb", compression="infer") as f:
+                empty = pd.read_csv(f, usecols=file_columns, nrows=1000).iloc[:0]
+    except Exception as exc:
+        raise unreadable(fs, part.path, "Parquet" if fmt == "parquet" else "CSV", exc) from exc
     for col, kind in part_cols.items():
         empty[col] = pd.Series([], dtype="string" if kind == "string" else kind)
     return empty[order].reset_index(drop=True)

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import DatasetError
-from .fs import filesystem, to_uri
+from .fs import to_uri
+from .listing import fingerprint, fingerprints, list_files
 from .parts import Part, read_array_part, read_frame_part, read_meta, read_table_part
 from .schema import (
     ColumnPlan,
@@ -35,6 +36,7 @@ __all__ = [
     "FORMATS",
     "Dataset",
     "DatasetInfo",
+    "check_dataset",
     "fingerprint",
     "list_files",
     "open_dataset",
@@ -45,10 +47,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FORMATS = ("parquet", "csv")
-_EXTENSIONS = {
-    "parquet": (".parquet", ".parq", ".pq"),
-    "csv": (".csv", ".csv.gz", ".csv.bz2", ".csv.zst"),
-}
 #: Parquet files above this size are split into partitions of whole row groups
 _SPLIT_BYTES = 256 * 2**20
 
@@ -65,63 +63,8 @@ class DatasetInfo:
     partition_columns: list[str]
     n_rows: int | None
     dtypes: dict[str, str] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- listing
-
-
-def _is_data_file(rel: str, fmt: str) -> bool:
-    segments = rel.split("/")
-    if any(s.startswith(("_", ".")) for s in segments):  # _SUCCESS, _metadata, .hidden
-        return False
-    return rel.lower().endswith(_EXTENSIONS[fmt])
-
-
-def list_files(uri: str, format: str = "parquet", storage_options: Mapping | None = None):
-    """Data files under ``uri`` with their listing info (sorted by path).
-
-    Returns
-    -------
-    fs, root, files : filesystem, root path, list of (path, info dict)
-    """
-    fs, root = filesystem(uri, storage_options)
-    try:
-        fs.invalidate_cache(root)
-        if fs.isfile(root):
-            return fs, root.rsplit("/", 1)[0], [(root, fs.info(root))]
-        listing = fs.find(root, detail=True) if fs.exists(root) else {}
-    except (PermissionError, OSError) as exc:
-        raise DatasetError(f"cannot list input {uri}: {type(exc).__name__}: {exc}") from exc
-    files = []
-    for path, info in sorted(listing.items()):
-        rel = path[len(root) :].lstrip("/")
-        if info.get("type", "file") == "file" and _is_data_file(rel, format):
-            files.append((path, info))
-    if not files:
-        exts = ", ".join(_EXTENSIONS[format])
-        raise DatasetError(
-            f"no {format} files ({exts}) found at {uri}; check the input uri and format"
-        )
-    return fs, root, files
-
-
-def fingerprint(
-    uri: str, format: str = "parquet", storage_options: Mapping | None = None
-) -> list[dict[str, Any]]:
-    """Identity of every input file from one listing (no data read): path, size, and the
-    ETag (object stores) or modification time (local files)."""
-    fs, _, files = list_files(uri, format, storage_options)
-    out = []
-    for path, info in files:
-        rec: dict[str, Any] = {"path": to_uri(fs, path), "size": int(info.get("size") or 0)}
-        etag = info.get("ETag") or info.get("etag")
-        if etag:
-            rec["etag"] = str(etag).strip('"')
-        else:
-            mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
-            rec["mtime"] = str(mtime)
-        out.append(rec)
-    return out
+    #: every listed file (path, size, ETag or mtime), as :func:`fingerprint` returns them
+    fingerprints: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- reading
@@ -235,6 +178,61 @@ def open_dataset(
     DatasetError
         No files, an unreadable file, a missing or non-numeric column, schemas that differ.
     """
+    v = _validate(uri, format, columns, id_column, storage_options, filters)
+    return _lazy_dataset(uri, v, format)
+
+
+def check_dataset(
+    uri: str,
+    format: str = "parquet",
+    columns: Sequence[str] | None = None,
+    id_column: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    filters: Any = None,
+) -> DatasetInfo:
+    """Validate a dataset as :func:`open_dataset` does, without Dask and without reading any
+    data: one listing, the partition folders and filters, the footers (Parquet) or first rows
+    (CSV) of every selected file, read concurrently, and the columns.
+
+    Cheap (metadata only), so a job calls it before it starts a cluster: a typo in a column
+    name, a corrupt footer or a missing bucket fails in a second. The parameters are those
+    of :func:`open_dataset`.
+
+    Returns
+    -------
+    DatasetInfo
+        With ``n_rows`` (from the footers; None for CSV or row filters) and ``fingerprints``
+        (every listed file, as :func:`fingerprint` returns them, from the same listing).
+
+    Raises
+    ------
+    DatasetError
+        As :func:`open_dataset`.
+    StorageError
+        The store refused or failed a listing or a read (naming the operation and bucket).
+    """
+    v = _validate(uri, format, columns, id_column, storage_options, filters)
+    return _info(uri, v, format)
+
+
+@dataclass
+class _Validated:
+    """What validation found: the files, the partitions to read and the column plan."""
+
+    fs: Any
+    files: list[tuple[str, Any]]
+    paths: list[str]
+    parts: list[Part]
+    plan: ColumnPlan
+    row_filters: list
+
+    @property
+    def known(self) -> bool:
+        """Every partition's length is known (from the footers, no row filter)."""
+        return not self.row_filters and all(p.n_rows is not None for p in self.parts)
+
+
+def _validate(uri, format, columns, id_column, storage_options, filters) -> _Validated:
     if format not in FORMATS:
         raise DatasetError(f"input format must be one of {', '.join(FORMATS)}; got {format!r}")
     fs, root, files = list_files(uri, format, storage_options)
@@ -246,7 +244,21 @@ def open_dataset(
     schema = check_schemas(fs, paths, schemas)
     plan = select_columns(uri, schema, partition_types, columns, id_column, row_filters)
     parts = _partitions(selected, metas)
-    return _lazy_dataset(uri, fs, format, paths, parts, plan, row_filters)
+    return _Validated(fs, files, paths, parts, plan, row_filters)
+
+
+def _info(uri: str, v: _Validated, fmt: str) -> DatasetInfo:
+    return DatasetInfo(
+        uri=uri,
+        format=fmt,
+        files=[to_uri(v.fs, p) for p in v.paths],
+        features=v.plan.features,
+        id_column=v.plan.id_column,
+        partition_columns=list(v.plan.partition_columns),
+        n_rows=sum(p.n_rows for p in v.parts) if v.known else None,
+        dtypes=v.plan.dtypes,
+        fingerprints=fingerprints(v.fs, v.files),
+    )
 
 
 def _prune(
@@ -295,20 +307,12 @@ def _partitions(selected: list, metas: list[tuple] | None) -> list[Part]:
     return parts
 
 
-def _lazy_dataset(
-    uri: str,
-    fs: Any,
-    fmt: str,
-    paths: list[str],
-    parts: list[Part],
-    plan: ColumnPlan,
-    row_filters: list,
-) -> Dataset:
-    """The dask DataFrame over ``parts``: global row numbers as index when every partition's
-    length is known (from the footers, no row filter)."""
+def _lazy_dataset(uri: str, v: _Validated, fmt: str) -> Dataset:
+    """The dask DataFrame over the partitions: global row numbers as index when every
+    partition's length is known (from the footers, no row filter)."""
     import dask.dataframe as dd
 
-    known = not row_filters and all(p.n_rows is not None for p in parts)
+    fs, parts, plan, known = v.fs, v.parts, v.plan, v.known
     starts: list[int | None] = [None] * len(parts)
     divisions = None
     if known:
@@ -327,7 +331,7 @@ def _lazy_dataset(
         fmt=fmt,
         file_columns=plan.file_columns,
         partition_columns=plan.partition_columns,
-        row_filters=row_filters,
+        row_filters=v.row_filters,
         order=plan.order,
         features=plan.features,
         meta=meta,
@@ -335,20 +339,11 @@ def _lazy_dataset(
         label=f"read-{fmt}",
         enforce_metadata=False,
     )
-    info = DatasetInfo(
-        uri=uri,
-        format=fmt,
-        files=[to_uri(fs, p) for p in paths],
-        features=plan.features,
-        id_column=plan.id_column,
-        partition_columns=list(plan.partition_columns),
-        n_rows=sum(p.n_rows for p in parts) if known else None,
-        dtypes=plan.dtypes,
-    )
+    info = _info(uri, v, fmt)
     logger.info(
         "input %s: %d %s file(s), %d partition(s), features %s%s",
         uri,
-        len(paths),
+        len(v.paths),
         fmt,
         len(parts),
         plan.features,

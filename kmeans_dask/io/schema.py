@@ -12,7 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..exceptions import DatasetError
+from ..exceptions import DatasetError, StorageError
+from .errors import is_storage_failure, storage_error
 from .fs import to_uri
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "select_columns",
     "test_term",
     "typed_values",
+    "unreadable",
 ]
 
 
@@ -52,6 +54,20 @@ def open_parquet(fs: Any, path: str) -> Iterator[Any]:
         return
     with fs.open(path, "rb") as f:
         yield pq.ParquetFile(f)
+
+
+def unreadable(fs: Any, path: str, kind: str, exc: BaseException) -> DatasetError | StorageError:
+    """The error for a file that could not be read: a :class:`StorageError` when the store
+    failed (access denied, network, service; see :func:`.errors.storage_error`), else a
+    :class:`DatasetError` naming the file: its bytes are not ``kind`` (corrupt, truncated)."""
+    uri = to_uri(fs, path)
+    if is_storage_failure(exc):
+        return storage_error("reading", uri, exc)
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return DatasetError(
+        f"cannot read {kind} file {uri} (corrupt, truncated or not {kind}): "
+        f"{type(exc).__name__}: {text}"
+    )
 
 
 _OPS = ("=", "==", "!=", "<", "<=", ">", ">=", "in", "not in")
@@ -158,28 +174,25 @@ def row_mask(df: pd.DataFrame, conj: list[tuple[str, str, Any]]) -> pd.Series:
 
 
 def parquet_meta(fs, path: str) -> tuple[dict[str, str], list[int], int]:
-
+    """``(column types, row-group sizes, rows)`` from a Parquet file's footer."""
     try:
         with open_parquet(fs, path) as pf:
             md = pf.metadata
             schema = md.schema.to_arrow_schema()
             groups = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
     except Exception as exc:
-        raise DatasetError(
-            f"cannot read Parquet file {to_uri(fs, path)}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise unreadable(fs, path, "Parquet", exc) from exc
     types = {f.name: str(f.type) for f in schema if not f.name.startswith("__index_level_")}
     return types, groups, int(md.num_rows)
 
 
 def csv_head(fs, path: str, n: int = 1000) -> dict[str, str]:
+    """Column types of a CSV file, from its first ``n`` rows."""
     try:
         with fs.open(path, "rb", compression="infer") as f:
             head = pd.read_csv(f, nrows=n)
     except Exception as exc:
-        raise DatasetError(
-            f"cannot read CSV file {to_uri(fs, path)}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise unreadable(fs, path, "CSV", exc) from exc
     return {str(c): str(t) for c, t in head.dtypes.items()}
 
 
