@@ -258,6 +258,34 @@ def test_a_refused_footer_read_is_a_storage_error_not_a_corrupt_file(s3, s3_endp
             parquet_meta(store.fs, path.removeprefix("s3://"))
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([1.0, np.nan, np.nan, 4.0], r"has 2 NaN( or null)? value\(s\)"),
+        ([1.0, np.inf, 3.0, 4.0], r"has 1 \+inf value\(s\)"),
+        ([-np.inf, 2.0, -np.inf, 4.0], r"has 2 -inf value\(s\)"),
+        (
+            [np.nan, 2.0, np.inf, -np.inf],
+            r"has 1 NaN( or null)? value\(s\), 1 \+inf value\(s\), 1 -inf",
+        ),
+    ],
+    ids=["nan", "+inf", "-inf", "all"],
+)
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_non_finite_values_name_the_column_and_the_file(store, values, message, fmt):
+    good = pd.DataFrame({"age": [1.0, 2.0, 3.0, 4.0], "spend": [1.0, 2.0, 3.0, 4.0]})
+    bad = good.assign(spend=values)
+    write = store.write_csv if fmt == "csv" else store.write_parquet
+    write(f"nf/a.{fmt}", good)
+    write(f"nf/b.{fmt}", bad)
+    message = rf"column 'spend' of \S*nf/b\.{fmt} {message}"
+    ds = open_dataset(store.uri("nf"), fmt, storage_options=store.options)
+    with pytest.raises(DatasetError, match=message):
+        ds.to_dask_array().compute()  # the array path (Parquet) or the frame path (CSV)
+    with pytest.raises(DatasetError, match=message):
+        ds.frame.compute()  # the frame path
+
+
 def test_check_dataset_validates_footers_without_dask(store):
     store.write_parquet("chk/a.parquet", _frame(1, 30))
     store.write_parquet("chk/b.parquet", _frame(2, 20))

@@ -3,6 +3,7 @@ row groups) or a CSV file, as a pandas frame or straight into a feature array.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from .schema import open_parquet, row_mask, unreadable
 
 __all__ = [
     "Part",
+    "check_finite",
     "read_array_part",
     "read_frame_part",
     "read_meta",
@@ -41,6 +43,42 @@ def read_table_part(fs: Any, part: Part, columns: list[str] | None) -> Any:
             return pf.read(columns=columns)
     except Exception as exc:
         raise unreadable(fs, part.path, "Parquet", exc) from exc
+
+
+def check_finite(
+    uri: str,
+    columns: Sequence[str],
+    arrays: Sequence[np.ndarray],
+    nulls: Sequence[int] | None = None,
+) -> None:
+    """Raise a :class:`DatasetError` naming the file, each column and its counts of NaN,
+    +inf and -inf values, e.g. ``column 'spend' of s3://b/k/part-3.parquet has 12 NaN
+    value(s)``. ``nulls[j]`` is the number of nulls (read as NaN) of column ``j``: when there
+    are any, the count says "NaN or null".
+
+    Cheap: one sum per column (a finite sum means finite values); the exact counts are
+    taken only for a column whose sum is not finite.
+    """
+    problems = []
+    for j, (name, col) in enumerate(zip(columns, arrays, strict=True)):
+        if not np.issubdtype(col.dtype, np.floating) or np.isfinite(col.sum()):
+            continue
+        null = int(nulls[j]) if nulls is not None else 0
+        counts = [  # a null (pandas writes NaN as null) is read as NaN
+            (int(np.isnan(col).sum()), "NaN or null" if null else "NaN"),
+            (int(np.isposinf(col).sum()), "+inf"),
+            (int(np.isneginf(col).sum()), "-inf"),
+        ]
+        found = ", ".join(f"{n} {label} value(s)" for n, label in counts if n > 0)
+        if found:  # else the sum overflowed: the values are finite
+            note = " (as float32, values beyond 3.4e38 become inf)"
+            note = note if col.dtype == np.float32 else ""
+            problems.append(f"column {name!r} of {uri} has {found}{note}")
+    if problems:
+        raise DatasetError(
+            "; ".join(problems) + ": features must be finite numbers; drop or impute these "
+            "values before clustering"
+        )
 
 
 def read_frame_part(
@@ -81,6 +119,14 @@ def read_frame_part(
         for conj in row_filters:
             mask |= row_mask(df, conj)
         df = df[mask]
+    # only float (and nullable) columns can hold NaN or inf
+    floats = [
+        c
+        for c in features
+        if pd.api.types.is_float_dtype(df[c]) or pd.api.types.is_extension_array_dtype(df[c])
+    ]
+    arrays = [df[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in floats]
+    check_finite(uri, floats, arrays)
     df = df[order]
     if start is not None:
         df.index = pd.RangeIndex(start, start + len(df))
@@ -97,12 +143,15 @@ def read_array_part(part: Part, *, fs: Any, columns: list[str], dtype: np.dtype)
     """
     table = read_table_part(fs, part, columns)
     out = np.empty((table.num_rows, len(columns)), dtype=dtype, order="F")
+    nulls = []
     for j, name in enumerate(columns):
         col = table.column(name)
+        nulls.append(col.null_count)
         if col.null_count:
             out[:, j] = col.to_numpy(zero_copy_only=False)  # nulls become NaN
         else:
             out[:, j] = col.to_numpy()
+    check_finite(to_uri(fs, part.path), columns, [out[:, j] for j in range(len(columns))], nulls)
     return out
 
 
