@@ -10,9 +10,11 @@ import sys
 import time
 
 import dask.dataframe as dd
+import fsspec
 import numpy as np
 import pandas as pd
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 
 from kmeans_dask import KMeans, StandardScaler
 from kmeans_dask.exceptions import StorageError
@@ -345,3 +347,33 @@ def test_read_manifest_of_a_run_or_of_the_latest_run(store):
     assert read_manifest(store.uri("out"), store.options) == by_run  # LATEST
     with pytest.raises(StorageError, match=r"not a run folder \(no _SUCCESS\) and has no LATEST"):
         read_manifest(store.uri("nothing-here"), store.options)
+
+
+class _RecordingFS(LocalFileSystem):
+    """The local filesystem, recording the order in which files are written."""
+
+    protocol = ("recfile", "file")
+    written: list[str] = []  # noqa: RUF012 - the record of one test
+
+    def pipe_file(self, path, value, **kwargs):
+        super().pipe_file(path, value, **kwargs)
+        type(self).written.append(str(path))
+
+
+def test_success_is_written_after_every_file_and_latest_after_it(tmp_path):
+    fsspec.register_implementation("recfile", _RecordingFS, clobber=True)
+    _RecordingFS.written = []
+    run = RunCommit(f"recfile://{tmp_path}/out", "seg-order")
+    assert run.begin()
+    with run.attempt():
+        run.write_table("assignments/part-00000.parquet", _frame(10))
+        run.write_json("model/model.json", {"k": 3})
+        run.write_bytes("elbow.png", b"png")
+        run.commit({})
+    names = [p.rsplit("/seg-order/", 1)[-1] for p in _RecordingFS.written]
+    data = [n for n in names if n.startswith("attempt-")]
+    assert names.index(next(n for n in names if n.endswith("_SUCCESS"))) > max(
+        names.index(n) for n in data
+    )
+    assert names[-1].endswith("LATEST") and names[-2] == "_SUCCESS"
+    assert data[-1].endswith("manifest.json")  # the manifest lists the files before it

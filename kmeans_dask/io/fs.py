@@ -117,8 +117,8 @@ def remove(uri: str, storage_options: Mapping[str, Any] | None = None) -> None:
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     """True for the local filesystem (folders exist there; object stores have only keys)."""
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return bool({"file", "local"} & set(protocols))
 
 
 def put_bytes(

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..exceptions import StorageError
-from .fs import join, to_uri
+from .fs import is_local, join, to_uri
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "Lease", "LeaseHeldError", "RunLease"]
 
@@ -79,7 +79,7 @@ class Lease:
 def _create_exclusive(fs: Any, path: str, data: bytes) -> None:
     """Create ``path`` only if it does not exist (FileExistsError otherwise)."""
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in ("file", "local"):
+    if is_local(fs):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         with os.fdopen(fd, "wb") as f:
