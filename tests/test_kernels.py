@@ -142,6 +142,16 @@ def test_kmeanspp_picks_distinct_rows_and_spreads():
     assert sorted((idx // 200).tolist()) == [0, 1, 2, 3]  # one seed per blob
 
 
+def test_kmeanspp_never_picks_a_zero_weight_row_when_the_rest_coincide():
+    # every weighted row is at the origin: the cost is 0 after the first centre, and the
+    # next centre must still be a weighted row, not the zero-weight one listed first
+    X = np.array([[100.0, 100.0]] + [[0.0, 0.0]] * 5)
+    w = np.array([0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    for seed in range(5):
+        idx = init_kernels.kmeanspp(X, 3, np.random.default_rng(seed), w)
+        assert 0 not in idx.tolist()
+
+
 def test_weighted_lloyd_zero_weight_rows_are_ignored():
     X = np.array([[0.0], [1.0], [10.0], [11.0], [1000.0]])
     w = np.array([1.0, 1.0, 1.0, 1.0, 0.0])

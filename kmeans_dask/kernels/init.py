@@ -128,8 +128,11 @@ def kmeanspp(
     pot = float(wv @ d2)
     for c in range(1, k):
         if pot <= 0:
-            # every remaining row coincides with a chosen centre: take any unused row
-            unused = np.setdiff1d(np.arange(n), idx[:c])
+            # every remaining row coincides with a chosen centre: take an unused row,
+            # one with positive weight if any (a zero-weight row never becomes a centre)
+            unused = np.setdiff1d(np.flatnonzero(wv > 0), idx[:c])
+            if not unused.size:
+                unused = np.setdiff1d(np.arange(n), idx[:c])
             idx[c] = unused[0] if unused.size else idx[0]
             continue
         cum = np.cumsum(wv * d2)
