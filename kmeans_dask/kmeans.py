@@ -72,6 +72,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Cluster of every training row, computed lazily from the workers' blocks.
     inertia_ : float
         Exact weighted sum of squared distances of the rows to their centre.
+    n_init_inertias_ : ndarray of shape (n_init,)
+        ``inertia_`` of every run, in the order they ran (one value for explicit ``init``
+        centres); the kept run is the first with the lowest, so
+        ``inertia_ == n_init_inertias_.min()``.
     n_iter_ : int
         Lloyd iterations of the kept run.
     history_ : list of IterationStats
@@ -314,6 +318,7 @@ def set_fitted(km: KMeans, result: FitResult, bs: BlockSet, prep: PreparedInput)
     km.cluster_centers_ = result.centres
     km.reference_ = result.reference
     km.inertia_ = result.inertia
+    km.n_init_inertias_ = np.asarray(result.run_inertias, dtype=np.float64)
     km.n_iter_ = result.n_iter
     km.converged_ = result.converged
     km.history_ = result.history
