@@ -87,7 +87,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         import dask
 
         owner = type(self).__name__
-        prep = prepare_input(X, owner=owner, n_threads=1)
+        prep = prepare_input(X, owner=owner)
         if prep.in_memory:
             results = [_moments_part(p, prep.dtype) for p in prep.parts]
         else:

@@ -9,11 +9,13 @@ from kmeans_dask.engine.plan import plan_sizes
 from kmeans_dask.engine.prepare import load_blocks, prepare_input
 
 
-def test_plan_sizes_cover_rows_and_threads():
-    assert plan_sizes(10, 8, 4, 1 << 30) == [3, 3, 2, 2]
-    assert sum(plan_sizes(1_000_003, 256, 2, 64 << 20)) == 1_000_003
-    assert len(plan_sizes(1_000_000, 256, 2, 64 << 20)) == 4  # 256 MB / 64 MB
-    assert plan_sizes(3, 8, 8, 1 << 30) == [1, 1, 1]  # never an empty block
+def test_plan_sizes_depend_on_the_data_only():
+    assert plan_sizes(10, 8, 1 << 30, least=4) == [10]  # blocks of >= 4,096 rows
+    assert plan_sizes(20_000, 8, 1 << 30, least=4) == [5_000] * 4
+    assert sum(plan_sizes(1_000_003, 256, 64 << 20, least=2)) == 1_000_003
+    assert len(plan_sizes(1_000_000, 256, 64 << 20, least=2)) == 4  # 256 MB / 64 MB
+    assert len(plan_sizes(1_000_000, 256, 64 << 20, least=8)) == 8
+    assert plan_sizes(0, 8, 1 << 30) == [0]
 
 
 def test_blocks_are_spread_over_workers(client):

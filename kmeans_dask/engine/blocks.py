@@ -20,7 +20,7 @@ import numpy as np
 
 from ..kernels import moments as kernels
 from .executor import Executor, get_client
-from .plan import group_consecutive, target_block_bytes
+from .plan import group_consecutive, min_blocks, target_block_bytes
 
 __all__ = ["Block", "BlockSet", "BlockSummary", "get_client"]
 
@@ -178,7 +178,7 @@ class BlockSet:
         summaries = ex.gather(ex.map(summarize, handles))
         bs = cls(handles, summaries, ex, dtype, n_features, weighted)
         target = target_block_bytes()
-        if target is not None and sizes is None and len(handles) > ex.n_threads:
+        if target is not None and sizes is None and len(handles) > 1:
             bs = bs._merge_small(target)
         bs._balance()
         return bs
@@ -233,7 +233,7 @@ class BlockSet:
         groups = group_consecutive(self.sizes, row_bytes, target)
         if len(groups) == len(self.handles):
             return self
-        groups = self._at_least(groups, self._exec.n_threads)
+        groups = self._at_least(groups, min_blocks())  # from the data, not the cluster
         merged: list = []
         summaries: list[BlockSummary] = []
         for g in groups:

@@ -1,5 +1,11 @@
-"""Block planning: how many rows each persisted block holds (about a target size in bytes,
-at least one block per worker thread), from dask config ``kmeans_dask.block-bytes``."""
+"""Block planning: how many rows each persisted block holds, from the data alone.
+
+Blocks hold about ``kmeans_dask.block-bytes`` (dask config, default 256 MiB) and there are at
+least ``kmeans_dask.min-blocks`` of them (default 8, never under 4,096 rows each). The plan
+depends only on the data and these two settings, never on the cluster: every partial (sums,
+counts, costs, moments) is computed per block and reduced in block order, so the same data
+gives bit-identical results on a local thread pool or on any number of workers.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,24 @@ from collections.abc import Sequence
 import dask
 from dask.utils import parse_bytes
 
-__all__ = ["BLOCK_BYTES_KEY", "group_consecutive", "plan_sizes", "target_block_bytes"]
+__all__ = [
+    "BLOCK_BYTES_KEY",
+    "MIN_BLOCKS_KEY",
+    "group_consecutive",
+    "min_blocks",
+    "plan_sizes",
+    "target_block_bytes",
+]
 
-#: dask config key: target bytes per persisted block ("auto" plans ~256 MiB blocks, at least
-#: one per worker thread; ``None`` keeps the input's own chunking).
+#: dask config key: target bytes per persisted block ("auto" plans ~256 MiB blocks; ``None``
+#: keeps the input's own chunking).
 BLOCK_BYTES_KEY = "kmeans_dask.block-bytes"
 _DEFAULT_BLOCK_BYTES = "256MiB"
+#: dask config key: the least number of blocks (work for several workers on mid-size data)
+MIN_BLOCKS_KEY = "kmeans_dask.min-blocks"
+_DEFAULT_MIN_BLOCKS = 8
+#: rows below which a block is not split further to reach ``min-blocks``
+MIN_BLOCK_ROWS = 4096
 
 
 def target_block_bytes() -> int | None:
@@ -27,12 +45,20 @@ def target_block_bytes() -> int | None:
     return int(parse_bytes(value)) if isinstance(value, str) else int(value)
 
 
-def plan_sizes(n: int, row_bytes: int, n_threads: int, target: int) -> list[int]:
-    """Equal-ish block sizes: about ``target`` bytes each, at least one block per thread."""
+def min_blocks() -> int:
+    """The least number of blocks, from dask config ``kmeans_dask.min-blocks``."""
+    return max(1, int(dask.config.get(MIN_BLOCKS_KEY, _DEFAULT_MIN_BLOCKS)))
+
+
+def plan_sizes(n: int, row_bytes: int, target: int, least: int | None = None) -> list[int]:
+    """Equal-ish block sizes for ``n`` rows: about ``target`` bytes each, and at least
+    ``least`` blocks (default :func:`min_blocks`) unless that makes blocks under
+    ``MIN_BLOCK_ROWS`` rows. Depends on the data only, never on the cluster."""
     if n == 0:
         return [0]
+    least = min_blocks() if least is None else least
     per_block = max(1, target // max(row_bytes, 1))
-    n_blocks = max(math.ceil(n / per_block), n_threads)
+    n_blocks = max(math.ceil(n / per_block), min(least, math.ceil(n / MIN_BLOCK_ROWS)))
     n_blocks = min(n_blocks, n)
     base, extra = divmod(n, n_blocks)
     return [base + (i < extra) for i in range(n_blocks)]

@@ -26,7 +26,7 @@ from ..validation import (
     nonfinite_error,
     select_features,
 )
-from .blocks import BlockSet, get_client
+from .blocks import BlockSet
 from .plan import plan_sizes, target_block_bytes
 
 __all__ = ["PreparedInput", "load_blocks", "prepare_input"]
@@ -68,7 +68,6 @@ def prepare_input(
     *,
     owner: str,
     feature_names: list[str] | None = None,
-    n_threads: int | None = None,
     labels: Any = None,
     labels_dtype: Any = np.int64,
     labels_name: str = "labels",
@@ -83,9 +82,6 @@ def prepare_input(
     """
     import pandas as pd
 
-    if n_threads is None:
-        client = get_client()
-        n_threads = sum(client.nthreads().values()) if client is not None else 1
     aligned = _Aligned(sample_weight, labels, labels_dtype, labels_name)
     names: list[str] | None = None
     if is_dask_frame(X) or isinstance(X, pd.DataFrame | pd.Series):
@@ -99,12 +95,12 @@ def prepare_input(
             parts = list(X.to_delayed(optimize_graph=False))
             return PreparedInput(False, parts, None, None, None, dtype, len(names), names, True)
     if is_dask_array(X):
-        return _from_dask_array(X, aligned, owner, names, n_threads)
-    return _from_memory(X, aligned, owner, names, n_threads)
+        return _from_dask_array(X, aligned, owner, names)
+    return _from_memory(X, aligned, owner, names)
 
 
 def _from_dask_array(
-    X: Any, aligned: _Aligned, owner: str, names: list[str] | None, n_threads: int
+    X: Any, aligned: _Aligned, owner: str, names: list[str] | None
 ) -> PreparedInput:
     import dask.array as da
 
@@ -115,7 +111,7 @@ def _from_dask_array(
     X = X.rechunk({1: -1})
     target = target_block_bytes()
     if known and target is not None:
-        plan = plan_sizes(int(X.shape[0]), X.shape[1] * dtype.itemsize, n_threads, target)
+        plan = plan_sizes(int(X.shape[0]), X.shape[1] * dtype.itemsize, target)
         X = X.rechunk({0: tuple(plan)})
     parts = list(X.to_delayed(optimize_graph=False)[:, 0])
 
@@ -148,12 +144,12 @@ def _from_dask_array(
 
 
 def _from_memory(
-    X: Any, aligned: _Aligned, owner: str, names: list[str] | None, n_threads: int
+    X: Any, aligned: _Aligned, owner: str, names: list[str] | None
 ) -> PreparedInput:
     arr = check_array(X, owner)
     dtype = float_dtype(arr.dtype)
     n, d = arr.shape
-    sizes = plan_sizes(n, d * dtype.itemsize, n_threads, target_block_bytes() or 1 << 62)
+    sizes = plan_sizes(n, d * dtype.itemsize, target_block_bytes() or 1 << 62)
     bounds = np.cumsum([0, *sizes])
     parts = [arr[a:b] for a, b in itertools.pairwise(bounds)]
 
