@@ -57,8 +57,20 @@ def test_defaults():
             {"input": {"uri": "x", "format": "json"}},
             "input.format: must be one of parquet, csv; got 'json'",
         ),
-        ({"input": {"uri": "x", "colums": ["a"]}}, "input.colums: unknown key"),
-        ({"color": "blue"}, "color: unknown key"),
+        (
+            {"input": {"uri": "x", "colums": ["a"]}},
+            "input.colums: unknown key (check the spelling; allowed under input: uri, format, "
+            "columns, id_column, storage_options, filters)",
+        ),
+        (
+            {"color": "blue"},
+            "color: unknown key (check the spelling; allowed at the top level: name, input, "
+            "scaling, kmeans, metrics, knn, output, cluster)",
+        ),
+        (
+            {"knn": {"query": {"uri": "q", "idcolumn": "id"}}},
+            "knn.query.idcolumn: unknown key (check the spelling; allowed under knn.query: uri,",
+        ),
         ({"knn": {"enabled": True}}, "knn.query: required when knn.enabled is true"),
         ({"name": "bad name!"}, "name: must match"),
     ],
@@ -93,6 +105,37 @@ def test_load_config_errors(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="is not valid YAML"):
         load_config(str(bad))
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"name": {"secret": "S3CR3T"}}, "name: must be a string; got {'secret': '***'}"),
+        (
+            {"input": {"uri": "x", "storage_options": "secret=S3CR3T"}},
+            "input.storage_options: must be a dict; got a str (value not shown)",
+        ),
+        (
+            {"input": {"uri": "x", "columns": [{"password": "S3CR3T"}]}},
+            "input.columns.0: must be a string; got {'password': '***'}",
+        ),
+    ],
+)
+def test_errors_never_echo_a_credential(patch, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config({**BASE, **patch})
+    assert message in str(err.value) and "S3CR3T" not in str(err.value)
+
+
+def test_yaml_errors_never_quote_the_text(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: t\noutput:\n  storage_options: {secret: [S3CR3T}\n")
+    with pytest.raises(ConfigError, match=r"is not valid YAML: .* at line 3, column") as err:
+        load_config(str(bad))
+    assert "S3CR3T" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"--set input.storage_options.secret: value is not") as e:
+        apply_overrides(BASE, ["input.storage_options.secret=[S3CR3T"])
+    assert "S3CR3T" not in str(e.value)
 
 
 def test_identity_ignores_output_cluster_and_credentials():

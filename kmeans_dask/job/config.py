@@ -7,6 +7,7 @@ keys are errors; every error names the key path, what is allowed and what was gi
 from __future__ import annotations
 
 import hashlib
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from pydantic import (
 
 from ..exceptions import ConfigError
 from ..io.fs import location, overlapping
+from .secrets import apply_secrets, masked_repr, yaml_problem
 
 __all__ = [
     "ClusterSpec",
@@ -190,15 +192,18 @@ def _format_error(err: Mapping[str, Any]) -> str:
     loc = [p for p in loc if p not in ("int", "str", "float", "bool")]
     path = ".".join(loc) or "(config)"
     kind = err.get("type", "")
-    got = err.get("input")
+    got = masked_repr(loc, err.get("input"))  # credentials never echoed
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
-        return f"{path}: unknown key (check the spelling; allowed keys are in configs/README)"
+        allowed = _allowed_keys(loc[:-1])
+        where = f"under {'.'.join(loc[:-1])}" if len(loc) > 1 else "at the top level"
+        listed = f"; allowed {where}: {', '.join(allowed)}" if allowed else ""
+        return f"{path}: unknown key (check the spelling{listed})"
     if kind == "missing":
         return f"{path}: required key is missing"
     if kind == "literal_error":
         expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
-        return f"{path}: must be one of {expected}; got {got!r}"
+        return f"{path}: must be one of {expected}; got {got}"
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         bound = {
             "greater_than_equal": ">=",
@@ -207,18 +212,30 @@ def _format_error(err: Mapping[str, Any]) -> str:
             "less_than": "<",
         }[kind]
         limit = next(iter(ctx.values()), "")
-        return f"{path}: must be {bound} {limit}; got {got!r}"
+        return f"{path}: must be {bound} {limit}; got {got}"
     if kind.endswith("_parsing") or kind.endswith("_type"):
         want = kind.split("_")[0]
-        return f"{path}: must be a{'n' if want[0] in 'aeiou' else ''} {want}; got {got!r}"
+        return f"{path}: must be a{'n' if want[0] in 'aeiou' else ''} {want}; got {got}"
     if kind == "value_error":
         msg = str(err.get("msg", "")).removeprefix("Value error, ")
         if msg.startswith("must "):  # a field validator's message about the key itself
             return f"{path}: {msg}"
         return f"{path}.{msg}" if path != "(config)" and not msg.startswith(path) else msg
     if kind == "string_pattern_mismatch":
-        return f"{path}: must match {ctx.get('pattern')}; got {got!r}"
-    return f"{path}: {err.get('msg')}; got {got!r}"
+        return f"{path}: must match {ctx.get('pattern')}; got {got}"
+    return f"{path}: {err.get('msg')}; got {got}"
+
+
+def _allowed_keys(loc: Sequence[str]) -> list[str]:
+    """The keys of the config section at ``loc`` (empty when it is not a section)."""
+    model: Any = RunConfig
+    for name in loc:
+        field = model.model_fields.get(name) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        options = [field.annotation, *typing.get_args(field.annotation)]
+        model = next((t for t in options if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    return list(model.model_fields) if model is not None else []
 
 
 def parse_config(data: Mapping[str, Any], source: str = "config") -> RunConfig:
@@ -266,7 +283,9 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         try:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+            raise ConfigError(
+                f"--set {key.strip()}: value is not valid YAML ({yaml_problem(exc)})"
+            ) from None
     return out
 
 
@@ -314,10 +333,11 @@ def load_config(
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{uri} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{uri} is not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{uri}: the top level must be a mapping of keys")
-    return parse_config(apply_overrides(data, overrides), source=uri)
+    # credentials given apart from the overrides (job.secrets.provided) are applied last
+    return parse_config(apply_secrets(apply_overrides(data, overrides)), source=uri)
 
 
 # --------------------------------------------------------------------------- identity
