@@ -1,27 +1,55 @@
 """The segmentation flow: each pipeline stage is a Prefect task; the flow owns one Dask client.
 
-Thin by design: no numerics here. Stages that do I/O retry with backoff. Tasks that take a
-client or a Dask collection use ``cache_policy=NO_CACHE`` and ``persist_result=False``; task
-parameters stay small. The Dask work runs on one plain ``distributed.Client`` created once
-per flow run (not prefect-dask's task runner; see DESIGN.md section 5).
+Thin by design: no numerics here. Stages that do I/O retry with backoff, and only when the
+failure can be transient (:func:`retry_transient`: network, HTTP 5xx, throttling); a config or
+data error, access denied or a missing bucket fails at once. Tasks that take a client or a
+Dask collection use ``cache_policy=NO_CACHE`` and ``persist_result=False``; task parameters
+stay small. The Dask work runs on one plain ``distributed.Client`` created once per flow run
+(not prefect-dask's task runner; see DESIGN.md section 5).
+
+Credentials are never flow parameters (Prefect stores parameters in its database): they come
+from the environment, from a Prefect Secret block named by ``secrets_block``, or, for
+``kmeans-dask run --set ...storage_options.secret=...``, from the CLI's process through
+:func:`kmeans_dask.job.secrets.provided`. ``overrides`` holding a credential are refused.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from kmeans_dask.job import pipeline
+from kmeans_dask.exceptions import ConfigError
+from kmeans_dask.io.errors import is_transient
+from kmeans_dask.job import pipeline, secrets
 from kmeans_dask.job.config import load_config
 
 #: retries (with backoff) of the stages whose failures can be transient (storage, network)
 RETRIES = {"plan": 3, "read": 2, "assign": 2, "score": 2, "model": 2, "commit": 2}
 BACKOFF = [2, 10, 30]
+
+
+def _exception(state: Any) -> BaseException | None:
+    data = getattr(state, "data", None)
+    if isinstance(data, BaseException):
+        return data
+    try:
+        result = state.result(raise_on_failure=False)
+    except Exception:
+        return None
+    return result if isinstance(result, BaseException) else None
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry a failed stage only when its exception
+    :func:`~kmeans_dask.io.errors.is_transient` (a plain function, as Prefect requires)."""
+    exc = _exception(state)
+    return exc is not None and is_transient(exc)
 
 
 class _ToPrefect(logging.Handler):
@@ -41,6 +69,7 @@ def _as_task(name: str, func: Callable, args: tuple) -> Any:
         name=name,
         retries=RETRIES.get(name, 0),
         retry_delay_seconds=BACKOFF,
+        retry_condition_fn=retry_transient,
         cache_policy=NO_CACHE,
         persist_result=False,
     )
@@ -77,9 +106,36 @@ def _rounded(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _refuse_credentials(overrides: dict[str, Any] | None) -> None:
+    keys = [k for k, v in (overrides or {}).items() if secrets.is_secret_override(k, v)]
+    if keys:
+        raise ConfigError(
+            f"overrides: {', '.join(keys)} carry credentials, which must not be flow "
+            "parameters (Prefect stores parameters in its database); give them through the "
+            "environment or a Prefect Secret block (secrets_block)"
+        )
+
+
+def _block_secrets(name: str | None) -> dict[str, Any]:
+    """Credential overrides from the Prefect Secret block ``name`` (see
+    :func:`kmeans_dask.job.secrets.from_document` for its JSON)."""
+    if not name:
+        return {}
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(name).get()
+    except ValueError:
+        raise ConfigError(f"secrets_block: no Prefect Secret block named {name!r}") from None
+    return secrets.from_document(value, source=f"Prefect Secret block {name!r}")
+
+
 @flow(name="segmentation", log_prints=True)
 def segmentation(
-    config_uri: str, overrides: dict[str, Any] | None = None, force: bool = False
+    config_uri: str,
+    overrides: dict[str, Any] | None = None,
+    force: bool = False,
+    secrets_block: str | None = None,
 ) -> dict[str, Any]:
     """Run the segmentation job of ``config_uri`` (YAML), with ``overrides`` of key paths.
 
@@ -88,9 +144,14 @@ def segmentation(
     config_uri : str
         Local path or URI of the run's YAML config.
     overrides : dict, optional
-        ``{"kmeans.k": 6}``-style overrides of config values.
+        ``{"kmeans.k": 6}``-style overrides of config values. Credentials are refused here
+        (a :class:`~kmeans_dask.exceptions.ConfigError`): Prefect stores parameters.
     force : bool
         Recompute even if the run is already committed.
+    secrets_block : str, optional
+        Name of a Prefect Secret block whose JSON value holds storage options per location,
+        ``{"input": {"key": ..., "secret": ...}, "output": {...}, "knn.query": {...}}``,
+        applied after ``overrides``.
 
     Returns
     -------
@@ -98,7 +159,9 @@ def segmentation(
         The :class:`~kmeans_dask.job.pipeline.RunResult` as plain data.
     """
     run_logger = get_run_logger()
-    config = load_config(config_uri, overrides or {})
+    _refuse_credentials(overrides)
+    with secrets.provided(_block_secrets(secrets_block)):
+        config = load_config(config_uri, overrides or {})
     forward = _ToPrefect(run_logger)
     lib_logger = logging.getLogger("kmeans_dask")
     lib_logger.addHandler(forward)
@@ -122,3 +185,46 @@ def segmentation(
             description="K sweep: inertia, silhouettes, Calinski-Harabasz, Davies-Bouldin",
         )
     return result.as_dict()
+
+
+class _NoTraceback(logging.Formatter):
+    """Format a record as ``inner`` does, without its traceback."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+@contextmanager
+def console_tracebacks(show: bool) -> Iterator[None]:
+    """Inside the block, Prefect's console log lines carry no tracebacks unless ``show``
+    (the CLI prints one line per failure, and the traceback with ``-v``). What Prefect
+    sends to its API (the UI's logs) is unchanged."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    if show:
+        yield
+        return
+    names = ["", *(n for n in logging.root.manager.loggerDict if n.startswith("prefect"))]
+    handlers = {
+        h
+        for n in names
+        for h in logging.getLogger(n or None).handlers
+        if isinstance(h, PrefectConsoleHandler)
+    }
+    saved = {h: h.formatter for h in handlers}
+    for h in handlers:
+        h.setFormatter(_NoTraceback(h.formatter))
+    try:
+        yield
+    finally:
+        for h, formatter in saved.items():
+            h.setFormatter(formatter)

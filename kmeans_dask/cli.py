@@ -1,9 +1,23 @@
 """Command line: ``kmeans-dask run | validate | demo | show``.
 
-Exit codes: 0 success (or a committed run skipped); 2 invalid config or arguments, or input
-that does not match the config (missing or non-numeric column, no files): nothing is written;
-1 a run that failed otherwise (storage errors, bad values found while computing). Every
-message names the key, file or column.
+Exit codes:
+
+* 0: success, or a committed run found and skipped;
+* 2: the config or the data is wrong, nothing is written: an invalid config or argument
+  (``ConfigError``: unknown key, bad value, ``k_min > k_max``), input that does not fit the
+  config or cannot be clustered (``InputError`` / ``DatasetError``: no such file or bucket,
+  no files, an unreadable or corrupt file, a missing or non-numeric column, NaN or inf values
+  naming the column and the file, a K larger than the number of rows), or a parameter out of
+  range (``InvalidParameterError``);
+* 1: anything else: storage (``StorageError``: access denied, naming the bucket and the
+  operation; a network or service failure; a concurrent run holding the lease) and compute
+  failures;
+* 130: interrupted.
+
+A failure prints one line (one per key for an invalid config) naming the key, file, column,
+bucket or operation; ``-v`` adds the traceback. Credentials given with ``--set`` (keys such
+as ``input.storage_options.secret``, see ``kmeans_dask.io.fs.SECRET_KEYS``) are kept out of
+the Prefect flow's parameters and out of every message.
 """
 
 from __future__ import annotations
@@ -12,6 +26,9 @@ import argparse
 import json
 import logging
 import sys
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +36,7 @@ __all__ = ["main"]
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the plain pipeline instead of the Prefect flow",
     )
+    r.add_argument(
+        "--secrets-block",
+        metavar="NAME",
+        default=None,
+        help="Prefect Secret block whose JSON holds storage options per location "
+        '({"input": {...}, "output": {...}, "knn.query": {...}})',
+    )
 
     v = sub.add_parser("validate", help="check a config file and print it resolved")
     v.add_argument("config")
@@ -60,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("show", help="print the manifest of a committed run")
     s.add_argument("run_uri", help="{output}/{run_id} (or {output} for its LATEST run)")
+    s.add_argument(
+        "--storage-option",
+        dest="storage_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec/s3fs option, e.g. endpoint_url=http://localhost:9000 (repeatable)",
+    )
     return p
 
 
@@ -77,6 +110,7 @@ def _setup_logging(verbose: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         level = logging.DEBUG if verbose else logging.WARNING
+    handler.setLevel(level)  # the flow raises the logger's level to INFO for Prefect
     log.addHandler(handler)
     log.setLevel(level)
     log.propagate = False
@@ -109,36 +143,97 @@ def _summary(result: Any, out=print) -> None:
         out("Stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
 
 
-def _run(config_uri: str, overrides: list[str], force: bool, use_prefect: bool) -> Any:
+def _split(overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--set`` items as ``(plain, credential)`` overrides."""
+    from .job.config import parse_overrides
+    from .job.secrets import split_overrides
+
+    return split_overrides(parse_overrides(overrides))
+
+
+def _load(config_uri: str, overrides: Mapping[str, Any]) -> Any:
+    """The validated config; a config file the store refuses is a StorageError naming it."""
+    from .exceptions import KMeansDaskError
+    from .io.errors import is_storage_failure, storage_error
     from .job.config import load_config
 
-    config = load_config(config_uri, overrides)  # validate before anything starts
-    if use_prefect:
-        from flows.segmentation import segmentation
-
-        from .job.config import parse_overrides
-        from .job.pipeline import RunResult
-
-        data = segmentation(config_uri, overrides=parse_overrides(overrides) or None, force=force)
-        return RunResult(**data)
-    from .job.pipeline import run
-
-    def dashboard(client: Any) -> None:
-        print(f"Dask dashboard: {client.dashboard_link}", flush=True)
-
-    return run(config, force=force, on_connect=dashboard)
-
-
-def _show(run_uri: str) -> int:
-    from .exceptions import StorageError
-    from .io import read_manifest
-
     try:
-        manifest = read_manifest(run_uri)
-    except StorageError as exc:
-        print(f"kmeans-dask show: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return load_config(config_uri, overrides)
+    except KMeansDaskError:
+        raise
+    except Exception as exc:
+        if is_storage_failure(exc):
+            raise storage_error("reading the config", config_uri, exc) from exc
+        raise
+
+
+def _run(
+    config_uri: str,
+    overrides: list[str],
+    force: bool,
+    use_prefect: bool,
+    verbose: bool = False,
+    secrets_block: str | None = None,
+) -> Any:
+    """Run the job; credential overrides reach the config through ``job.secrets.provided``,
+    never as the flow's parameters."""
+    from .exceptions import ConfigError
+    from .job.secrets import provided
+
+    plain, credentials = _split(overrides)
+    with provided(credentials):
+        config = _load(config_uri, plain)  # validate before anything starts
+        if use_prefect:
+            from flows.segmentation import console_tracebacks, segmentation
+
+            from .job.pipeline import RunResult
+
+            with console_tracebacks(verbose):
+                data = segmentation(
+                    config_uri, overrides=plain or None, force=force, secrets_block=secrets_block
+                )
+            return RunResult(**data)
+        if secrets_block:
+            raise ConfigError("--secrets-block: needs the Prefect flow (drop --no-prefect)")
+        from .job.pipeline import run
+
+        def dashboard(client: Any) -> None:
+            print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+
+        return run(config, force=force, on_connect=dashboard)
+
+
+def _show(run_uri: str, storage_options: list[str]) -> int:
+    from .exceptions import ConfigError
+    from .io import read_manifest
+    from .job.config import parse_overrides
+
+    for item in storage_options:
+        if "=" not in item or "." in item.partition("=")[0]:
+            raise ConfigError(
+                f"--storage-option {item!r}: expected NAME=VALUE, e.g. "
+                "endpoint_url=http://localhost:9000"
+            )
+    options = parse_overrides(storage_options)  # values parsed as YAML scalars
+    manifest = read_manifest(run_uri, options or None)
     print(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def _validate(config_uri: str, overrides: list[str]) -> int:
+    """Print the resolved config (credentials shown as ``***``)."""
+    from .io import redact
+    from .job.secrets import provided
+
+    plain, credentials = _split(overrides)
+    with provided(credentials):
+        cfg = _load(config_uri, plain)
+    data = cfg.model_dump(mode="json")
+    for section in (data["input"], data["output"], (data.get("knn") or {}).get("query")):
+        if section and section.get("storage_options"):
+            section["storage_options"] = redact(section["storage_options"])
+    print(json.dumps(data, indent=2))
+    print(f"{config_uri}: valid", file=sys.stderr)
     return 0
 
 
@@ -159,7 +254,7 @@ def _demo(args: argparse.Namespace) -> int:
     ]
     config_uri = args.config or _default_demo_config()
     print(f"Running {config_uri} on an embedded local Dask cluster ...")
-    result = _run(config_uri, overrides, args.force, args.prefect)
+    result = _run(config_uri, overrides, args.force, args.prefect, args.verbose)
     _summary(result)
     for line in check_demo(base, result):
         print(line)
@@ -178,36 +273,82 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def exit_code(exc: BaseException) -> int:
+    """2 for a config, data or parameter error (the user's to fix), 1 for anything else."""
+    from .exceptions import ConfigError, InputError, InvalidParameterError, StorageError
+
+    if isinstance(exc, StorageError):
+        return EXIT_FAILED
+    if isinstance(exc, ConfigError | InputError | InvalidParameterError):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def describe(exc: BaseException) -> str:
+    """The failure in one line (one line per key for an invalid config)."""
+    from .exceptions import (
+        ConfigError,
+        InputError,
+        InvalidParameterError,
+        KMeansDaskError,
+        StorageError,
+    )
+
+    text = str(exc).strip() or type(exc).__name__
+    lines = text.splitlines()
+    if len(lines) == 2 and lines[1].startswith("  "):  # one config error: one line
+        text = f"{lines[0]} {lines[1].strip()}"
+    if isinstance(exc, ConfigError):
+        return text
+    if isinstance(exc, InputError):
+        return f"input error: {text}"
+    if isinstance(exc, InvalidParameterError):
+        return f"invalid parameter: {text}"
+    if isinstance(exc, StorageError):
+        return f"storage error: {text}"
+    if isinstance(exc, KMeansDaskError):
+        return f"{type(exc).__name__}: {text}"
+    return f"failed: {type(exc).__name__}: {lines[0]} (run with -v for the traceback)"
+
+
+@contextmanager
+def _reported(verbose: bool) -> Iterator[list[int]]:
+    """Turn an exception into its message on stderr and an exit code (``code[0]``)."""
+    code = [0]
+    try:
+        yield code
+    except KeyboardInterrupt:
+        print("kmeans-dask: interrupted", file=sys.stderr)
+        code[0] = EXIT_INTERRUPTED
+    except Exception as exc:
+        if verbose:
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"kmeans-dask: {describe(exc)}", file=sys.stderr)
+        code[0] = exit_code(exc)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "validate":
+        return _validate(args.config, args.overrides)
+    if args.command == "show":
+        return _show(args.run_uri, args.storage_options)
+    if args.command == "demo":
+        return _demo(args)
+    use_prefect = not args.no_prefect
+    result = _run(
+        args.config, args.overrides, args.force, use_prefect, args.verbose, args.secrets_block
+    )
+    _summary(result)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``kmeans-dask`` command."""
+    """Entry point of the ``kmeans-dask`` command (returns the exit code)."""
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
-    from .exceptions import ConfigError, DatasetError, KMeansDaskError
-
-    try:
-        if args.command == "validate":
-            from .job.config import load_config
-
-            cfg = load_config(args.config, args.overrides)
-            print(json.dumps(cfg.model_dump(mode="json"), indent=2))
-            print(f"{args.config}: valid", file=sys.stderr)
-            return 0
-        if args.command == "show":
-            return _show(args.run_uri)
-        if args.command == "demo":
-            return _demo(args)
-        result = _run(args.config, args.overrides, args.force, not args.no_prefect)
-        _summary(result)
-        return 0
-    except ConfigError as exc:
-        print(f"kmeans-dask: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except DatasetError as exc:
-        print(f"kmeans-dask: input does not match the config: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KMeansDaskError as exc:
-        print(f"kmeans-dask: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    with _reported(args.verbose) as code:
+        code[0] = _dispatch(args)
+    return code[0]
 
 
 if __name__ == "__main__":  # pragma: no cover

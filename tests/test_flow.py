@@ -71,7 +71,8 @@ def test_flow_and_plain_pipeline_give_identical_results(
     assert plain.metrics == result["metrics"]
     for folder in ("assignments", "scores"):
         pd.testing.assert_frame_equal(
-            store.read_folder(result["run_uri"], folder), store.read_folder(plain.run_uri, folder)
+            store.read_folder(result["results_uri"], folder),
+            store.read_folder(plain.results_uri, folder),
         )
 
     # the flow's tasks are the stages (coarse), and it published its artifacts
@@ -125,3 +126,84 @@ def test_cli_runs_the_flow_by_default(prefect_harness, tmp_path, capsys):
     assert "committed" in out and "K = 5 (fixed)" in out
     assert cli.main(["run", str(cfg), "--set", "kmeans.random_state=3"]) == 0
     assert "already committed: skipped" in capsys.readouterr().out
+
+
+def _task_runs(flow_run_id) -> list:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as c:
+            flt = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            return await c.read_task_runs(flow_run_filter=flt)
+
+    return asyncio.run(read())
+
+
+def test_a_missing_input_fails_at_once_without_retries(prefect_harness, tmp_path):
+    """A deterministic error (here a missing input) is never retried: one plan attempt."""
+    import time
+
+    from flows.segmentation import segmentation
+    from kmeans_dask.exceptions import DatasetError
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: t\ninput: {{uri: {tmp_path}/nowhere}}\noutput: {{uri: {tmp_path}/o}}\n")
+    t0 = time.monotonic()
+    state = segmentation(str(cfg), return_state=True)
+    assert state.is_failed() and time.monotonic() - t0 < 30  # the first retry would wait 2 s
+    with pytest.raises(DatasetError, match=r"nowhere does not exist"):
+        state.result()
+    runs = _task_runs(state.state_details.flow_run_id)
+    assert [(r.name.rsplit("-", 1)[0], r.run_count) for r in runs] == [("plan", 1)]
+
+
+def test_stages_retry_only_transient_failures(prefect_harness, monkeypatch):
+    """Through Prefect's own retry machinery: a connection reset or an HTTP 503 SlowDown is
+    retried; a data error, or access denied (a 403 under a StorageError), fails at once."""
+    from botocore.exceptions import ClientError
+    from prefect import flow
+
+    import flows.segmentation as fs
+    from kmeans_dask.exceptions import DatasetError, StorageError
+
+    monkeypatch.setattr(fs, "BACKOFF", [0, 0, 0])
+
+    def client_error(code: str, status: int) -> ClientError:
+        response = {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {}}
+        response["ResponseMetadata"]["HTTPStatusCode"] = status
+        return ClientError(response, "GetObject")
+
+    def storage_error(cause: Exception) -> StorageError:
+        err = StorageError("reading s3://b/k: failed")
+        err.__cause__ = cause
+        return err
+
+    @flow
+    def one_stage(errors: list) -> int:
+        calls = []
+
+        def stage() -> int:
+            calls.append(1)
+            if len(calls) <= len(errors):
+                raise errors[len(calls) - 1]
+            return len(calls)
+
+        try:
+            fs._as_task("plan", stage, ())
+        except Exception as exc:
+            return -len(calls) if isinstance(exc, DatasetError | StorageError) else -99
+        return len(calls)
+
+    cases = [  # (errors raised by successive attempts, calls: +n succeeded, -n failed)
+        ([ConnectionResetError("reset by peer")], 2),
+        ([storage_error(client_error("SlowDown", 503)), TimeoutError("read timed out")], 3),
+        ([storage_error(client_error("InternalError", 500))] * 3, 4),
+        ([storage_error(client_error("SlowDown", 503))] * 4, -4),  # retries exhausted
+        ([DatasetError("column 'x' not found")], -1),
+        ([storage_error(client_error("AccessDenied", 403))], -1),
+        ([storage_error(client_error("NoSuchBucket", 404))], -1),
+    ]
+    assert [one_stage(errors) for errors, _ in cases] == [calls for _, calls in cases]
