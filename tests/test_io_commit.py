@@ -334,9 +334,9 @@ def test_a_failed_write_is_a_storage_error_naming_the_file(tmp_path):
     (tmp_path / "out").write_text("a file where the output folder should be")
     run = RunCommit(str(tmp_path / "out"), "seg-blocked")
     run.attempt_id = "blocked"
-    with pytest.raises(StorageError, match=r"cannot write .*seg-blocked/attempt-blocked/model/mod"):
+    with pytest.raises(StorageError, match=r"writing .*seg-blocked/attempt-blocked/model/model"):
         run.write_json("model/model.json", {})
-    with pytest.raises(StorageError, match=r"cannot write .*seg-blocked/attempt-blocked/sweep"):
+    with pytest.raises(StorageError, match=r"writing .*seg-blocked/attempt-blocked/sweep"):
         run.write_table("sweep.parquet", _frame(5))
 
 

@@ -329,7 +329,7 @@ def test_every_write_failing_commits_nothing(s3_job, client):
         config.input.storage_options["endpoint_url"] = proxy.endpoint
         config.knn.query.storage_options["endpoint_url"] = proxy.endpoint
         config.output.storage_options["endpoint_url"] = proxy.endpoint
-        with pytest.raises(StorageError, match=r"cannot write s3://test-bucket/job/out/.*/assi"):
+        with pytest.raises(StorageError, match=r"writing s3://test-bucket/job/out/.*/assi"):
             run(config, client=client)
     s3fs.S3FileSystem.clear_instance_cache()
     assert proxy.faults["refused"] > 0

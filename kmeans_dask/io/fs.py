@@ -11,7 +11,7 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-from ..exceptions import StorageError
+from .errors import storage_error
 
 __all__ = [
     "SECRET_KEYS",
@@ -135,7 +135,7 @@ def put_bytes(
             fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         fs.pipe_file(path, data)
     except Exception as exc:
-        raise StorageError(f"cannot write {to_uri(fs, path)}: {exc}") from exc
+        raise storage_error("writing", to_uri(fs, path), exc) from exc
     return len(data)
 
 

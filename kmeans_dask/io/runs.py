@@ -10,7 +10,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from ..exceptions import KMeansDaskError, StorageError
+from ..exceptions import StorageError
+from .errors import storage_errors
 from .fs import filesystem, join, to_uri
 
 __all__ = [
@@ -36,12 +37,8 @@ ATTEMPT_PREFIX = "attempt-"
 @contextmanager
 def storage_op(what: str, fs: Any, path: str) -> Iterator[None]:
     """Turn a storage failure into a StorageError naming the operation and the URI."""
-    try:
+    with storage_errors(what, to_uri(fs, path)):
         yield
-    except KMeansDaskError:
-        raise
-    except Exception as exc:
-        raise StorageError(f"{what} {to_uri(fs, path)} failed: {exc}") from exc
 
 
 def read_pointer(fs: Any, run_path: str) -> dict[str, Any] | None:

@@ -21,12 +21,13 @@ from typing import Any
 import pandas as pd
 
 from ..faults import fault_point
-from ..io import RunCommit, fingerprint, redact, run_id_for
+from ..io import RunCommit, redact, run_id_for
 from ..kmeans import KMeans
 from ..sweep import SweepResult, sweep_k
+from .checks import validate_inputs
 from .config import RunConfig, config_hash, identity
 from .outputs import score_queries, write_assignments
-from .prepare import Prepared, check_inputs, read_and_scale
+from .prepare import Prepared, read_and_scale
 from .segmentation_model import SegmentationModel, save_model
 
 __all__ = [
@@ -101,18 +102,6 @@ class Plan:
     committed: bool
 
 
-def _inputs(config: RunConfig) -> dict[str, Any]:
-    out = {
-        "input": fingerprint(
-            config.input.uri, config.input.format, config.input.storage_options or None
-        )
-    }
-    q = config.knn.query if config.knn.enabled else None
-    if q is not None:
-        out["query"] = fingerprint(q.uri, q.format, q.storage_options or None)
-    return out
-
-
 def _committer(config: RunConfig, run_id: str) -> RunCommit:
     return RunCommit(config.output.uri, run_id, config.output.storage_options or None)
 
@@ -120,8 +109,7 @@ def _committer(config: RunConfig, run_id: str) -> RunCommit:
 def plan(config: RunConfig) -> Plan:
     """Validate the inputs (listings and footers), fingerprint them and derive the run id;
     checks whether the run is committed. Nothing is written and no cluster is started."""
-    check_inputs(config)
-    inputs = _inputs(config)
+    inputs = validate_inputs(config)
     run_id = run_id_for(identity(config), inputs, name=config.name)
     commit = _committer(config, run_id)
     return Plan(run_id, commit.uri, config_hash(config), inputs, commit.is_committed())

@@ -14,7 +14,7 @@ from ..io import Dataset, open_dataset
 from ..scale import StandardScaler
 from .config import RunConfig
 
-__all__ = ["Prepared", "check_inputs", "read_and_scale"]
+__all__ = ["Prepared", "read_and_scale"]
 
 
 @dataclass
@@ -45,31 +45,3 @@ def read_and_scale(config: RunConfig) -> Prepared:
         scaler = StandardScaler().fit(X)
         X_scaled = scaler.transform(X)
     return Prepared(ds, X, X_scaled, scaler)
-
-
-def check_inputs(config: RunConfig) -> None:
-    """Validate every dataset the run reads from listings and footers only (files, columns,
-    dtypes, schemas), before any cluster starts or anything is written: a typo fails at once.
-
-    Raises DatasetError naming the URI, file and column at fault.
-    """
-    spec = config.input
-    ds = open_dataset(
-        spec.uri,
-        spec.format,
-        spec.columns,
-        spec.id_column,
-        spec.storage_options or None,
-        spec.filters,
-    )
-    knn = config.knn
-    if not knn.enabled or knn.query is None:
-        return
-    q = knn.query
-    features = ds.info.features
-    open_dataset(q.uri, q.format, features, q.id_column, q.storage_options or None, q.filters)
-    if knn.target != "segment":
-        open_dataset(
-            spec.uri, spec.format, [knn.target], None, spec.storage_options or None, spec.filters
-        )
-

@@ -1,31 +1,22 @@
-"""Validation at the boundary: parameters and input data, checked once with clear messages.
-
-This is the only place where column selection, the dtype rule, the shape checks, the
-non-finite check and the "missing column" error live; every estimator and the engine's
-input preparation call these functions. Compute functions downstream assume what is checked
-here. Messages follow scikit-learn's wording (parameter, what is allowed, what was given).
-"""
+"""Input data at the boundary: column selection, the dtype rule, shapes, NaN/inf and
+magnitudes, each checked in this one place with messages that name the column."""
 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 
-from .exceptions import InputError, InputTypeError, InvalidParameterError
+from ..exceptions import InputError, InputTypeError
 
 __all__ = [
     "as_feature_array",
     "check_array",
     "check_dask_array",
     "check_finite",
-    "check_interval",
     "check_magnitude",
     "check_n_features",
-    "check_options",
-    "check_random_state",
     "check_vector_shape",
     "column_label",
     "float_dtype",
@@ -34,87 +25,8 @@ __all__ = [
     "magnitude_error",
     "max_abs_limit",
     "nonfinite_error",
-    "seed_from",
     "select_features",
 ]
-
-
-# --------------------------------------------------------------------------- parameters
-
-
-def check_interval(
-    value: Any,
-    name: str,
-    owner: str,
-    *,
-    kind: type = numbers.Real,
-    low: float | None = None,
-    high: float | None = None,
-    closed: str = "both",
-) -> None:
-    """Raise InvalidParameterError unless ``value`` is a ``kind`` in the given interval.
-
-    The message follows scikit-learn's: ``The 'n_clusters' parameter of KMeans must be an
-    int in the range [1, inf). Got 0 instead.``
-    """
-    type_name = "an int" if kind is numbers.Integral else "a float"
-    lo = "-inf" if low is None else low
-    hi = "inf" if high is None else high
-    left = "[" if closed in ("both", "left") and low is not None else "("
-    right = "]" if closed in ("both", "right") and high is not None else ")"
-    ok = isinstance(value, kind) and not isinstance(value, bool)
-    if ok:
-        if low is not None:
-            ok = value >= low if left == "[" else value > low
-        if ok and high is not None:
-            ok = value <= high if right == "]" else value < high
-    if not ok:
-        raise InvalidParameterError(
-            f"The {name!r} parameter of {owner} must be {type_name} in the range "
-            f"{left}{lo}, {hi}{right}. Got {value!r} instead."
-        )
-
-
-def check_options(value: Any, name: str, owner: str, options: tuple) -> None:
-    """Raise InvalidParameterError unless ``value`` is one of ``options``."""
-    if not isinstance(value, str) or value not in options:
-        allowed = ", ".join(repr(o) for o in options)
-        raise InvalidParameterError(
-            f"The {name!r} parameter of {owner} must be one of {allowed}. Got {value!r} instead."
-        )
-
-
-def check_random_state(random_state: Any, owner: str) -> None:
-    """Raise InvalidParameterError unless ``random_state`` is None, an int, a RandomState or
-    a Generator (without drawing from it)."""
-    ok = random_state is None or isinstance(
-        random_state, np.random.RandomState | np.random.Generator
-    )
-    ok = ok or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool))
-    if not ok:
-        raise InvalidParameterError(
-            f"The 'random_state' parameter of {owner} must be an int, a numpy RandomState or "
-            f"Generator, or None. Got {random_state!r} instead."
-        )
-
-
-def seed_from(random_state: Any) -> int:
-    """An integer seed from ``random_state`` (None, int, RandomState or Generator)."""
-    if random_state is None:
-        return int(np.random.default_rng().integers(2**63))
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return int(random_state) % (2**63)
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(np.iinfo(np.int32).max))
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(2**63))
-    raise InvalidParameterError(
-        "The 'random_state' parameter must be an int, a numpy RandomState or Generator, "
-        f"or None. Got {random_state!r} instead."
-    )
-
-
-# --------------------------------------------------------------------------- input data
 
 
 def is_dask_array(X: Any) -> bool:
