@@ -326,7 +326,7 @@ def test_load_model_documents_of_a_run_without_model_files_fails(store):
     run.begin()
     with run.attempt():
         run.commit({})
-    with pytest.raises(StorageError, match="model file missing in"):
+    with pytest.raises(StorageError, match="model file missing: "):
         load_model_documents(run.uri, store.options)
 
 
