@@ -1,7 +1,7 @@
 """Block planning: how many rows each persisted block holds, from the data alone.
 
 Blocks hold about ``kmeans_dask.block-bytes`` (dask config, default 256 MiB) and there are at
-least ``kmeans_dask.min-blocks`` of them (default 8, never under 4,096 rows each). The plan
+least ``kmeans_dask.min-blocks`` of them (default 2, never under 4,096 rows each). The plan
 depends only on the data and these two settings, never on the cluster: every partial (sums,
 counts, costs, moments) is computed per block and reduced in block order, so the same data
 gives bit-identical results on a local thread pool or on any number of workers.
@@ -30,7 +30,7 @@ BLOCK_BYTES_KEY = "kmeans_dask.block-bytes"
 _DEFAULT_BLOCK_BYTES = "256MiB"
 #: dask config key: the least number of blocks (work for several workers on mid-size data)
 MIN_BLOCKS_KEY = "kmeans_dask.min-blocks"
-_DEFAULT_MIN_BLOCKS = 8
+_DEFAULT_MIN_BLOCKS = 2
 #: rows below which a block is not split further to reach ``min-blocks``
 MIN_BLOCK_ROWS = 4096
 
