@@ -232,3 +232,26 @@ def test_two_runs_of_one_config_at_once(case, cluster, offset):
     assert len(list(run_dir.glob("attempt-*"))) == 1
     assert json.loads((run_dir / "_SUCCESS").read_text())["attempt"].startswith("attempt-")
     _assert_invariants(case, address)
+
+
+STAGES = ["plan", "read", "sweep", "fit", "assign", "score", "model", "commit"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_error_in_each_stage_keeps_the_committed_run(case, client, monkeypatch, stage):
+    """In-process (cheap): an exception at the start of every stage of a forced rerun."""
+    from kmeans_dask.faults import InjectedFault
+    from kmeans_dask.job.config import load_config
+    from kmeans_dask.job.pipeline import run
+
+    before = _files(case / "out")
+    config = load_config(str(_config(case, "new", 5)))
+    monkeypatch.setenv("KMEANS_DASK_FAULT", f"stage:{stage}=raise")
+    with pytest.raises(InjectedFault, match=f"stage:{stage}"):
+        run(config, force=True, client=client)
+    monkeypatch.delenv("KMEANS_DASK_FAULT")
+    assert _files(case / "out") == before  # nothing of the failed attempt is left
+    assert not list((case / "out").glob("*/_LEASE.*"))
+    _assert_invariants(case)
+    again = run(config, client=client)
+    assert again.skipped
