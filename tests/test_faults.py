@@ -1,9 +1,10 @@
 """The fault matrix: crashes, errors and concurrent runs never lose a committed run.
 
-Every case runs the real CLI (``kmeans-dask run``) as a subprocess against the session's
-LocalCluster (``DASK_SCHEDULER_ADDRESS``), with a fault injected at a named point
-(``KMEANS_DASK_FAULT``, see :mod:`kmeans_dask.faults`): ``kill`` is a SIGKILL of the CLI
-process (no cleanup runs), ``raise`` an error inside the stage. After each case:
+Cases run the real CLI (``kmeans-dask run``) as a subprocess, or the same job in a process
+forked from a preloaded forkserver (a SIGKILL at every stage and commit point, cheaply),
+against the session's LocalCluster (``DASK_SCHEDULER_ADDRESS``), with a fault injected at a
+named point (``KMEANS_DASK_FAULT``, see :mod:`kmeans_dask.faults`): ``kill`` is a SIGKILL of
+the process (no cleanup runs), ``raise`` an error inside the stage. After each case:
 
 * the previously committed run is intact (same manifest, same files) and readable
   (``kmeans-dask show`` and ``load_model``);
@@ -134,37 +135,7 @@ def _assert_invariants(base: Path, address: str | None = None) -> None:
         assert rc == 0 and f'"run_id": "{latest}"' in shown, err
 
 
-FIRST_RUN_KILLS = ["stage:assign=kill", "commit:after-pointer=kill"]
-
-
-@pytest.mark.parametrize("fault", FIRST_RUN_KILLS)
-def test_first_run_killed(case, cluster, fault):
-    address = cluster.scheduler_address
-    ids = _run_ids(case)
-    shutil.rmtree(case / "out" / ids["new"])  # "new" never ran here
-    (case / "out" / "LATEST").write_text(ids["prev"] + "\n")
-    before = _files(case / "out")
-    cfg = str(_config(case, "new", 5))
-    rc, _, err = _run("run", cfg, "--no-prefect", address=address, fault=fault)
-    assert rc == -9, err
-    after = _files(case / "out")
-    assert {k: v for k, v in after.items() if k in before} == before  # "prev" untouched
-    _assert_invariants(case)
-    rc, _, err = _run("run", cfg, "--no-prefect", address=address)
-    assert rc == 0, err
-    ids = _run_ids(case)
-    assert set(ids) == {"prev", "new"}
-    assert latest_run(str(case / "out")) == ids["new"]  # repaired after a kill past _SUCCESS
-    # only the committed attempt is left of "new"
-    assert len([p for p in (case / "out" / ids["new"]).iterdir() if p.name != "_SUCCESS"]) == 1
-    _assert_invariants(case, address)
-
-
-FORCED_KILLS = [
-    "stage:score=kill",
-    "commit:before-pointer=kill",
-    "commit:after-pointer=kill",
-]
+FORCED_KILLS = ["stage:score=kill"]  # through the real CLI; every point: below
 
 
 @pytest.mark.parametrize("fault", FORCED_KILLS)
@@ -255,3 +226,70 @@ def test_error_in_each_stage_keeps_the_committed_run(case, client, monkeypatch, 
     _assert_invariants(case)
     again = run(config, client=client)
     assert again.skipped
+
+
+# --------------------------------------------------------------------------- a kill at every stage
+# The job runs in a child process forked from a forkserver that has already imported the
+# package (no 4 s of imports per case), connected to the session's cluster by address.
+
+KILL_POINTS = [f"stage:{s}=kill" for s in STAGES] + [
+    "commit:before-pointer=kill",
+    "commit:after-pointer=kill",
+    "commit:after-latest=kill",
+]
+
+
+def _job_child(config_path: str, address: str, fault: str, force: bool) -> None:
+    os.environ["KMEANS_DASK_FAULT"] = fault
+    os.environ["DASK_SCHEDULER_ADDRESS"] = address
+    from kmeans_dask.job.config import load_config
+    from kmeans_dask.job.pipeline import run
+
+    run(load_config(config_path), force=force)
+
+
+@pytest.fixture(scope="module")
+def forkserver():
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["kmeans_dask.job.pipeline", "kmeans_dask.job.config"])
+    return ctx
+
+
+def _killed(ctx, config: Path, address: str, fault: str, force: bool) -> int:
+    proc = ctx.Process(target=_job_child, args=(str(config), address, fault, force))
+    proc.start()
+    proc.join(timeout=300)
+    return proc.exitcode
+
+
+@pytest.mark.parametrize("fault", KILL_POINTS)
+@pytest.mark.parametrize("scenario", ["first run", "forced rerun"])
+def test_killed_at_every_point(case, cluster, client, forkserver, scenario, fault):
+    from kmeans_dask.job.config import load_config
+    from kmeans_dask.job.pipeline import run
+
+    ids = _run_ids(case)
+    if scenario == "first run":
+        shutil.rmtree(case / "out" / ids["new"])
+        (case / "out" / "LATEST").write_text(ids["prev"] + "\n")
+    before = {k: v for k, v in _files(case / "out").items() if k != "LATEST"}
+    cfg = _config(case, "new", 5)
+    code = _killed(forkserver, cfg, cluster.scheduler_address, fault, scenario != "first run")
+    assert code == -9
+    after = _files(case / "out")
+    if scenario == "first run" or not fault.startswith(("commit:after", "stage:commit")):
+        # every committed file is untouched (a forced rerun killed before its switch)
+        assert {k: v for k, v in after.items() if k in before} == before
+    _assert_invariants(case)
+    again = run(load_config(str(cfg)), client=client)
+    committed_before_kill = scenario == "forced rerun" or fault.startswith("commit:after")
+    assert again.skipped == committed_before_kill
+    assert latest_run(str(case / "out")) == _run_ids(case)["new"]
+    run_dir = case / "out" / _run_ids(case)["new"]
+    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("attempt-")) == [
+        "_SUCCESS"
+    ]  # no lease left behind
+    assert len(list(run_dir.glob("attempt-*"))) in (1, 2)  # at most one abandoned, never read
+    _assert_invariants(case)
