@@ -151,3 +151,40 @@ def test_identity_ignores_output_cluster_and_credentials():
     assert config_hash(a) == config_hash(b)
     c = parse_config(apply_overrides(BASE, ["kmeans.random_state=1"]))
     assert config_hash(c) != config_hash(a)
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        (
+            {"kmeans": {"k": "auto", "k_min": 1}},
+            "kmeans.k_min: must be >= 2 with select 'silhouette'",
+        ),
+        (
+            {"knn": {"enabled": True, "query": {"uri": "q"}, "task": "regress"}},
+            "knn.target: task 'regress' needs a numeric column, not 'segment'",
+        ),
+        ({"kmeans": {"oversampling_factor": 0}}, "kmeans.oversampling_factor: must be > 0.0"),
+        ({"kmeans": {"init_rounds": 0}}, "kmeans.init_rounds: must be >= 1"),
+        ({"kmeans": {"n_init": 0}}, "kmeans.n_init: must be >= 1"),
+        ({"kmeans": {"random_state": -1}}, "kmeans.random_state: must be >= 0"),
+        ({"kmeans": {"dtype": "float16"}}, "kmeans.dtype: must be one of float32, float64"),
+        ({"kmeans": {"init": "kmeans++"}}, "kmeans.init: must be one of k-means||, k-means++"),
+        ({"metrics": {"silhouette_sample_size": 1}}, "silhouette_sample_size: must be >= 2"),
+        (
+            {"knn": {"enabled": True, "query": {"uri": "q"}, "n_neighbors": 0}},
+            "knn.n_neighbors: must be >= 1",
+        ),
+        (
+            {"knn": {"enabled": True, "query": {"uri": "q"}, "weights": "inverse"}},
+            "knn.weights: must be one of uniform, distance; got 'inverse'",
+        ),
+        ({"cluster": {"n_workers": 0}}, "cluster.n_workers: must be >= 1"),
+        ({"cluster": {"threads_per_worker": 0}}, "cluster.threads_per_worker: must be >= 1"),
+        ({"scaling": "minmax"}, "scaling: must be one of standard, none; got 'minmax'"),
+    ],
+)
+def test_every_validator_names_its_key(patch, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config({**BASE, **patch})
+    assert message in str(err.value)

@@ -123,6 +123,7 @@ def test_run_writes_the_layout_and_is_idempotent(job, client):
     assert again.skipped and again.run_id == res.run_id and again.k == 5
     assert again.results_uri == res.results_uri
     assert _files(store, res.run_uri) == run_files
+    assert latest_run(data["output"]["uri"], store.options) == res.run_id  # left alone
 
     # force: recomputed, same numbers
     forced = run(parse_config(data), force=True, client=client)
@@ -135,6 +136,9 @@ def test_run_writes_the_layout_and_is_idempotent(job, client):
     # a changed setting: a new run next to the old one
     changed = run(parse_config(apply_overrides(data, ["kmeans.k=4"])), client=client)
     assert changed.run_id != res.run_id and changed.k == 4
+    assert latest_run(data["output"]["uri"], store.options) == changed.run_id
+    # rerunning the older config skips and leaves LATEST on the newer run
+    assert run(parse_config(data), client=client).skipped
     assert latest_run(data["output"]["uri"], store.options) == changed.run_id
     assert _files(store, res.run_uri) != {} and "_SUCCESS" in _files(store, res.run_uri)
 
