@@ -177,7 +177,7 @@ def test_error_in_a_stage_of_a_forced_rerun(case, cluster, stage):
     assert rc == 0 and "already committed: skipped" in out, err
 
 
-@pytest.mark.parametrize("offset", [0.0, 1.5])
+@pytest.mark.parametrize("offset", [0.0, 1.5, 3.0])
 def test_two_runs_of_one_config_at_once(case, cluster, offset):
     address = cluster.scheduler_address
     shutil.rmtree(case / "out" / _run_ids(case)["new"])
