@@ -5,22 +5,48 @@ Public API::
     from kmeans_dask import KMeans, KNeighborsScorer, StandardScaler, sweep_k
 """
 
-from .engine.lloyd import IterationStats
-from .exceptions import (
-    ConfigError,
-    ConvergenceWarning,
-    DatasetError,
-    InputError,
-    InputTypeError,
-    InvalidParameterError,
-    KMeansDaskError,
-    KMeansDaskWarning,
-    StorageError,
-)
-from .kmeans import KMeans
-from .knn import KNeighborsScorer
-from .scale import StandardScaler
-from .sweep import SweepResult, sweep_k
+from importlib import import_module
+from typing import Any
+
+# The public names are imported on first use (PEP 562): a Dask worker unpickling a task from
+# kmeans_dask.engine imports this package, and must not pay for scikit-learn (~70 MB per
+# worker process) or the estimators it never runs.
+_LAZY = {
+    "IterationStats": "engine.lloyd",
+    "KMeans": "kmeans",
+    "KNeighborsScorer": "knn",
+    "StandardScaler": "scale",
+    "SweepResult": "sweep",
+    "sweep_k": "sweep",
+    **dict.fromkeys(
+        [
+            "ConfigError",
+            "ConvergenceWarning",
+            "DatasetError",
+            "InputError",
+            "InputTypeError",
+            "InvalidParameterError",
+            "KMeansDaskError",
+            "KMeansDaskWarning",
+            "MemoryBudgetError",
+            "StorageError",
+        ],
+        "exceptions",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 
@@ -36,6 +62,7 @@ __all__ = [
     "KMeansDaskError",
     "KMeansDaskWarning",
     "KNeighborsScorer",
+    "MemoryBudgetError",
     "StandardScaler",
     "StorageError",
     "SweepResult",

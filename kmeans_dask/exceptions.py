@@ -7,17 +7,18 @@ catch (``ValueError``, ``TypeError``), so existing ``except`` clauses keep worki
 
 from __future__ import annotations
 
-from sklearn.exceptions import ConvergenceWarning
+from typing import Any
 
 __all__ = [
     "ConfigError",
-    "ConvergenceWarning",
+    "ConvergenceWarning",  # noqa: F822 (module __getattr__)
     "DatasetError",
     "InputError",
     "InputTypeError",
     "InvalidParameterError",
     "KMeansDaskError",
     "KMeansDaskWarning",
+    "MemoryBudgetError",
     "StorageError",
 ]
 
@@ -33,6 +34,11 @@ class InvalidParameterError(KMeansDaskError, ValueError, TypeError):
 class ConfigError(KMeansDaskError, ValueError):
     """A job config (YAML file or ``--set`` override) is invalid; the message names the key
     path, what is allowed and what was given."""
+
+
+class MemoryBudgetError(ConfigError):
+    """The data cannot be held (or streamed) within the workers' memory budget as
+    configured; the message gives the bytes needed, the budget and the options."""
 
 
 class InputError(KMeansDaskError, ValueError):
@@ -56,3 +62,13 @@ class DatasetError(InputError):
 
 class StorageError(KMeansDaskError, OSError):
     """Writing or committing results failed (the run is left uncommitted)."""
+
+
+def __getattr__(name: str) -> Any:
+    # scikit-learn's own ConvergenceWarning, imported on first use: importing scikit-learn
+    # costs ~70 MB per process, and the Dask workers never need it
+    if name == "ConvergenceWarning":
+        from sklearn.exceptions import ConvergenceWarning
+
+        return ConvergenceWarning
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .engine.blocks import BlockSet
 from .engine.fit import INIT_METHODS, FitParams, FitResult, fit_blocks
-from .engine.prepare import PreparedInput, load_blocks, prepare_input
+from .engine.prepare import PreparedInput, load_blocks, prepare_input, prepared_blocks
 from .exceptions import InvalidParameterError
 from .kernels.assignment import centre_distances, nearest_labels, nearest_sq_distances
 from .validation import (
@@ -180,13 +180,18 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         """
         validate_params(self)
         owner = type(self).__name__
-        prep = prepare_input(X, sample_weight, owner=owner)
-        params = fit_params(self, prep.n_features, prep.dtype)
-        bs = load_blocks(prep, owner=owner)
+        if isinstance(X, BlockSet):  # built and checked by the caller (e.g. streamed)
+            bs, prep, owned = X, prepared_blocks(X, sample_weight, owner), False
+            params = fit_params(self, prep.n_features, prep.dtype)
+        else:
+            prep = prepare_input(X, sample_weight, owner=owner)
+            params = fit_params(self, prep.n_features, prep.dtype)
+            bs, owned = load_blocks(prep, owner=owner), True
         try:
             set_fitted(self, fit_blocks(bs, params), bs, prep)
         finally:
-            bs.release()
+            if owned:
+                bs.release()
         return self
 
     # ------------------------------------------------------------------ use

@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from .engine import knn_graph as kg
-from .engine.blocks import Block
+from .engine.blocks import Block, BlockSet
 from .engine.knn_graph import MERGE_FAN_IN
 from .engine.prepare import load_blocks, prepare_input
 from .exceptions import InputError, InvalidParameterError
@@ -33,7 +33,7 @@ from .validation import (
     is_dask_frame,
 )
 
-__all__ = ["MERGE_FAN_IN", "KNeighborsScorer"]
+__all__ = ["MERGE_FAN_IN", "KNeighborsScorer", "fit_on_blocks"]
 
 #: Rows per query block when the queries are given in memory.
 QUERY_BLOCK_ROWS = 16_384
@@ -153,16 +153,21 @@ class KNeighborsScorer(BaseEstimator):
         except Exception:
             bs.release()
             raise
+        return self._set_reference(bs, classes, prep.feature_names)
+
+    def _set_reference(
+        self, bs: BlockSet, classes: np.ndarray | None, names: list[str] | None
+    ) -> KNeighborsScorer:
         # an earlier fit's blocks are freed when nothing (no lazy result) refers to them
         self._ref = kg.Reference.from_blocks(bs, 0 if classes is not None else np.nan)
         if classes is not None:
             self.classes_ = classes
         elif hasattr(self, "classes_"):
             del self.classes_
-        self.n_features_in_ = prep.n_features
+        self.n_features_in_ = bs.n_features
         self.n_samples_fit_ = bs.n_samples
-        if prep.feature_names is not None:
-            self.feature_names_in_ = np.asarray(prep.feature_names, dtype=object)
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         return self
@@ -341,3 +346,37 @@ def _codes_block(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 def _count_nonfinite(block: Block) -> int:
     return int((~np.isfinite(block.labels)).sum())
+
+
+def _unique(y: np.ndarray) -> np.ndarray:
+    return np.unique(y)
+
+
+def _nonfinite(y: np.ndarray) -> int:
+    return int((~np.isfinite(y)).sum())
+
+
+def fit_on_blocks(scorer: KNeighborsScorer, bs: BlockSet, y: list) -> KNeighborsScorer:
+    """Fit ``scorer`` on reference blocks already built and checked (persisted or streamed)
+    with ``y`` given per block (handles from :meth:`BlockSet.map_keep` or
+    :meth:`BlockSet.map_values`, e.g. the k-means labels): no data moves and, for streamed
+    blocks, nothing is held but ``y``.
+    """
+    scorer._validate_params()
+    owner = type(scorer).__name__
+    scorer._check_k(scorer.n_neighbors, bs.n_samples)
+    if scorer.task == "classify":
+        uniq = bs.gather(bs.map_values(_unique, y))
+        classes = np.unique(np.concatenate(uniq))
+        if classes.dtype.kind == "f" and np.isnan(classes).any():
+            raise InputError(f"{owner}: y contains NaN; every reference row needs a label.")
+        labels = bs.map_values(_codes_block, y, classes=classes)
+    else:
+        n_bad = sum(bs.gather(bs.map_values(_nonfinite, y)))
+        if n_bad:
+            raise InputError(
+                f"{owner}: y has {n_bad} NaN or infinite value(s); the regression target "
+                "must be finite."
+            )
+        classes, labels = None, y
+    return scorer._set_reference(bs.with_labels(labels), classes, bs.feature_names)

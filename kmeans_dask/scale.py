@@ -115,6 +115,29 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 f"Found array with 0 sample(s) (shape=(0, {prep.n_features})) while a minimum "
                 f"of 1 is required by {owner}."
             )
+        return self._set_moments(n, mean, m2, prep.feature_names)
+
+    @classmethod
+    def from_moments(
+        cls,
+        n: int,
+        mean: Any,
+        m2: Any,
+        *,
+        feature_names: list[str] | None = None,
+        with_mean: bool = True,
+        with_std: bool = True,
+    ) -> StandardScaler:
+        """A scaler fitted from merged column moments (count, mean, sum of squared
+        deviations), e.g. those of persisted or streamed blocks: the same result as
+        :meth:`fit` on the rows that gave them (inputs already checked, ``n >= 1``)."""
+        sc = cls(with_mean=with_mean, with_std=with_std)
+        mean = np.asarray(mean, dtype=np.float64)
+        return sc._set_moments(int(n), mean, np.asarray(m2, dtype=np.float64), feature_names)
+
+    def _set_moments(
+        self, n: int, mean: np.ndarray, m2: np.ndarray, names: list[str] | None
+    ) -> StandardScaler:
         var = m2 / n
         # constant columns (variance lost in rounding) get scale 1, as scikit-learn does
         eps = 10 * np.finfo(np.float64).eps
@@ -123,9 +146,9 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.var_ = var if self.with_std else None
         self.scale_ = np.where(const, 1.0, np.sqrt(var)) if self.with_std else None
         self.n_samples_seen_ = int(n)
-        self.n_features_in_ = prep.n_features
-        if prep.feature_names is not None:
-            self.feature_names_in_ = np.asarray(prep.feature_names, dtype=object)
+        self.n_features_in_ = int(mean.shape[0])
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         return self

@@ -23,7 +23,7 @@ import pandas as pd
 from .engine.blocks import BlockSet
 from .engine.fit import FitResult, fit_blocks
 from .engine.init import candidate_pool
-from .engine.prepare import PreparedInput, load_blocks, prepare_input
+from .engine.prepare import PreparedInput, load_blocks, prepare_input, prepared_blocks
 from .engine.silhouette import shared_sample_silhouettes
 from .exceptions import InvalidParameterError
 from .kernels.knee import Knee, find_knee
@@ -196,8 +196,11 @@ def sweep_k(
         if key in kmeans_params:
             raise InvalidParameterError(f"sweep_k sets {key!r} itself; do not pass it")
     validate_params(KMeans(**kmeans_params))
-    prep = prepare_input(X, sample_weight, owner="sweep_k")
-    bs = load_blocks(prep, owner="sweep_k")
+    if isinstance(X, BlockSet):  # built and checked by the caller (e.g. streamed)
+        bs, prep, owned = X, prepared_blocks(X, sample_weight, "sweep_k"), False
+    else:
+        prep = prepare_input(X, sample_weight, owner="sweep_k")
+        bs, owned = load_blocks(prep, owner="sweep_k"), True
     try:
         if ks[-1] > bs.n_samples:
             raise InvalidParameterError(
@@ -225,7 +228,8 @@ def sweep_k(
             sample_labels,
         )
     finally:
-        bs.release()
+        if owned:
+            bs.release()
 
 
 @dataclass

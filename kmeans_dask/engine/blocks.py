@@ -12,78 +12,27 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import dask
 import numpy as np
 
-from ..kernels import moments as kernels
+from .block import (
+    Block,
+    BlockSummary,
+    OnRecipe,
+    attach_labels,
+    concat_blocks,
+    load,
+    make_block,
+    merge_summaries,
+    scale_in_place,
+    summarize,
+)
 from .executor import Executor, get_client
 from .plan import group_consecutive, min_blocks, target_block_bytes
 
-__all__ = ["Block", "BlockSet", "BlockSummary", "get_client"]
-
-@dataclass(frozen=True)
-class Block:
-    """One persisted row block: the features (C-contiguous), optional sample weights and
-    optional labels (int64 cluster labels for metrics of a given labelling, or float64
-    targets for KNN regression)."""
-
-    X: np.ndarray
-    w: np.ndarray | None
-    labels: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class BlockSummary:
-    """What the preparation pass learns about a block (small, gathered to the caller)."""
-
-    n: int
-    mean: np.ndarray
-    m2: np.ndarray
-    n_nan: np.ndarray
-    n_inf: np.ndarray
-    weight_sum: float
-    n_bad_weight: int
-    max_abs: np.ndarray  # largest finite |value| per column (the overflow check)
-
-
-def make_block(X: Any, w: Any, dtype: np.dtype, labels: Any = None) -> Block:
-    """Materialise one block as a C-contiguous array of ``dtype`` (runs on a worker).
-
-    Labels become int64, except float labels (a numeric target), which stay float64.
-    """
-    if hasattr(X, "to_numpy"):
-        X = X.to_numpy(dtype=dtype)
-    X = np.ascontiguousarray(X, dtype=dtype)
-    if X.ndim == 1:
-        X = X.reshape(-1, 1)
-    wv = None if w is None else np.ascontiguousarray(np.asarray(w, dtype=np.float64).ravel())
-    lv = None
-    if labels is not None:
-        lv = np.asarray(labels).ravel()
-        lv = lv.astype(np.float64 if lv.dtype.kind == "f" else np.int64, copy=False)
-    return Block(X, wv, lv)
-
-
-def concat_blocks(*blocks: Block) -> Block:
-    """Join consecutive small blocks into one (runs on a worker)."""
-    X = np.concatenate([b.X for b in blocks])
-    w = None if blocks[0].w is None else np.concatenate([b.w for b in blocks])
-    lab = None if blocks[0].labels is None else np.concatenate([b.labels for b in blocks])
-    return Block(X, w, lab)
-
-
-def summarize(block: Block) -> BlockSummary:
-    """Moments, non-finite counts, largest absolute values and weight checks of a block."""
-    n, mean, m2, n_nan, n_inf, max_abs = kernels.moments(block.X)
-    if block.w is None:
-        return BlockSummary(n, mean, m2, n_nan, n_inf, float(n), 0, max_abs)
-    w = block.w
-    bad = int((~np.isfinite(w) | (w < 0)).sum())
-    wsum = float(w[np.isfinite(w)].sum())
-    return BlockSummary(n, mean, m2, n_nan, n_inf, wsum, bad, max_abs)
+__all__ = ["Block", "BlockSet", "BlockSummary", "get_client", "make_block"]
 
 
 def _triples(parts: list, weight_parts: list | None, label_parts: list | None) -> list:
@@ -108,8 +57,17 @@ class BlockSet:
         dtype: np.dtype,
         n_features: int,
         weighted: bool,
+        *,
+        streamed: bool = False,
+        labels: list | None = None,
+        feature_names: list[str] | None = None,
     ) -> None:
         self.handles = handles
+        #: streamed: ``handles`` are recipes, loaded again by every task that needs a block
+        self.streamed = streamed
+        #: per-block labels attached to streamed blocks (persisted blocks carry their own)
+        self.labels = labels
+        self.feature_names = feature_names
         self.summaries = summaries
         self.sizes = [s.n for s in summaries]
         self.offsets = [0, *np.cumsum(self.sizes).tolist()][:-1]
@@ -165,6 +123,67 @@ class BlockSet:
         return cls._finish(handles, ex, dtype, n_features, weight_parts is not None, sizes)
 
     @classmethod
+    def from_recipes(
+        cls,
+        recipes: Sequence,
+        n_features: int,
+        dtype: np.dtype,
+        *,
+        persist: bool,
+        client: Any | None = None,
+        feature_names: list[str] | None = None,
+    ) -> BlockSet:
+        """Blocks described by recipes (:class:`~kmeans_dask.engine.source.Recipe`: any
+        object with ``load() -> Block``).
+
+        ``persist=True`` loads every block once and keeps it on the workers; ``False``
+        streams: every pass loads each block again and drops it, so nothing but per-block
+        results stays in memory. Both give the same blocks, hence the same results.
+        """
+        ex = Executor(client if client is not None else get_client())
+        recipes = list(recipes)
+        if persist:
+            handles = ex.map(load, recipes)
+            bs = cls._finish(handles, ex, dtype, n_features, False, [0] * len(recipes))
+        else:
+            bs = cls(recipes, [], ex, dtype, n_features, False, streamed=True)
+            bs._summarise()
+        bs.feature_names = feature_names
+        return bs
+
+    def _summarise(self) -> None:
+        """(Re)compute the block summaries (one pass)."""
+        self.summaries = self.map(summarize)
+        self.sizes = [s.n for s in self.summaries]
+        self.offsets = [0, *np.cumsum(self.sizes).tolist()][:-1]
+        self.n_samples = int(sum(self.sizes))
+
+    def scaled(self, transform: Any) -> BlockSet:
+        """The blocks standardised by ``transform`` (an ``Affine``: ``apply(X)`` in place).
+
+        Persisted blocks are scaled in place on the workers (no second copy); streamed blocks
+        get the transform in their recipes. The summaries are recomputed (one pass).
+        """
+        view = copy.copy(self)
+        if self.streamed:
+            view.handles = [r.scaled(transform) for r in self.handles]
+        else:
+            view.handles = self._exec.map(scale_in_place, self.handles, transform=transform)
+            self._exec.release(self.handles)  # the same arrays now live under the new keys
+        view._summarise()
+        return view
+
+    def with_labels(self, labels: list) -> BlockSet:
+        """The same blocks with per-block ``labels`` (handles from :meth:`map_keep`) attached
+        as :attr:`Block.labels` (shares the features; nothing is copied)."""
+        view = copy.copy(self)
+        if self.streamed:
+            view.labels = list(labels)
+        else:
+            view.handles = self._exec.map(attach_labels, self.handles, labels)
+        return view
+
+    @classmethod
     def _finish(
         cls,
         handles: list,
@@ -192,7 +211,7 @@ class BlockSet:
         share, and the rest are copied (once) to the least-loaded workers.
         """
         client = self.client
-        if client is None or self.n_blocks < 2:
+        if client is None or self.n_blocks < 2 or self.streamed:
             return
         nthreads = client.nthreads()
         if len(nthreads) < 2:
@@ -242,7 +261,7 @@ class BlockSet:
                 summaries.append(self.summaries[g[0]])
                 continue
             merged.append(self._exec.map(concat_blocks, *[[self.handles[i]] for i in g])[0])
-            summaries.append(_merge_summaries([self.summaries[i] for i in g]))
+            summaries.append(merge_summaries([self.summaries[i] for i in g]))
         old = [h for g in groups if len(g) > 1 for h in (self.handles[i] for i in g)]
         out = BlockSet(merged, summaries, self._exec, self.dtype, self.n_features, self.weighted)
         self._exec.release(old)
@@ -286,7 +305,20 @@ class BlockSet:
 
     def map_keep(self, func: Callable, *per_block: Sequence, **broadcast: Any) -> list:
         """Like :meth:`map` but leave the results where they were computed (handles)."""
+        if self.streamed:
+            labels = self.labels if self.labels is not None else [None] * self.n_blocks
+            return self._exec.map(OnRecipe(func), self.handles, labels, *per_block, **broadcast)
         return self._exec.map(func, self.handles, *per_block, **broadcast)
+
+    def map_on(
+        self, indices: Sequence[int], func: Callable, *per_block: Sequence, **broadcast: Any
+    ) -> list:
+        """:meth:`map` on the blocks at ``indices`` only (``per_block`` aligned with them)."""
+        view = copy.copy(self)
+        view.handles = [self.handles[i] for i in indices]
+        if self.labels is not None:
+            view.labels = [self.labels[i] for i in indices]
+        return view.map(func, *per_block, **broadcast)
 
     def map_values(self, func: Callable, *per_block: Sequence, **broadcast: Any) -> list:
         """``func(*per_block_values, **broadcast)``, one task per block, on per-block values
@@ -300,6 +332,8 @@ class BlockSet:
 
     def release(self, handles: list | None = None) -> None:
         """Free per-block results (or, with no argument, the blocks themselves)."""
+        if handles is None and self.streamed:
+            return  # recipes hold no data
         self._exec.release(self.handles if handles is None else handles)
 
     def take_rows(self, global_index: np.ndarray) -> np.ndarray:
@@ -308,8 +342,7 @@ class BlockSet:
         block_of = np.searchsorted(np.asarray(self.offsets), global_index, side="right") - 1
         wanted = sorted(set(block_of.tolist()))
         local = [global_index[block_of == b] - self.offsets[b] for b in wanted]
-        hs = [self.handles[b] for b in wanted]
-        parts = self._exec.gather(self._exec.map(_take, hs, local))
+        parts = self.map_on(wanted, _take, local)
         out = np.empty((global_index.size, self.n_features), dtype=self.dtype)
         for b, rows in zip(wanted, parts, strict=True):
             out[block_of == b] = rows
@@ -323,7 +356,7 @@ class BlockSet:
 
     def total_summary(self) -> BlockSummary:
         """The block summaries merged: global moments, non-finite counts, weight checks."""
-        return _merge_summaries(self.summaries)
+        return merge_summaries(self.summaries)
 
     def per_block_array(self, handles: list, dtype: np.dtype, row_chunks: Sequence | None = None):
         """A lazy 1-D dask array from per-block arrays (e.g. labels) kept on the workers."""
@@ -348,19 +381,3 @@ def _identity(block: Block) -> Block:
 
 def _take(block: Block, idx: np.ndarray) -> np.ndarray:
     return block.X[idx]
-
-
-def _merge_summaries(summaries: Sequence[BlockSummary]) -> BlockSummary:
-    acc = (0, np.zeros_like(summaries[0].mean), np.zeros_like(summaries[0].m2))
-    for s in summaries:
-        acc = kernels.merge_moments(acc, (s.n, s.mean, s.m2))
-    return BlockSummary(
-        acc[0],
-        acc[1],
-        acc[2],
-        sum(s.n_nan for s in summaries),
-        sum(s.n_inf for s in summaries),
-        float(sum(s.weight_sum for s in summaries)),
-        int(sum(s.n_bad_weight for s in summaries)),
-        np.max([s.max_abs for s in summaries], axis=0),
-    )

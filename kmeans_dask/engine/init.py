@@ -135,7 +135,7 @@ def _first_centre(bs: BlockSet, seed: int) -> np.ndarray:
     while wsums[b] <= 0:  # rounding landed on an all-zero-weight block
         b -= 1
     before = cum[b - 1] if b > 0 else 0.0
-    local = bs.gather(bs.map_values(_pick_weighted, [bs.handles[b]], [target - before]))[0]
+    local = bs.map_on([b], _pick_weighted, [target - before])[0]
     return bs.take_rows(np.array([bs.offsets[b] + local]))
 
 

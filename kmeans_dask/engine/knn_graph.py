@@ -64,9 +64,19 @@ class Reference:
     nodes: list
     mu: np.ndarray
     fill: Any
+    labels: list | None = None  # per-block labels of streamed blocks (else in the blocks)
 
     @classmethod
     def from_blocks(cls, bs: BlockSet, fill: Any) -> Reference:
+        if bs.streamed:
+            # streamed: each pair task reads its reference block (the recipe) itself
+            token = uuid.uuid4().hex[:12]
+            nodes = [
+                dask.delayed(r, name=f"knn-recipe-{token}-{j}", traverse=False)
+                for j, r in enumerate(bs.handles)
+            ]
+            labels = bs.labels if bs.labels is not None else [None] * bs.n_blocks
+            return cls(bs, nodes, bs.moments()[1], fill, list(labels))
         if bs.client is not None:
             nodes = list(bs.handles)
         else:
@@ -93,9 +103,21 @@ def search(ref: Reference, Xq: Any, k: int, names: list[str] | None) -> list:
     out = []
     for qi, (part, row0) in enumerate(zip(parts, starts, strict=True)):
         q = check(part, bs.dtype, row0, names, dask_key_name=f"knn-query-{token}-{qi}")
+        labels = ref.labels if ref.labels is not None else [None] * len(ref.nodes)
         pairs = [
-            pair(q, node, off, k, ref.mu, ref.fill, dask_key_name=f"knn-pair-{token}-{qi}-{j}")
-            for j, (node, off) in enumerate(zip(ref.nodes, bs.offsets, strict=True))
+            pair(
+                q,
+                node,
+                lab,
+                off,
+                k,
+                ref.mu,
+                ref.fill,
+                dask_key_name=f"knn-pair-{token}-{qi}-{j}",
+            )
+            for j, (node, lab, off) in enumerate(
+                zip(ref.nodes, labels, bs.offsets, strict=True)
+            )
         ]
         out.append(_tree_merge(pairs, k, f"knn-merge-{token}-{qi}"))
     return out
@@ -110,8 +132,18 @@ def _check_query(part: Any, dtype: np.dtype, row0: int, names: list[str] | None)
 
 
 def _pair(
-    Q: np.ndarray, block: Block, offset: int, k: int, mu: np.ndarray, fill: Any
+    Q: np.ndarray,
+    block: Any,
+    labels: Any,
+    offset: int,
+    k: int,
+    mu: np.ndarray,
+    fill: Any,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not isinstance(block, Block):  # a streamed block's recipe: read it here
+        block = block.load()
+        if labels is not None:
+            block = Block(block.X, block.w, np.asarray(labels), block.unit_rows)
     d2, idx, _ = kk.block_topk(Q, block.X, k, mu, offset)
     return d2, idx, kk.gather_values(block.labels, idx, offset, fill)
 

@@ -56,18 +56,17 @@ def _farthest(block: Block, offset: int, cs: kernels.CentreSet, m: int) -> tuple
     return kernels.farthest_points(block.X, cs, block.w, offset, m)
 
 
-def _labels(block: Block, cs: kernels.CentreSet) -> tuple[np.ndarray, np.ndarray]:
+def _labels(block: Block, cs: kernels.CentreSet) -> tuple[np.ndarray, float]:
     labels, mind, _ = kernels.assign(block.X, cs, block.w)
-    return labels, mind
-
-
-def _inertia_of(result: tuple[np.ndarray, np.ndarray], block: Block) -> float:
-    _, mind = result
-    return float(mind.sum() if block.w is None else mind @ block.w)
+    return labels, float(mind.sum() if block.w is None else mind @ block.w)
 
 
 def _first(result: tuple) -> np.ndarray:
     return result[0]
+
+
+def _second(result: tuple) -> float:
+    return result[1]
 
 
 def _global_farthest(bs: BlockSet, cs: kernels.CentreSet, m: int) -> tuple:
@@ -136,7 +135,7 @@ def assign_blocks(bs: BlockSet, centres: np.ndarray, reference: np.ndarray) -> t
     """Labels of every row (kept on the workers, one handle per block) and the exact inertia."""
     cs = kernels.CentreSet(np.ascontiguousarray(centres, dtype=bs.dtype), reference)
     both = bs.map_keep(_labels, cs=cs)
-    inertia = float(sum(bs.gather(bs.map_values(_inertia_of, both, bs.handles))))
+    inertia = float(sum(bs.gather(bs.map_values(_second, both))))
     labels = bs.map_values(_first, both)
     bs.release(both)
     return labels, inertia

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 
 import dask
+import numpy as np
 from dask.utils import parse_bytes
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "group_consecutive",
     "min_blocks",
     "plan_sizes",
+    "plan_units",
     "target_block_bytes",
 ]
 
@@ -77,4 +79,41 @@ def group_consecutive(sizes: Sequence[int], row_bytes: int, target: int) -> list
             cur, cur_bytes = [], 0
     if cur:
         groups.append(cur)
+    return groups
+
+
+def plan_units(
+    unit_rows: Sequence[int | None],
+    unit_bytes: Sequence[int],
+    row_bytes: int,
+    target: int,
+    least: int | None = None,
+) -> list[list[int]]:
+    """Blocks as runs of consecutive read units (Parquet row groups, files), from the data.
+
+    A unit's size is its rows x ``row_bytes`` when its row count is known (Parquet footers),
+    else its stored bytes. Consecutive units are joined until a block reaches ``target``
+    bytes; then the largest runs are split until there are ``least`` blocks (default
+    :func:`min_blocks`) when the units allow it. A unit is never split: a block reads each
+    of its units exactly once, so a streamed pass reads the data exactly once.
+    """
+    least = min_blocks() if least is None else least
+    sizes = [
+        r * row_bytes if r is not None else int(b)
+        for r, b in zip(unit_rows, unit_bytes, strict=True)
+    ]
+    if not sizes:
+        return []
+    groups = group_consecutive(sizes, 1, target)
+    while len(groups) < least:
+        splittable = [i for i in range(len(groups)) if len(groups[i]) >= 2]
+        if not splittable:
+            break
+        big = max(splittable, key=lambda i: sum(sizes[j] for j in groups[i]))
+        g = groups.pop(big)
+        # split where the bytes are halved, so both halves hold about the same data
+        cum = np.cumsum([sizes[i] for i in g])
+        half = int(np.searchsorted(cum, cum[-1] / 2)) + 1
+        half = min(max(half, 1), len(g) - 1)
+        groups[big:big] = [g[:half], g[half:]]
     return groups

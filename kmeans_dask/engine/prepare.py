@@ -29,7 +29,7 @@ from ..validation import (
 from .blocks import BlockSet
 from .plan import plan_sizes, target_block_bytes
 
-__all__ = ["PreparedInput", "load_blocks", "prepare_input"]
+__all__ = ["PreparedInput", "check_blocks", "load_blocks", "prepare_input", "prepared_blocks"]
 
 
 @dataclass
@@ -165,6 +165,28 @@ def _from_memory(
     return PreparedInput(True, parts, wparts, sizes, None, dtype, d, names, False, lparts)
 
 
+def prepared_blocks(bs: BlockSet, sample_weight: Any, owner: str) -> PreparedInput:
+    """What an estimator needs to know of a :class:`BlockSet` passed as ``X``: blocks built
+    and checked by the caller (persisted or streamed), whose weights and labels, if any, are
+    in the blocks (so ``sample_weight`` must be None)."""
+    if sample_weight is not None:
+        raise InputError(
+            f"{owner}: with a BlockSet as X, the weights belong to its blocks; "
+            "sample_weight must be None."
+        )
+    return PreparedInput(
+        in_memory=False,
+        parts=[],
+        weight_parts=None,
+        sizes=list(bs.sizes),
+        row_chunks=tuple(bs.sizes),
+        dtype=bs.dtype,
+        n_features=bs.n_features,
+        feature_names=bs.feature_names,
+        lazy=True,
+    )
+
+
 def load_blocks(prep: PreparedInput, *, owner: str, client: Any | None = None) -> BlockSet:
     """Persist the prepared input and check it (NaN/inf per column, weights, emptiness, and
     values too large for squared distances: :func:`~kmeans_dask.validation.max_abs_limit`
@@ -188,13 +210,19 @@ def load_blocks(prep: PreparedInput, *, owner: str, client: Any | None = None) -
 
 
 def _check_summaries(bs: BlockSet, prep: PreparedInput, owner: str) -> None:
+    check_blocks(bs, prep.feature_names, owner)
+
+
+def check_blocks(bs: BlockSet, feature_names: list[str] | None, owner: str) -> None:
+    """Check blocks from their summaries: rows, NaN/inf per column, weights, and values too
+    large for squared distances in the blocks' dtype (no pass over the data)."""
     if bs.n_samples == 0:
         raise InputError(
-            f"Found array with 0 sample(s) (shape=(0, {prep.n_features})) while a minimum of "
+            f"Found array with 0 sample(s) (shape=(0, {bs.n_features})) while a minimum of "
             f"1 is required by {owner}."
         )
     total = bs.total_summary()
-    err = nonfinite_error(total.n_nan, total.n_inf, prep.feature_names, owner)
+    err = nonfinite_error(total.n_nan, total.n_inf, feature_names, owner)
     if err is not None:
         raise err
     if bs.weighted:
@@ -210,6 +238,6 @@ def _check_summaries(bs: BlockSet, prep: PreparedInput, owner: str) -> None:
             )
     # the inertia and variances add up one squared distance per row, weighted
     n_rows = max(float(bs.n_samples), total.weight_sum)
-    err = magnitude_error(total.max_abs, prep.feature_names, owner, prep.dtype, n_rows)
+    err = magnitude_error(total.max_abs, feature_names, owner, bs.dtype, n_rows)
     if err is not None:
         raise err

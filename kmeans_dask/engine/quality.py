@@ -53,7 +53,7 @@ def cluster_quality(bs: BlockSet, labels: list, k: int, reference: np.ndarray) -
     Calinski-Harabasz and Davies-Bouldin use the cluster means of the labelling (as
     scikit-learn does) and ignore weights; the silhouette honours sample weights.
     """
-    parts = bs.gather(bs.map_values(_stats_task, bs.handles, labels, k=k, ref=reference))
+    parts = bs.map(_stats_task, labels, k=k, ref=reference)
     weight, sums, sq, counts, plain = (np.sum([p[i] for p in parts], axis=0) for i in range(5))
     counts = counts.astype(np.int64)
     present = counts > 0
@@ -61,9 +61,8 @@ def cluster_quality(bs: BlockSet, labels: list, k: int, reference: np.ndarray) -
     means = np.zeros_like(plain)
     means[present] = plain[present] / counts[present, None]
     q = bs.gather(
-        bs.map_values(
+        bs.map_keep(
             _quality_task,
-            bs.handles,
             labels,
             ref=reference,
             weight=weight,

@@ -56,9 +56,8 @@ def stratified_sample(
         thresholds = np.where(counts > 0, np.minimum(slack / np.maximum(counts, 1), 2.0), 0.0)
     for _attempt in range(2):
         parts = bs.gather(
-            bs.map_values(
+            bs.map_keep(
                 _sample_candidates,
-                bs.handles,
                 labels,
                 bs.offsets,
                 seed=seed,

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import dask
 import numpy as np
 import pandas as pd
 
 from ..exceptions import DatasetError
+from .dataset import Dataset, DatasetInfo
 from .fs import to_uri
 from .listing import fingerprint, fingerprints, list_files
-from .parts import Part, read_array_part, read_frame_part, read_meta, read_table_part
+from .parts import Part, read_frame_part, read_meta, read_table_part
 from .schema import (
     ColumnPlan,
     check_schemas,
@@ -51,65 +51,7 @@ FORMATS = ("parquet", "csv")
 _SPLIT_BYTES = 256 * 2**20
 
 
-@dataclass
-class DatasetInfo:
-    """What validation learned about a dataset."""
-
-    uri: str
-    format: str
-    files: list[str]
-    features: list[str]
-    id_column: str | None
-    partition_columns: list[str]
-    n_rows: int | None
-    dtypes: dict[str, str] = field(default_factory=dict)
-    #: every listed file (path, size, ETag or mtime), as :func:`fingerprint` returns them
-    fingerprints: list[dict[str, Any]] = field(default_factory=list)
-
-
 # --------------------------------------------------------------------------- reading
-
-
-@dataclass
-class Dataset:
-    """A lazy frame and what validation learned about it."""
-
-    frame: Any  # dask.dataframe.DataFrame
-    info: DatasetInfo
-    # direct array path (Parquet features read straight into arrays, lengths from footers)
-    _fs: Any = None
-    _parts: list | None = None
-    _lengths: list[int] | None = None
-
-    def to_dask_array(self, dtype: Any = None) -> Any:
-        """The feature columns as a 2-D dask array with known chunk sizes.
-
-        For Parquet without row filters, each partition is read straight into an array
-        (no DataFrame in between) and the chunk sizes come from the footers; otherwise the
-        frame is converted, with one pass to learn the lengths.
-        """
-        import dask.array as da
-
-        feats = self.info.features
-        direct = (
-            self._parts is not None
-            and self._lengths is not None
-            and not any(f in self.info.partition_columns for f in feats)
-        )
-        if direct:
-            out_dtype = np.dtype(dtype or np.float64)
-            task = dask.delayed(read_array_part, pure=True)
-            arrays = [
-                da.from_delayed(
-                    task(part, fs=self._fs, columns=feats, dtype=out_dtype),
-                    shape=(n, len(feats)),
-                    dtype=out_dtype,
-                )
-                for part, n in zip(self._parts, self._lengths, strict=True)
-            ]
-            return da.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-        arr = self.frame[feats].to_dask_array(lengths=True)
-        return arr if dtype is None else arr.astype(dtype)
 
 
 def read_dataset(
@@ -225,6 +167,8 @@ class _Validated:
     parts: list[Part]
     plan: ColumnPlan
     row_filters: list
+    sizes: dict[str, int] | None = None  # stored bytes per path
+    groups: dict[str, list[int]] | None = None  # Parquet: rows of every row group per path
 
     @property
     def known(self) -> bool:
@@ -244,7 +188,9 @@ def _validate(uri, format, columns, id_column, storage_options, filters) -> _Val
     schema = check_schemas(fs, paths, schemas)
     plan = select_columns(uri, schema, partition_types, columns, id_column, row_filters)
     parts = _partitions(selected, metas)
-    return _Validated(fs, files, paths, parts, plan, row_filters)
+    sizes = {p: int(info.get("size") or 0) for (p, info), _ in selected}
+    groups = None if metas is None else {p: m[1] for p, m in zip(paths, metas, strict=True)}
+    return _Validated(fs, files, paths, parts, plan, row_filters, sizes, groups)
 
 
 def _info(uri: str, v: _Validated, fmt: str) -> DatasetInfo:
@@ -356,4 +302,5 @@ def _lazy_dataset(uri: str, v: _Validated, fmt: str) -> Dataset:
         _fs=fs,
         _parts=parts if direct else None,
         _lengths=[p.n_rows for p in parts] if direct else None,
+        _validated=v,
     )

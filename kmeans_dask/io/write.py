@@ -13,11 +13,27 @@ import pandas as pd
 from .commit import FileRecord, RunCommit
 from .fs import filesystem, join, put_parquet
 
-__all__ = ["write_frames", "write_hive_parquet", "write_parquet"]
+__all__ = [
+    "record_files",
+    "write_frame",
+    "write_frames",
+    "write_hive_parquet",
+    "write_parquet",
+]
 
 
-def _write_part(df: pd.DataFrame, fs: Any, path: str, rel: str) -> FileRecord:
+def write_frame(df: pd.DataFrame, fs: Any, path: str, rel: str) -> FileRecord:
+    """Write one frame as a Parquet file at ``path`` (runs on a worker); its record."""
     return FileRecord(rel, put_parquet(fs, path, df), len(df))
+
+
+_write_part = write_frame
+
+
+def record_files(run: RunCommit, records: list[FileRecord], folder: str) -> None:
+    """Register files written under ``folder`` by the workers with ``run`` (manifest)."""
+    run.add_records(records)
+    run.fs.invalidate_cache(run.path(folder))
 
 
 def write_frames(parts: list, run: RunCommit, folder: str) -> list[FileRecord]:

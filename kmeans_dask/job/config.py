@@ -87,6 +87,38 @@ class KMeansSpec(_Strict):
     n_init: int = Field(1, ge=1)
     random_state: int = Field(0, ge=0)
     dtype: Literal["float32", "float64"] = "float64"
+    persist: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Hold the blocks on the workers ('always'), read them again on every "
+        "pass ('never': streaming), or persist when they fit in the memory budget ('auto').",
+    )
+    memory_fraction: float = Field(
+        0.6,
+        gt=0,
+        le=0.9,
+        description="Share of each worker's memory limit the job plans to fill (minus what "
+        "the worker already uses); distributed spills at 0.7 and pauses at 0.8.",
+    )
+    block_bytes: str = Field(
+        "256MiB",
+        description="Target bytes per block (in the working dtype), e.g. '64MiB'. Blocks are "
+        "planned from the data only, so results do not depend on the cluster.",
+    )
+
+    @field_validator("block_bytes")
+    @classmethod
+    def _bytes(cls, value: str) -> str:
+        from dask.utils import parse_bytes
+
+        try:
+            n = parse_bytes(value)
+        except (ValueError, TypeError):
+            n = 0
+        if n < 1 << 16:
+            raise ValueError(
+                f"must be a size of at least 64KiB such as '64MiB' or '1GiB'; got {value!r}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _ranges(self) -> KMeansSpec:

@@ -8,63 +8,66 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..io import Dataset, RunCommit, open_dataset
-from ..io.write import write_frames
-from ..kernels.assignment import assign_rows
+from ..engine.lloyd import assign_blocks
+from ..engine.outputs import assign_and_write, read_column
+from ..io import RunCommit, open_dataset
+from ..io.write import record_files, write_frame, write_frames
 from ..kmeans import KMeans
-from ..scale import StandardScaler
 from .config import RunConfig
 from .prepare import Prepared
 
 __all__ = ["score_queries", "write_assignments"]
 
 
-def _assign_part(
-    X: np.ndarray,
-    ids: Any,
-    offset: int,
-    C: np.ndarray,
-    ref: np.ndarray,
-    scaler: StandardScaler | None,
-    id_name: str,
-) -> pd.DataFrame:
-    Xs = X if scaler is None else scaler.transform(X)
-    seg, d2 = assign_rows(Xs, C, ref)
-    ident = np.arange(offset, offset + X.shape[0]) if ids is None else np.asarray(ids)
-    return pd.DataFrame(
-        {id_name: ident, "segment": seg.astype(np.int32), "distance_to_centroid": np.sqrt(d2)}
-    )
-
-
-def _partition_ids(ds: Dataset) -> list:
-    """The id column of each partition (delayed), or None per partition without one."""
-    if ds.info.id_column is None:
-        return [None] * ds.frame.npartitions
-    return list(ds.frame[ds.info.id_column].to_delayed(optimize_graph=False))
-
-
 def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> list[Any]:
-    """``assignments/part-*.parquet``: id, segment, distance_to_centroid, one file per
-    input partition, computed and written on the workers."""
-    import dask
-
+    """``assignments/part-*.parquet``: id, segment, distance_to_centroid, one file per input
+    partition, computed and written on the workers from the standardised blocks (persisted,
+    or read again when streamed); ids are read from storage with each partition."""
     ds = prepared.dataset
-    id_name = ds.info.id_column or "row"
-    blocks = prepared.X.to_delayed(optimize_graph=False)[:, 0]
-    offsets = np.cumsum([0, *prepared.X.chunks[0]])[:-1]
-    task = dask.delayed(_assign_part, pure=True)
-    parts = [
-        task(b, ids, int(off), model.cluster_centers_, model.reference_, prepared.scaler, id_name)
-        for b, ids, off in zip(blocks, _partition_ids(ds), offsets, strict=True)
-    ]
-    return write_frames(parts, run, "assignments")
+    bs = prepared.blocks
+    id_col = ds.info.id_column
+    rels, first = [], 0
+    for r in prepared.recipes:
+        rels.append([f"assignments/part-{first + i:05d}.parquet" for i in range(len(r.units))])
+        first += len(r.units)
+    per_block = bs.map(
+        assign_and_write,
+        [r.units for r in prepared.recipes],
+        bs.offsets,
+        [[run.path(rel) for rel in block_rels] for block_rels in rels],
+        rels,
+        write=write_frame,
+        fs=run.fs,
+        C=model.cluster_centers_,
+        ref=model.reference_,
+        ids=None if id_col is None else ds.column_reader(id_col),
+        id_name=id_col or "row",
+    )
+    records = [rec for block_records in per_block for rec in block_records]
+    record_files(run, records, "assignments")
+    return records
+
+
+def _reference_labels(config: RunConfig, prepared: Prepared, model: KMeans) -> list:
+    """Per-block labels of the reference rows (left on the workers): the segments, or the
+    target column read with each block's units."""
+    bs = prepared.blocks
+    knn = config.knn
+    if knn.target == "segment":
+        labels, _ = assign_blocks(bs, model.cluster_centers_, model.reference_)
+        return labels
+    reader = prepared.dataset.column_reader(knn.target)
+    dtype = np.float64 if knn.task == "regress" else None
+    return bs.map_values(
+        read_column, [r.units for r in prepared.recipes], reader=reader, dtype=dtype
+    )
 
 
 def score_queries(
     config: RunConfig, run: RunCommit, prepared: Prepared, model: KMeans
 ) -> list[Any]:
     """``scores/part-*.parquet`` for the query rows (KNN against the segmented rows)."""
-    from ..knn import KNeighborsScorer
+    from ..knn import KNeighborsScorer, fit_on_blocks
 
     knn = config.knn
     q = knn.query
@@ -72,17 +75,8 @@ def score_queries(
     qds = open_dataset(q.uri, q.format, features, q.id_column, q.storage_options or None, q.filters)
     Xq = qds.to_dask_array(dtype=np.dtype(config.kmeans.dtype))
     Xq_scaled = prepared.scaler.transform(Xq) if prepared.scaler is not None else Xq
-    if knn.target == "segment":
-        y = model.predict(prepared.X_scaled)
-    else:
-        spec = config.input
-        tds = open_dataset(
-            spec.uri, spec.format, [knn.target], None, spec.storage_options or None, spec.filters
-        )
-        y = tds.to_dask_array()[:, 0]
-        y = y.rechunk((prepared.X.chunks[0],))
     scorer = KNeighborsScorer(n_neighbors=knn.n_neighbors, weights=knn.weights, task=knn.task)
-    scorer.fit(prepared.X_scaled, y)
+    fit_on_blocks(scorer, prepared.blocks, _reference_labels(config, prepared, model))
     id_name = q.id_column or "row"
     # ids as a dask Series (keeps string ids); None: the query row positions
     ids = qds.frame[q.id_column] if q.id_column is not None else None

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..engine.memory import PauseWatch
 from ..faults import fault_point
 from ..io import RunCommit, redact, run_id_for
 from ..kmeans import KMeans
@@ -136,7 +137,7 @@ def choose_k(config: RunConfig, prepared: Prepared) -> SweepResult | None:
     if km.k != "auto":
         return None
     return sweep_k(
-        prepared.X_scaled,
+        prepared.blocks,
         range(km.k_min, km.k_max + 1),
         select=km.select,
         silhouette_sample_size=config.metrics.silhouette_sample_size,
@@ -151,7 +152,7 @@ def fit(config: RunConfig, prepared: Prepared, sweep: SweepResult | None) -> KMe
         return sweep.model
     km = config.kmeans
     return KMeans(int(km.k), random_state=km.random_state, **_kmeans_params(config)).fit(
-        prepared.X_scaled
+        prepared.blocks
     )
 
 
@@ -231,11 +232,22 @@ def run(
     if (p.committed and not force) or not run_commit.begin(force=force):
         return _skipped(run_commit, p)
     with run_commit.attempt():
-        ctx = connect(config) if client is None else contextlib.nullcontext(client)
-        with ctx as c:
+        # a given client becomes the current one: every stage and estimator runs on it
+        ctx = connect(config) if client is None else _as_current(client)
+        with ctx as c, PauseWatch(c) as watch:
             if on_connect is not None:
                 on_connect(c)
-            return _execute(config, p, run_commit, stages)
+            try:
+                return _execute(config, p, run_commit, stages)
+            except BaseException:
+                watch.check()  # a worker stuck paused for memory: say so, not "cancelled"
+                raise
+
+
+@contextlib.contextmanager
+def _as_current(client: Any) -> Iterator[Any]:
+    with client.as_current():
+        yield client
 
 
 def _skipped(run_commit: RunCommit, p: Plan) -> RunResult:
@@ -259,12 +271,15 @@ def _skipped(run_commit: RunCommit, p: Plan) -> RunResult:
 
 def _execute(config: RunConfig, p: Plan, run_commit: RunCommit, stages: Stages) -> RunResult:
     prepared = stages("read", read_and_scale, config)
-    sweep = stages("sweep", choose_k, config, prepared)
-    model = stages("fit", fit, config, prepared, sweep)
-    stages("assign", write_assignments, run_commit, prepared, model)
-    if config.knn.enabled:
-        stages("score", score_queries, config, run_commit, prepared, model)
-    metrics = stages("model", _write_model, config, run_commit, prepared, model, sweep, p)
+    try:
+        sweep = stages("sweep", choose_k, config, prepared)
+        model = stages("fit", fit, config, prepared, sweep)
+        stages("assign", write_assignments, run_commit, prepared, model)
+        if config.knn.enabled:
+            stages("score", score_queries, config, run_commit, prepared, model)
+        metrics = stages("model", _write_model, config, run_commit, prepared, model, sweep, p)
+    finally:
+        prepared.release()  # a long-lived (external) cluster keeps nothing of this run
     manifest = {
         "name": config.name,
         "config": _redacted(config),
@@ -276,6 +291,7 @@ def _execute(config: RunConfig, p: Plan, run_commit: RunCommit, stages: Stages) 
         "metrics": metrics,
         "sweep": _records(sweep),
         "timings": stages.timings,
+        "memory": prepared.memory.as_dict(),
     }
     full = stages("commit", run_commit.commit, manifest)
     return RunResult(

@@ -1,35 +1,64 @@
-"""The read stage: open and validate the input, persist its features once, fit the scaler.
+"""The read stage: plan the blocks, choose persisted or streamed by the memory budget, check
+the data, fit the scaler and standardise the blocks.
 
-Its result, :class:`Prepared`, is what the later stages (sweep, fit, assign, score) share.
+Its result, :class:`Prepared`, is what the later stages (sweep, fit, assign, score) share:
+one :class:`~kmeans_dask.engine.blocks.BlockSet` of standardised features. Persisted, each
+block is read once straight into the working dtype and scaled in place (one copy of the
+data on the workers); streamed, every pass reads its blocks again from storage and keeps
+nothing but per-row results. The same block recipes serve both, so both give the same
+numbers.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+import dask
 import numpy as np
+from dask.utils import parse_bytes
 
+from ..engine.blocks import BlockSet
+from ..engine.memory import MemoryPlan, plan_memory, worker_memory
+from ..engine.plan import BLOCK_BYTES_KEY
+from ..engine.prepare import check_blocks
+from ..engine.source import Affine, BlockSource, Recipe
 from ..io import Dataset, open_dataset
 from ..scale import StandardScaler
 from .config import RunConfig
 
 __all__ = ["Prepared", "read_and_scale"]
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class Prepared:
-    """Input read, features persisted and scaled."""
+    """Input planned, checked and standardised as blocks (persisted or streamed)."""
 
     dataset: Dataset
-    X: Any  # persisted raw features (dask array, one chunk per input partition)
-    X_scaled: Any
+    blocks: BlockSet  # standardised features (the scaler's output), one block per recipe
+    recipes: list[Recipe]  # how each block is read (its units; for ids and targets)
     scaler: StandardScaler | None
+    memory: MemoryPlan
+
+    def release(self) -> None:
+        """Free the persisted blocks (nothing to do when streamed)."""
+        self.blocks.release()
 
 
-def read_and_scale(config: RunConfig) -> Prepared:
-    """Open and validate the input, persist its features once, fit the scaler."""
-    spec = config.input
+def _n_labellings(config: RunConfig) -> int:
+    km = config.kmeans
+    return 1 if km.k != "auto" else km.k_max - km.k_min + 1
+
+
+def read_and_scale(config: RunConfig, client: Any = None) -> Prepared:
+    """Open the input, plan its blocks, choose the mode, check the data, fit the scaler."""
+    from ..engine.blocks import get_client
+
+    client = client if client is not None else get_client()
+    spec, km = config.input, config.kmeans
     ds = open_dataset(
         spec.uri,
         spec.format,
@@ -38,10 +67,50 @@ def read_and_scale(config: RunConfig) -> Prepared:
         spec.storage_options or None,
         spec.filters,
     )
-    X = ds.to_dask_array(dtype=np.dtype(config.kmeans.dtype)).persist()
-    scaler = None
-    X_scaled = X
-    if config.scaling == "standard":
-        scaler = StandardScaler().fit(X)
-        X_scaled = scaler.transform(X)
-    return Prepared(ds, X, X_scaled, scaler)
+    dtype = np.dtype(km.dtype)
+    reader, units = ds.read_units(dtype, max_unit_bytes=parse_bytes(km.block_bytes))
+    source = BlockSource(
+        reader,
+        units,
+        [u.n_rows for u in units],
+        [u.nbytes for u in units],
+        dtype,
+        ds.info.features,
+    )
+    with dask.config.set({BLOCK_BYTES_KEY: km.block_bytes}):
+        recipes = source.recipes()
+    names = ds.info.features
+    raw = None
+    n_rows = source.n_rows
+    sizes = [r.n_rows for r in recipes]
+    if n_rows is None:  # CSV or row filters: one streamed pass counts the rows
+        raw = BlockSet.from_recipes(
+            recipes, len(names), dtype, persist=False, client=client, feature_names=names
+        )
+        n_rows, sizes = raw.n_samples, raw.sizes
+    memory = plan_memory(
+        worker_memory(client),
+        n_rows=n_rows,
+        row_bytes=source.row_bytes,
+        block_bytes=max(sizes) * source.row_bytes,
+        n_labellings=_n_labellings(config),
+        fraction=km.memory_fraction,
+        persist=km.persist,
+    )
+    logger.info("memory: %s", memory.describe())
+    if raw is None or memory.persist:
+        raw = BlockSet.from_recipes(
+            recipes, len(names), dtype, persist=memory.persist, client=client, feature_names=names
+        )
+    try:
+        check_blocks(raw, names, "kmeans-dask")
+        scaler = None
+        blocks = raw
+        if config.scaling == "standard":
+            n, mean, m2 = raw.moments()
+            scaler = StandardScaler.from_moments(n, mean, m2, feature_names=names)
+            blocks = raw.scaled(Affine(scaler.mean_, scaler.scale_))
+    except Exception:
+        raw.release()
+        raise
+    return Prepared(ds, blocks, recipes, scaler, memory)

@@ -1,0 +1,245 @@
+"""Scaling of the whole job with the rows, persisted and streamed (issue 11).
+
+    python benchmarks/bench_scale.py [--rows 1000000 2000000 4000000 8000000 16000000]
+                                      [--features 32] [--k 8] [--iters 10]
+
+For every size it writes (once, reused when present) ``benchmarks/data/scale-{rows}x{d}/``:
+Parquet files of ~64 MiB (float32 columns, 4 row groups each, blobs), then runs the job
+(``kmeans_dask.job.pipeline.run``: plan, read, fit with K fixed, ``tol=0`` and ``--iters``
+Lloyd iterations from random rows, assign, commit) on a ``LocalCluster(2 workers x 1
+thread)`` twice: ``kmeans.persist: always`` and ``never``. It prints, per run:
+
+* seconds per Lloyd iteration (median of the run's iteration records) and per 1M rows;
+* the job's seconds by stage;
+* the peak resident memory of every worker (sampled every 0.1 s with ``psutil`` on the
+  workers), its idle baseline before the job (Python, Dask, numba, Arrow), and for the
+  persisted run the ratio (peak - baseline) / data held per worker;
+* bytes read by the workers (``read_chars``: every byte read, page cache or not);
+* the time of one streamed pass that only reads the blocks (the "read the data once" time),
+  and the streamed iteration's ratio to it.
+
+Sizes run one after the other, never two at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).parent / "data"
+FILE_BYTES = 64 * 2**20
+
+
+def _generate(folder: Path, rows: int, d: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if (folder / "_COMPLETE").exists():
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    per_file = max(1, FILE_BYTES // (d * 4))
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=4.0, size=(16, d)).astype(np.float32)
+    tile = rng.normal(size=(per_file, d)).astype(np.float32)
+    labels = rng.integers(0, 16, per_file)
+    for i, start in enumerate(range(0, rows, per_file)):
+        n = min(per_file, rows - start)
+        X = tile[:n] + centres[labels[:n]] + np.float32(0.001 * i)
+        table = pa.table({f"f{j:02d}": X[:, j] for j in range(d)})
+        pq.write_table(
+            table, folder / f"part-{i:04d}.parquet", compression="none", row_group_size=-(-n // 4)
+        )
+    (folder / "_COMPLETE").write_text("ok")
+
+
+def _worker_stats() -> tuple[int, int]:
+    import psutil
+
+    p = psutil.Process()
+    return int(p.memory_info().rss), int(p.io_counters().read_chars)
+
+
+class _Sampler:
+    """Peak resident memory of every worker, sampled on the workers every 0.1 s."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.peak: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                for w, (rss, _) in self.client.run(_worker_stats).items():
+                    self.peak[w] = max(self.peak.get(w, 0), rss)
+            except Exception:
+                pass
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class _Iterations(logging.Handler):
+    """Times between the Lloyd iteration log records (one record per iteration)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.times: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Lloyd iteration"):
+            self.times.append(record.created)
+
+
+def _read_once(client, folder: Path, block_bytes: str) -> float:
+    """Seconds of one streamed pass that reads every block and does nothing else."""
+    from kmeans_dask.engine.blocks import BlockSet
+    from kmeans_dask.engine.source import BlockSource
+    from kmeans_dask.io import open_dataset
+
+    ds = open_dataset(str(folder))
+    reader, units = ds.read_units(np.float32)
+    src = BlockSource(
+        reader,
+        units,
+        [u.n_rows for u in units],
+        [u.nbytes for u in units],
+        np.dtype(np.float32),
+        ds.info.features,
+    )
+    import dask
+
+    with dask.config.set({"kmeans_dask.block-bytes": block_bytes}):
+        recipes = src.recipes()
+    with client.as_current():
+        bs = BlockSet.from_recipes(recipes, src.n_features, src.dtype, persist=False)
+        best = float("inf")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            bs.map(_rows)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _rows(block) -> int:
+    return int(block.X.shape[0])
+
+
+def _one(client, folder: Path, out: Path, mode: str, k: int, iters: int) -> dict:
+    from kmeans_dask.job.config import parse_config
+    from kmeans_dask.job.pipeline import run
+
+    config = parse_config(
+        {
+            "name": f"scale-{mode}",
+            "input": {"uri": str(folder)},
+            "kmeans": {
+                "k": k,
+                "init": "random",
+                "max_iter": iters,
+                "tol": 0.0,
+                "dtype": "float32",
+                "persist": mode,
+            },
+            "output": {"uri": str(out / mode)},
+        }
+    )
+    base = client.run(_worker_stats)
+    handler = _Iterations()
+    logging.getLogger("kmeans_dask.lloyd").addHandler(handler)
+    logging.getLogger("kmeans_dask.lloyd").setLevel(logging.INFO)
+    try:
+        with _Sampler(client) as sampler:
+            t0 = time.perf_counter()
+            result = run(config, client=client)
+            total = time.perf_counter() - t0
+    finally:
+        logging.getLogger("kmeans_dask.lloyd").removeHandler(handler)
+    after = client.run(_worker_stats)
+    manifest = json.loads((Path(result.results_uri) / "manifest.json").read_text())
+    gaps = np.diff(handler.times)
+    return {
+        "total": total,
+        "timings": result.timings,
+        "iter": float(np.median(gaps)) if len(gaps) else float("nan"),
+        "baseline": {w: base[w][0] for w in base},
+        "peak": dict(sampler.peak),
+        "read_bytes": sum(after[w][1] - base[w][1] for w in after),
+        "memory": manifest["memory"],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--rows",
+        type=int,
+        nargs="+",
+        default=[1_000_000, 2_000_000, 4_000_000, 8_000_000, 16_000_000],
+    )
+    p.add_argument("--features", type=int, default=32)
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--iters", type=int, default=10)
+    args = p.parse_args()
+
+    from distributed import Client, LocalCluster
+
+    print(
+        f"features {args.features} float32, k {args.k}, {args.iters} Lloyd iterations, "
+        "LocalCluster(2 workers x 1 thread)"
+    )
+    header = (
+        f"{'rows':>10} {'mode':>8} {'s/iter':>7} {'s/iter/1M':>9} {'job s':>6} "
+        f"{'read':>5} {'fit':>6} {'assign':>6} {'peak MiB':>15} {'base MiB':>9} "
+        f"{'(peak-base)/held':>16} {'GB read':>8} {'read-once s':>11} {'iter/read':>9}"
+    )
+    print(header)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        for rows in args.rows:
+            folder = DATA / f"scale-{rows}x{args.features}"
+            _generate(folder, rows, args.features)
+            read_once = _read_once(client, folder, "256MiB")
+            held = rows * args.features * 4 / 2  # per worker, persisted
+            for mode in ("always", "never"):
+                out = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+                try:
+                    r = _one(client, folder, out, mode, args.k, args.iters)
+                finally:
+                    shutil.rmtree(out, ignore_errors=True)
+                t = r["timings"]
+                peaks = [r["peak"].get(w, 0) for w in sorted(r["baseline"])]
+                bases = [r["baseline"][w] for w in sorted(r["baseline"])]
+                ratio = max((pk - b) / held for pk, b in zip(peaks, bases, strict=True))
+                ratio = ratio if mode == "always" else float("nan")
+                print(
+                    f"{rows:>10} {r['memory']['mode']:>8} {r['iter']:>7.3f} "
+                    f"{r['iter'] / rows * 1e6:>9.4f} {r['total']:>6.1f} {t.get('read', 0):>5.1f} "
+                    f"{t.get('fit', 0):>6.1f} {t.get('assign', 0):>6.1f} "
+                    f"{'/'.join(str(pk // 2**20) for pk in peaks):>15} "
+                    f"{max(bases) // 2**20:>9} {ratio:>16.2f} "
+                    f"{r['read_bytes'] / 1e9:>8.2f} {read_once:>11.2f} "
+                    f"{r['iter'] / read_once:>9.2f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

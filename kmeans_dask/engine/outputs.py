@@ -1,0 +1,61 @@
+"""Per-block output tasks (run on the workers): assign a block's rows and write them, one file
+per input partition; read a column of a block's partitions. The writer and readers are passed
+in by the job (this layer does no I/O of its own)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..exceptions import DatasetError
+from ..kernels.assignment import assign_rows
+from .block import Block
+
+__all__ = ["assign_and_write", "read_column"]
+
+
+def assign_and_write(
+    block: Block,
+    units: tuple,
+    offset: int,
+    paths: list[str],
+    rels: list[str],
+    *,
+    write: Callable,
+    fs: Any,
+    C: np.ndarray,
+    ref: np.ndarray,
+    ids: Any,
+    id_name: str,
+) -> list[Any]:
+    """Assign a block's rows and write one file per read unit (input partition) it holds with
+    ``write(frame, fs, path, rel) -> record`` (runs on a worker; ``ids(units)`` reads the
+    id column of units, None numbers the rows globally). Returns the records."""
+    seg, d2 = assign_rows(block.X, C, ref)
+    dist = np.sqrt(d2)
+    seg = seg.astype(np.int32)
+    records = []
+    start = 0
+    for unit, rows, path, rel in zip(units, block.unit_rows, paths, rels, strict=True):
+        stop = start + rows
+        if ids is None:
+            ident = np.arange(offset + start, offset + stop)
+        else:
+            ident = ids([unit])
+            if len(ident) != rows:  # both readers must agree row for row
+                raise DatasetError(f"{rel}: read {len(ident)} ids for {rows} rows of features")
+        frame = pd.DataFrame(
+            {id_name: ident, "segment": seg[start:stop], "distance_to_centroid": dist[start:stop]}
+        )
+        records.append(write(frame, fs, path, rel))
+        start = stop
+    return records
+
+
+def read_column(units: tuple, reader: Any, dtype: Any = None) -> np.ndarray:
+    """``reader(units)`` (a column of a block's units), cast to ``dtype`` when given."""
+    values = reader(units)
+    return values if dtype is None else np.asarray(values, dtype=dtype)
