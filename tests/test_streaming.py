@@ -353,7 +353,7 @@ def test_a_worker_stuck_paused_for_memory_fails_the_wait_with_the_reason():
         held.result()
         waiting = c.submit(_inc, 1)
         with PauseWatch(c, timeout=2.0, interval=0.2) as watch:
-            with pytest.raises(BaseException) as err:  # noqa: PT011 (distributed's cancel)
+            with pytest.raises(BaseException) as err:  # distributed cancels the wait
                 waiting.result(timeout=60)
         assert "paused for memory" in str(err.value)
         with pytest.raises(MemoryBudgetError, match=r"has been paused for memory for 2 s"):
