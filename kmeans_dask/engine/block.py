@@ -22,6 +22,7 @@ __all__ = [
     "make_block",
     "merge_summaries",
     "scale_in_place",
+    "scaled_summary",
     "summarize",
 ]
 
@@ -87,6 +88,21 @@ def summarize(block: Block) -> BlockSummary:
     bad = int((~np.isfinite(w) | (w < 0)).sum())
     wsum = float(w[np.isfinite(w)].sum())
     return BlockSummary(n, mean, m2, n_nan, n_inf, wsum, bad, max_abs)
+
+
+def scaled_summary(s: BlockSummary, mean: np.ndarray, scale: np.ndarray) -> BlockSummary:
+    """The summary of a block after ``(x - mean) / scale``, from the summary before it: the
+    mean and M2 map exactly (up to rounding), the largest ``|value|`` is bounded above."""
+    return BlockSummary(
+        s.n,
+        (s.mean - mean) / scale,
+        s.m2 / (scale * scale),
+        s.n_nan,
+        s.n_inf,
+        s.weight_sum,
+        s.n_bad_weight,
+        (s.max_abs + np.abs(mean)) / scale,
+    )
 
 
 def merge_summaries(summaries: Sequence[BlockSummary]) -> BlockSummary:

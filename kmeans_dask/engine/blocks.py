@@ -27,6 +27,7 @@ from .block import (
     make_block,
     merge_summaries,
     scale_in_place,
+    scaled_summary,
     summarize,
 )
 from .executor import Executor, get_client
@@ -162,7 +163,8 @@ class BlockSet:
         """The blocks standardised by ``transform`` (an ``Affine``: ``apply(X)`` in place).
 
         Persisted blocks are scaled in place on the workers (no second copy); streamed blocks
-        get the transform in their recipes. The summaries are recomputed (one pass).
+        get the transform in their recipes. The summaries follow from the unscaled ones (the
+        moments of an affine map; no pass over the data), the same way in both modes.
         """
         view = copy.copy(self)
         if self.streamed:
@@ -170,7 +172,9 @@ class BlockSet:
         else:
             view.handles = self._exec.map(scale_in_place, self.handles, transform=transform)
             self._exec.release(self.handles)  # the same arrays now live under the new keys
-        view._summarise()
+        view.summaries = [
+            scaled_summary(s, transform.mean, transform.scale) for s in self.summaries
+        ]
         return view
 
     def with_labels(self, labels: list) -> BlockSet:
