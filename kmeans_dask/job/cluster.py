@@ -36,10 +36,20 @@ def scheduler_address(spec: ClusterSpec) -> str | None:
 
 def security_for(spec: ClusterSpec, address: str) -> Any:
     """The ``distributed.security.Security`` for ``address``: from ``cluster.security`` for a
-    ``tls://`` address (encryption required), else None (dask's own configuration, e.g.
-    ``distributed.comm.tls.*``, applies)."""
+    ``tls://`` address (encryption required), else dask's own ``distributed.comm.tls.*``
+    configuration for a ``tls://`` address, else None."""
     tls = address.startswith("tls://")
     if spec.security is None:
+        if tls:
+            from distributed.security import Security
+
+            configured = Security()  # dask's distributed.comm.tls.* settings, if any
+            if not (configured.tls_ca_file and configured.tls_client_cert):
+                raise ConfigError(
+                    f"cluster.security: required for the tls:// scheduler {address}; give "
+                    "{ca_file, cert, key} (PEM files) or dask's distributed.comm.tls.* settings"
+                )
+            return configured
         return None
     if not tls:
         raise ConfigError(
@@ -129,7 +139,8 @@ def connect(config: RunConfig) -> Iterator[Any]:
     ClusterUnavailableError
         The scheduler did not answer, or had no worker, within ``cluster.timeout`` seconds.
     ConfigError
-        ``cluster.security`` was given for an address that is not ``tls://``.
+        ``cluster.security`` was given for an address that is not ``tls://``, or is missing
+        for one that is (and dask's configuration has no certificates either).
     """
     spec = config.cluster
     address = scheduler_address(spec)
