@@ -117,8 +117,9 @@ def prefect_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def job(s3_endpoint, tmp_path_factory):
-    """Customers on the S3 server (this module's own bucket) and a config file for them."""
+def job(s3_endpoint, cluster, tmp_path_factory):
+    """Customers on the S3 server (this module's own bucket) and a config file for them,
+    computed on the session's cluster (by address, as a deployment connects to its own)."""
     requests.post(f"{s3_endpoint}/moto-api/reset", timeout=10)
     s3fs.S3FileSystem.clear_instance_cache()
     opts = {"endpoint_url": s3_endpoint}
@@ -137,7 +138,7 @@ def job(s3_endpoint, tmp_path_factory):
         "kmeans": {"k": 4, "random_state": 1},
         "metrics": {"silhouette_sample_size": 500},
         "output": {"uri": store.uri("results"), "storage_options": opts},
-        "cluster": {"n_workers": 1, "memory_limit": "1GiB"},
+        "cluster": {"address": cluster.scheduler_address},
     }
     path = tmp_path_factory.mktemp("job") / "customers.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -249,3 +250,27 @@ def test_serve_on_a_cron_schedule_then_a_run_of_it(prefect_server, job):
     assert "Ctrl+C" in printed
     Processes.stop(serve, sig=signal.SIGINT, timeout=30)
     assert serve.returncode in (0, 130), server.procs.output("kmeans-dask-serve")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cron", "0 3 * *"], '--cron: Invalid cron string: "0 3 * *" (five fields'),
+        (["--cron", "0 3 * * *", "--timezone", "Mars/Olympus"],
+         '--timezone: Invalid timezone: "Mars/Olympus" (an IANA name'),
+        (["--cron", "0 3 * * *", "--set", "kmeans.k=0"], "kmeans.k: must be"),
+        (["--cron", "0 3 * * *", "--set", "input.storage_options.secret=s3cr3t"],
+         "--set input.storage_options.secret: credentials cannot be served"),
+    ],
+)
+def test_serve_validates_the_config_and_the_schedule_first(tmp_path, capsys, args, message):
+    """Exit 2 and one line naming what is wrong, before anything is served."""
+    from kmeans_dask import cli
+
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "x", "input": {"uri": str(tmp_path / "in")},
+                                   "output": {"uri": str(tmp_path / "out")}}))
+    assert cli.main(["serve", str(cfg), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert "s3cr3t" not in err[0]
