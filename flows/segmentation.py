@@ -280,7 +280,7 @@ def serve(
         f"({timezone or 'UTC'})."
     )
     announce(f"A run now: prefect deployment run 'segmentation/{name}'")
-    announce("Stop with Ctrl+C (the schedule is paused when serving stops).")
+    announce("Stop with Ctrl+C or SIGTERM (the schedule is paused when serving stops).")
     segmentation.serve(
         name=name,
         schedules=[schedule],

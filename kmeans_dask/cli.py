@@ -222,7 +222,9 @@ def _run(
         from .job.pipeline import run
 
         def dashboard(client: Any) -> None:
-            print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+            services = client.scheduler_info(n_workers=0).get("services", {})
+            if "dashboard" in services:  # an existing scheduler may run without one
+                print(f"Dask dashboard: {client.dashboard_link}", flush=True)
 
         return run(config, force=force, on_connect=dashboard)
 
