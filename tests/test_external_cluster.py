@@ -53,7 +53,7 @@ def data(s3_endpoint):
             "columns": DEMO_FEATURES,
             "storage_options": opts,
         },
-        "kmeans": {"k": "auto", "k_min": 4, "k_max": 6, "select": "elbow", "random_state": 4},
+        "kmeans": {"k": "auto", "k_min": 4, "k_max": 5, "select": "elbow", "random_state": 4},
         "metrics": {"silhouette_sample_size": SILHOUETTE_SAMPLE},
         "knn": {
             "enabled": True,
