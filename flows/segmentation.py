@@ -228,3 +228,74 @@ def console_tracebacks(show: bool) -> Iterator[None]:
     finally:
         for h, formatter in saved.items():
             h.setFormatter(formatter)
+
+
+def cron_schedule(cron: str, timezone: str | None = None) -> Any:
+    """A validated Prefect cron schedule (a :class:`~kmeans_dask.exceptions.ConfigError`
+    naming ``--cron`` or ``--timezone`` otherwise)."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.schedules import Cron
+    from pydantic import ValidationError
+
+    try:
+        CronSchedule(cron=cron, timezone=timezone)
+    except ValidationError as exc:
+        hints = {
+            "--cron": 'five fields, minute hour day month weekday, e.g. "0 3 * * *"',
+            "--timezone": "an IANA name, e.g. Europe/Berlin",
+        }
+        problems = []
+        for err in exc.errors():
+            key = "--timezone" if "timezone" in err.get("loc", ()) else "--cron"
+            msg = str(err.get("msg", "")).removeprefix("Value error, ").split(" (specify")[0]
+            problems.append(f"{key}: {msg} ({hints[key]})")
+        raise ConfigError("; ".join(problems)) from None
+    return Cron(cron, timezone=timezone)
+
+
+def serve(
+    config_uri: str,
+    *,
+    name: str,
+    cron: str,
+    timezone: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    secrets_block: str | None = None,
+    announce: Callable[[str], None] = print,
+) -> None:
+    """Serve :func:`segmentation` as deployment ``segmentation/{name}`` on the ``cron``
+    schedule (Prefect's ``Flow.serve``: this process polls for its runs and runs each in a
+    subprocess; no work pool or worker needed). Blocks until interrupted; the schedule is
+    paused when it stops. The parameters are stored by Prefect: no credentials in them."""
+    _refuse_credentials(overrides)
+    schedule = cron_schedule(cron, timezone)
+    parameters = {
+        "config_uri": config_uri,
+        "overrides": overrides or None,
+        "force": False,
+        "secrets_block": secrets_block,
+    }
+    announce(
+        f"Serving deployment segmentation/{name} of {config_uri} on cron '{cron}' "
+        f"({timezone or 'UTC'})."
+    )
+    announce(f"A run now: prefect deployment run 'segmentation/{name}'")
+    announce("Stop with Ctrl+C or SIGTERM (the schedule is paused when serving stops).")
+    segmentation.serve(
+        name=name,
+        schedules=[schedule],
+        parameters=parameters,
+        description=f"kmeans-dask serve {config_uri}",
+        tags=["segmentation", "serve"],
+        pause_on_shutdown=True,
+        print_starting_message=False,
+        entrypoint_type=_module_entrypoint(),
+    )
+
+
+def _module_entrypoint() -> Any:
+    """Runs import the flow from its module (``flows.segmentation.segmentation``), wherever
+    the package is installed, rather than from a file path."""
+    from prefect.types.entrypoint import EntrypointType
+
+    return EntrypointType.MODULE_PATH

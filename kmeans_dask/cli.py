@@ -1,4 +1,4 @@
-"""Command line: ``kmeans-dask run | validate | demo | show``.
+"""Command line: ``kmeans-dask run | validate | demo | show | serve``.
 
 Exit codes:
 
@@ -82,6 +82,30 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     d.add_argument("--force", action="store_true", help="recompute even if committed")
     d.add_argument("--prefect", action="store_true", help="run through the Prefect flow")
+
+    sv = sub.add_parser(
+        "serve",
+        help="run the job of a config on a cron schedule (Prefect serve: no work pool needed)",
+        description="Serve the segmentation flow as a Prefect deployment with a cron "
+        "schedule; this process runs each scheduled (or manually triggered) run until "
+        "stopped with Ctrl+C. Needs a Prefect API (PREFECT_API_URL), e.g. `prefect server "
+        "start`.",
+    )
+    sv.add_argument("config", help="YAML config (local path or URI), read again at each run")
+    sv.add_argument(
+        "--cron", required=True, metavar="EXPR", help='e.g. "0 3 * * *" (every day at 03:00)'
+    )
+    sv.add_argument(
+        "--timezone", default=None, metavar="TZ", help="IANA time zone, e.g. Europe/Berlin (UTC)"
+    )
+    sv.add_argument("--name", default=None, help="deployment name (default: the config's name)")
+    sv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sv.add_argument(
+        "--secrets-block",
+        metavar="NAME",
+        default=None,
+        help="Prefect Secret block with storage credentials (see `run --help`)",
+    )
 
     s = sub.add_parser("show", help="print the manifest of a committed run")
     s.add_argument("run_uri", help="{output}/{run_id} (or {output} for its LATEST run)")
@@ -198,7 +222,9 @@ def _run(
         from .job.pipeline import run
 
         def dashboard(client: Any) -> None:
-            print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+            services = client.scheduler_info(n_workers=0).get("services", {})
+            if "dashboard" in services:  # an existing scheduler may run without one
+                print(f"Dask dashboard: {client.dashboard_link}", flush=True)
 
         return run(config, force=force, on_connect=dashboard)
 
@@ -234,6 +260,36 @@ def _validate(config_uri: str, overrides: list[str]) -> int:
             section["storage_options"] = redact(section["storage_options"])
     print(json.dumps(data, indent=2))
     print(f"{config_uri}: valid", file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Validate the config and the schedule, then serve until interrupted."""
+    from .exceptions import ConfigError
+
+    plain, credentials = _split(args.overrides)
+    if credentials:
+        raise ConfigError(
+            f"--set {', '.join(credentials)}: credentials cannot be served (Prefect stores a "
+            "deployment's parameters); give them through this process's environment or "
+            "--secrets-block"
+        )
+    config = _load(args.config, plain)  # validate before anything is served
+    from flows.segmentation import cron_schedule, serve
+
+    cron_schedule(args.cron, args.timezone)
+    uri = args.config
+    if "://" not in uri:  # a local path: the runs may start in another folder
+        uri = str(Path(uri).resolve())
+    serve(
+        uri,
+        name=args.name or config.name,
+        cron=args.cron,
+        timezone=args.timezone,
+        overrides=plain or None,
+        secrets_block=args.secrets_block,
+        announce=lambda line: print(line, flush=True),
+    )
     return 0
 
 
@@ -334,6 +390,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _show(args.run_uri, args.storage_options)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "serve":
+        return _serve(args)
     use_prefect = not args.no_prefect
     result = _run(
         args.config, args.overrides, args.force, use_prefect, args.verbose, args.secrets_block

@@ -177,15 +177,54 @@ class OutputSpec(_Strict):
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
 
+class SecuritySpec(_Strict):
+    """Mutual TLS to an existing scheduler (``tls://`` address): PEM files on the machine
+    that runs the job, the same kind ``dask scheduler/worker --tls-*`` take."""
+
+    ca_file: str = Field(description="CA certificate the scheduler's certificate is signed by.")
+    cert: str = Field(description="This client's certificate (signed by a CA the cluster trusts).")
+    key: str | None = Field(None, description="Its private key (omit when cert holds both).")
+
+    @field_validator("ca_file", "cert", "key")
+    @classmethod
+    def _a_file(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        import os
+
+        full = os.path.expanduser(path)
+        if not os.path.isfile(full):
+            raise ValueError(
+                f"must be an existing PEM file on the machine that runs the job; no file {path!r}"
+            )
+        return full
+
+
 class ClusterSpec(_Strict):
     """The Dask cluster: an existing scheduler, or an embedded LocalCluster."""
 
     address: str | None = Field(
-        None, description="tcp://host:8786 of an existing scheduler (or DASK_SCHEDULER_ADDRESS)."
+        None,
+        description="tcp://host:8786 or tls://host:8786 of an existing scheduler "
+        "(or DASK_SCHEDULER_ADDRESS).",
+    )
+    security: SecuritySpec | None = Field(
+        None, description="Existing tls:// scheduler: {ca_file, cert, key} (PEM files)."
+    )
+    timeout: float = Field(
+        30, gt=0, description="Existing: seconds to wait for the scheduler and a first worker."
     )
     n_workers: int | None = Field(None, ge=1, description="Embedded: worker processes (cores).")
     threads_per_worker: int = Field(1, ge=1)
     memory_limit: str = Field("auto", description="Embedded: per worker, e.g. '4GiB'.")
+
+    @model_validator(mode="after")
+    def _tls_address(self) -> ClusterSpec:
+        if self.security is not None and self.address and not self.address.startswith("tls://"):
+            raise ValueError(
+                f"security: certificates need a tls:// address; cluster.address is {self.address}"
+            )
+        return self
 
 
 class RunConfig(_Strict):

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -26,6 +25,7 @@ from ..io import RunCommit, redact, run_id_for
 from ..kmeans import KMeans
 from ..sweep import SweepResult, sweep_k
 from .checks import validate_inputs
+from .cluster import connect
 from .config import RunConfig, config_hash, identity
 from .outputs import score_queries, write_assignments
 from .prepare import Prepared, read_and_scale
@@ -54,39 +54,6 @@ _VERSIONED = (
     "numba",
     "prefect",
 )
-
-
-# --------------------------------------------------------------------------- cluster
-
-
-@contextlib.contextmanager
-def connect(config: RunConfig) -> Iterator[Any]:
-    """A distributed Client: ``cluster.address`` (or ``DASK_SCHEDULER_ADDRESS``) when set,
-    else an embedded LocalCluster (one worker process per core by default)."""
-    from distributed import Client, LocalCluster
-
-    spec = config.cluster
-    address = spec.address or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    if address:
-        with Client(address) as client:
-            logger.info("connected to Dask scheduler %s", address)
-            yield client
-        return
-    n_workers = spec.n_workers or max(1, os.cpu_count() or 1)
-    with (
-        LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=spec.threads_per_worker,
-            processes=True,
-            memory_limit=spec.memory_limit,
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        logger.info(
-            "embedded LocalCluster: %d workers; dashboard %s", n_workers, client.dashboard_link
-        )
-        yield client
 
 
 # --------------------------------------------------------------------------- plan
