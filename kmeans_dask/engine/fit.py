@@ -167,7 +167,6 @@ def _fit_minibatch(
         tol_abs=tol_abs,
         max_no_improvement=params.max_no_improvement,
         reassignment_ratio=params.reassignment_ratio,
-        reference=mean,
         full_init=full_init,
     )
     labels, inertia = assign_blocks(bs, mb.centres, mean)

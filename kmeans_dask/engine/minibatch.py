@@ -161,7 +161,6 @@ def minibatch_fit(
     tol_abs: float,
     max_no_improvement: int | None,
     reassignment_ratio: float,
-    reference: np.ndarray,
     full_init: Callable[[int], dict[str, Any]] | None = None,
 ) -> MiniBatchFit:
     """Mini-batch k-means centres on row blocks (inputs and parameters already validated).
@@ -180,8 +179,6 @@ def minibatch_fit(
     seed : int
     tol_abs : float
         Absolute tolerance on a step's squared centre change (0 disables it).
-    reference : ndarray of shape (d,)
-        The data mean (reference point of the distance products).
     full_init : callable, optional
         ``full_init(seed)`` -> dict with ``centres``, ``n_candidates``, ``n_passes``: the
         whole-data initialisation used for ``init='k-means||'``.
@@ -196,10 +193,13 @@ def minibatch_fit(
         cands = [{"method": "array", "centres": centres, "n_candidates": 0, "n_passes": 0}]
     else:
         cands = _candidates(pool, n_clusters, init, n_init, seed, init_size, full_init)
+    # the steps' reference point is the pool's mean: the same for any chunking (the data
+    # mean's last bits depend on the block moments' merge order)
+    ref = pool.X.mean(axis=0, dtype=np.float64)
     rng = np.random.default_rng([seed, int(DriverStream.MINIBATCH_INIT), 0])
     Xv, wv = _subset(pool, init_size, rng)
     scores = [
-        assign(Xv, CentreSet(np.asarray(c["centres"], dtype=bs.dtype), reference), wv)[2]
+        assign(Xv, CentreSet(np.asarray(c["centres"], dtype=bs.dtype), ref), wv)[2]
         for c in cands
     ]
     best = dict(cands[int(np.argmin(scores))])
@@ -214,7 +214,7 @@ def minibatch_fit(
         tol_abs=tol_abs,
         max_no_improvement=max_no_improvement,
         reassignment_ratio=reassignment_ratio,
-        reference=reference,
+        reference=ref,
         rng=np.random.default_rng([seed, int(DriverStream.MINIBATCH_STEPS)]),
     )
     t_steps = time.perf_counter()
