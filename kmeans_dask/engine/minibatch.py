@@ -196,13 +196,7 @@ def minibatch_fit(
     # the steps' reference point is the pool's mean: the same for any chunking (the data
     # mean's last bits depend on the block moments' merge order)
     ref = pool.X.mean(axis=0, dtype=np.float64)
-    rng = np.random.default_rng([seed, int(DriverStream.MINIBATCH_INIT), 0])
-    Xv, wv = _subset(pool, init_size, rng)
-    scores = [
-        assign(Xv, CentreSet(np.asarray(c["centres"], dtype=bs.dtype), ref), wv)[2]
-        for c in cands
-    ]
-    best = dict(cands[int(np.argmin(scores))])
+    best, scores = _best_candidate(pool, cands, ref, init_size, seed)
     t_init = time.perf_counter()
     res = minibatch_kmeans(
         pool.X,
@@ -224,22 +218,41 @@ def minibatch_fit(
         pool_rows=int(pool.X.shape[0]),
         pool_passes=pool.n_passes,
         pool_seconds=t_pool - t0,
-        validation_inertias=[float(s) for s in scores],
+        validation_inertias=scores,
         n_steps=res.n_steps,
         stop=res.stop,
         steps_seconds=t_steps - t_init,
     )
+    _log(res, b, n_iter, best)
+    return MiniBatchFit(res.centres, res.n_steps, n_iter, res.stop is not None, _history(res), best)
+
+
+def _best_candidate(
+    pool: SamplePool, cands: list[dict[str, Any]], ref: np.ndarray, size: int, seed: int
+) -> tuple[dict[str, Any], list[float]]:
+    """The candidate with the lowest inertia on a seeded ``size``-row subset of the pool
+    (scikit-learn's choice among ``n_init`` initialisations), and every candidate's."""
+    rng = np.random.default_rng([seed, int(DriverStream.MINIBATCH_INIT), 0])
+    Xv, wv = _subset(pool, size, rng)
+    dtype = pool.X.dtype
+    scores = [
+        float(assign(Xv, CentreSet(np.asarray(c["centres"], dtype=dtype), ref), wv)[2])
+        for c in cands
+    ]
+    return dict(cands[int(np.argmin(scores))]), scores
+
+
+def _log(res: MiniBatchResult, batch: int, n_iter: int, info: dict[str, Any]) -> None:
     logger.info(
         "MiniBatch: %d step(s) of %d rows (%d pass(es) over the data's worth), %s; pool of "
         "%d rows; %.3g s in steps",
         res.n_steps,
-        b,
+        batch,
         n_iter,
         "stopped: " + res.stop if res.stop else "max_iter reached",
-        pool.X.shape[0],
-        t_steps - t_init,
+        info["pool_rows"],
+        info["steps_seconds"],
     )
-    return MiniBatchFit(res.centres, res.n_steps, n_iter, res.stop is not None, _history(res), best)
 
 
 def _history(res: MiniBatchResult) -> list[IterationStats]:

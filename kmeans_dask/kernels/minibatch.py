@@ -211,22 +211,17 @@ def minibatch_kmeans(
 
     Parameters
     ----------
-    X : ndarray of shape (m, d)
-        Rows the batches are drawn from (the sample pool), C-contiguous.
-    w : ndarray of shape (m,) or None
-        Row weights: batches are drawn proportionally to them.
+    X, w : ndarray of shape (m, d), ndarray of shape (m,) or None
+        Rows the batches are drawn from (the sample pool, C-contiguous) and their weights:
+        batches are drawn proportionally to them.
     centres : ndarray of shape (k, d)
         Initial centres.
-    batch_size : int
-        Rows per batch.
-    n_steps : int
-        Most steps to run.
+    batch_size, n_steps : int
+        Rows per batch; most steps to run.
     n_samples : int
         Rows of the whole data the pool stands for (smoothing of the stopping rule).
-    tol_abs, max_no_improvement
-        See :class:`EarlyStopping`.
-    reassignment_ratio : float
-        See :func:`minibatch_step`.
+    tol_abs, max_no_improvement, reassignment_ratio
+        See :class:`EarlyStopping` and :func:`minibatch_step`.
     reference : ndarray of shape (d,)
         Reference point of the shifted distance products.
     rng : numpy Generator
