@@ -167,22 +167,30 @@ def test_sample_weight_flows_through():
     assert ours.inertia_ == pytest.approx(ref.inertia_, rel=0.005)
 
 
+def test_refine_is_lloyd_from_the_minibatch_centres():
+    """With the whole data as the pool, refining = Lloyd (scikit-learn's KMeans) from the
+    centres of the same run without refining; the steps are the same either way."""
+    X, _ = _blobs(6000, d=5, k=8, std=3.0, seed=4)
+    plain = KMeans(8, algorithm="minibatch", refine=False, tol=0, random_state=2).fit(X)
+    refined = KMeans(8, algorithm="minibatch", tol=0, random_state=2).fit(X)
+    ref = SKKMeans(8, init=plain.cluster_centers_, n_init=1, tol=0, max_iter=300).fit(X)
+    assert refined.n_steps_ == plain.n_steps_ and plain.init_info_["refine_iter"] == 0
+    assert refined.init_info_["refine_iter"] >= 1 and refined.converged_
+    np.testing.assert_allclose(refined.cluster_centers_, ref.cluster_centers_, rtol=1e-9)
+    np.testing.assert_array_equal(refined.labels_.compute(), ref.labels_)
+    assert refined.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+    assert refined.inertia_ <= plain.inertia_
+
+
 def test_early_stopping_stops_and_max_iter_bounds_the_steps():
     X, _ = _blobs(5000, d=4, k=4)
-    early = KMeans(4, algorithm="minibatch", tol=0, random_state=0, batch_size=100).fit(X)
+    mb = {"algorithm": "minibatch", "random_state": 0, "batch_size": 100, "refine": False}
+    early = KMeans(4, tol=0, **mb).fit(X)
     assert early.init_info_["stop"] == "no_improvement"
     assert early.n_steps_ < 2 * 5000 // 100 and early.converged_
-    by_tol = KMeans(4, algorithm="minibatch", tol=1e-2, random_state=0, batch_size=100).fit(X)
+    by_tol = KMeans(4, tol=1e-2, **mb).fit(X)
     assert by_tol.init_info_["stop"] == "tol" and by_tol.n_steps_ < early.n_steps_
-    full = KMeans(
-        4,
-        algorithm="minibatch",
-        tol=0,
-        max_no_improvement=None,
-        max_iter=2,
-        batch_size=100,
-        random_state=0,
-    ).fit(X)
+    full = KMeans(4, tol=0, max_no_improvement=None, max_iter=2, **mb).fit(X)
     assert full.n_steps_ == 2 * 5000 // 100 and full.n_iter_ == 2
     assert full.init_info_["stop"] is None and not full.converged_
 
@@ -244,6 +252,10 @@ def test_same_result_on_the_cluster_as_locally(_session_client):
             {"max_no_improvement": -1},
             "The 'max_no_improvement' parameter of KMeans must be an int in the range "
             "[0, inf) or None. Got -1 instead.",
+        ),
+        (
+            {"refine": 1},
+            "The 'refine' parameter of KMeans must be an instance of 'bool'. Got 1 instead.",
         ),
         (
             {"reassignment_ratio": -0.5},

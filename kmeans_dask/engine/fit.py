@@ -38,7 +38,7 @@ class FitParams:
 
     ``init`` is one of :data:`INIT_METHODS`, or ``"array"`` with ``centres`` given (in the
     data's dtype, shape ``(n_clusters, n_features)``). ``seed`` is an int. ``algorithm`` is
-    one of :data:`ALGORITHMS`; the last three fields are used by ``"minibatch"`` only.
+    one of :data:`ALGORITHMS`; the fields after it are used by ``"minibatch"`` only.
     """
 
     n_clusters: int
@@ -54,6 +54,7 @@ class FitParams:
     batch_size: int = 1024
     max_no_improvement: int | None = 10
     reassignment_ratio: float = 0.01
+    refine: bool = True
 
 
 @dataclass
@@ -167,6 +168,7 @@ def _fit_minibatch(
         tol_abs=tol_abs,
         max_no_improvement=params.max_no_improvement,
         reassignment_ratio=params.reassignment_ratio,
+        refine=params.refine,
         full_init=full_init,
     )
     labels, inertia = assign_blocks(bs, mb.centres, mean)

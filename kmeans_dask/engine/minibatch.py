@@ -21,6 +21,10 @@ Initialisation, like scikit-learn's ``init_size``: k-means++ or random rows on a
 another such subset and the best one runs. ``init='k-means||'`` runs k-means|| on the whole
 data (``init_rounds + 1`` passes, none when a K sweep shares its candidate pool).
 
+After the steps, unless ``refine=False``, Lloyd iterations on the pool (in memory, no pass
+over the data) take the centres to a fixed point of the pool: scikit-learn's per-centre
+learning rate freezes the centres early, and a run can stop well above Lloyd's inertia.
+
 Passes over the data: one for the pool (plus k-means||'s); the caller then makes one full
 pass for every row's label and the exact inertia.
 """
@@ -37,10 +41,11 @@ from typing import Any
 import dask
 import numpy as np
 from dask.utils import parse_bytes
+from threadpoolctl import threadpool_limits
 
 from ..kernels import init as init_kernels
 from ..kernels.lloyd import CentreSet, assign
-from ..kernels.minibatch import MiniBatchResult, minibatch_kmeans
+from ..kernels.minibatch import MiniBatchResult, minibatch_kmeans, refine_lloyd
 from ..kernels.streams import DriverStream, Stream, row_uniforms
 from .blocks import Block, BlockSet
 from .lloyd import IterationStats
@@ -126,6 +131,7 @@ def _pool_init(
 
 def _candidates(
     pool: SamplePool,
+    centres: np.ndarray | None,
     k: int,
     method: str,
     n_init: int,
@@ -133,7 +139,10 @@ def _candidates(
     init_size: int,
     full_init: Callable[[int], dict[str, Any]] | None,
 ) -> list[dict[str, Any]]:
-    """The ``n_init`` initial centres (dicts as :func:`minibatch_fit` records them)."""
+    """The ``n_init`` initial centres (dicts as :func:`minibatch_fit` records them), or the
+    given ``centres``."""
+    if centres is not None:
+        return [{"method": "array", "centres": centres, "n_candidates": 0, "n_passes": 0}]
     seeds = np.random.SeedSequence(seed).generate_state(n_init, dtype=np.uint64)
     out = []
     for run in range(n_init):
@@ -161,27 +170,23 @@ def minibatch_fit(
     tol_abs: float,
     max_no_improvement: int | None,
     reassignment_ratio: float,
+    refine: bool = True,
     full_init: Callable[[int], dict[str, Any]] | None = None,
 ) -> MiniBatchFit:
     """Mini-batch k-means centres on row blocks (inputs and parameters already validated).
 
     Parameters
     ----------
-    bs : BlockSet
-    n_clusters, n_init, batch_size, max_iter, max_no_improvement, reassignment_ratio
-        As in :class:`kmeans_dask.KMeans` (``max_iter`` counts passes' worth of rows:
-        at most ``max_iter * n_samples // batch_size`` steps).
-    init : str
-        ``'k-means++'`` or ``'random'`` (on the pool), ``'k-means||'`` (``full_init``),
-        ``'array'`` (``centres``).
-    centres : ndarray or None
-        Explicit initial centres (``init='array'``).
-    seed : int
+    n_clusters, n_init, seed, batch_size, max_iter, max_no_improvement, refine
+        As in :class:`kmeans_dask.KMeans` (and ``reassignment_ratio``).
+    init, centres : str, ndarray or None
+        ``'k-means++'``/``'random'`` (on the pool), ``'k-means||'`` (``full_init``), or
+        ``'array'`` with the ``centres``.
     tol_abs : float
-        Absolute tolerance on a step's squared centre change (0 disables it).
+        Tolerance on a step's (and a refining iteration's) squared centre shift.
     full_init : callable, optional
         ``full_init(seed)`` -> dict with ``centres``, ``n_candidates``, ``n_passes``: the
-        whole-data initialisation used for ``init='k-means||'``.
+        whole-data initialisation of ``init='k-means||'``.
     """
     n = bs.n_samples
     b = min(batch_size, n)
@@ -189,31 +194,33 @@ def minibatch_fit(
     t0 = time.perf_counter()
     pool = sample_pool(bs, seed, max(pool_budget_rows(bs.n_features, bs.dtype), init_size))
     t_pool = time.perf_counter()
-    if centres is not None:
-        cands = [{"method": "array", "centres": centres, "n_candidates": 0, "n_passes": 0}]
-    else:
-        cands = _candidates(pool, n_clusters, init, n_init, seed, init_size, full_init)
+    cands = _candidates(pool, centres, n_clusters, init, n_init, seed, init_size, full_init)
     # the steps' reference point is the pool's mean: the same for any chunking (the data
     # mean's last bits depend on the block moments' merge order)
     ref = pool.X.mean(axis=0, dtype=np.float64)
-    best, scores = _best_candidate(pool, cands, ref, init_size, seed)
+    info, scores = _best_candidate(pool, cands, ref, init_size, seed)
     t_init = time.perf_counter()
-    res = minibatch_kmeans(
-        pool.X,
-        pool.w,
-        np.asarray(best.pop("centres"), dtype=bs.dtype),
-        batch_size=b,
-        n_steps=max_iter * n // b,
-        n_samples=n,
-        tol_abs=tol_abs,
-        max_no_improvement=max_no_improvement,
-        reassignment_ratio=reassignment_ratio,
-        reference=ref,
-        rng=np.random.default_rng([seed, int(DriverStream.MINIBATCH_STEPS)]),
-    )
+    # one BLAS thread for the small per-batch products, as scikit-learn's loop does: threaded
+    # BLAS on a 1,024-row batch costs 3-10x more when the cores are busy (measured here)
+    with threadpool_limits(limits=1, user_api="blas"):
+        res = minibatch_kmeans(
+            pool.X,
+            pool.w,
+            np.asarray(info.pop("centres"), dtype=bs.dtype),
+            batch_size=b,
+            n_steps=max_iter * n // b,
+            n_samples=n,
+            tol_abs=tol_abs,
+            max_no_improvement=max_no_improvement,
+            reassignment_ratio=reassignment_ratio,
+            reference=ref,
+            rng=np.random.default_rng([seed, int(DriverStream.MINIBATCH_STEPS)]),
+        )
     t_steps = time.perf_counter()
-    n_iter = math.ceil(res.n_steps * b / n)
-    best.update(
+    C, r_iter, converged = res.centres, 0, res.stop is not None
+    if refine:
+        C, r_iter, converged = refine_lloyd(pool.X, pool.w, C, tol_abs, max_iter, ref)
+    info.update(
         seconds=t_init - t0,
         pool_rows=int(pool.X.shape[0]),
         pool_passes=pool.n_passes,
@@ -222,9 +229,12 @@ def minibatch_fit(
         n_steps=res.n_steps,
         stop=res.stop,
         steps_seconds=t_steps - t_init,
+        refine_iter=r_iter,
+        refine_seconds=time.perf_counter() - t_steps,
     )
-    _log(res, b, n_iter, best)
-    return MiniBatchFit(res.centres, res.n_steps, n_iter, res.stop is not None, _history(res), best)
+    n_iter = math.ceil(res.n_steps * b / n)
+    _log(res, b, n_iter, info)
+    return MiniBatchFit(C, res.n_steps, n_iter, converged, _history(res), info)
 
 
 def _best_candidate(
@@ -245,13 +255,14 @@ def _best_candidate(
 def _log(res: MiniBatchResult, batch: int, n_iter: int, info: dict[str, Any]) -> None:
     logger.info(
         "MiniBatch: %d step(s) of %d rows (%d pass(es) over the data's worth), %s; pool of "
-        "%d rows; %.3g s in steps",
+        "%d rows; %.3g s in steps; %d refining Lloyd iteration(s) on the pool",
         res.n_steps,
         batch,
         n_iter,
         "stopped: " + res.stop if res.stop else "max_iter reached",
         info["pool_rows"],
         info["steps_seconds"],
+        info["refine_iter"],
     )
 
 

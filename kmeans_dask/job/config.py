@@ -99,6 +99,9 @@ class KMeansSpec(_Strict):
     reassignment_ratio: float = Field(
         0.01, ge=0, description="Low-weight centre reassignment threshold ('minibatch')."
     )
+    refine: bool = Field(
+        True, description="Lloyd on the mini-batch sample pool after the steps ('minibatch')."
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> KMeansSpec:

@@ -131,6 +131,7 @@ def _kmeans_params(config: RunConfig) -> dict[str, Any]:
         "batch_size": km.batch_size,
         "max_no_improvement": km.max_no_improvement,
         "reassignment_ratio": km.reassignment_ratio,
+        "refine": km.refine,
     }
 
 
