@@ -8,8 +8,8 @@ Run (defaults: 8,000,000 rows x 32 float32 features, k=16)::
 Seeded blobs (``kmeans_dask.synthetic.make_blobs``, 16 centres in a box of +-10,
 ``--std`` 8 by default: heavily overlapping, the hard case for mini-batch) are generated on a
 ``LocalCluster`` (2 worker processes x 1 thread), persisted there, and gathered into the
-client as a numpy array for scikit-learn. Every method then fits the same data once, one
-after the other, with the same seed:
+client as a numpy array for scikit-learn. Every method then fits the same data once per
+``--seeds`` value (default 0, 1, 2), one after the other, with that ``random_state``:
 
 - ``lloyd``: ``KMeans(k, init="k-means||")`` (full Lloyd; default ``tol=1e-4``,
   ``max_iter=300``);
@@ -18,9 +18,12 @@ after the other, with the same seed:
 - ``minibatch++``: ``KMeans(k, algorithm="minibatch", init="k-means++")``: k-means++ on
   ``3 * batch_size`` rows of the sample pool, scikit-learn's way (two passes over the data in
   all);
+- ``minibatch++plain``: the same with ``refine=False`` (scikit-learn's rule alone, no Lloyd
+  on the pool after the steps);
 - ``sklearn-mbk``: ``sklearn.cluster.MiniBatchKMeans`` with the same ``batch_size``,
   ``max_no_improvement``, ``reassignment_ratio`` and its defaults otherwise (``tol=0``,
-  ``n_init=1`` for k-means++), on the numpy array in the client (2 threads);
+  ``n_init=1`` for k-means++), on the numpy array in the client (``--sklearn-threads``,
+  default 1, like our caller-side steps);
 - ``sklearn-mbk-tol``: the same with ``tol=1e-4`` (our ``tol``, same meaning).
 
 Times are whole ``fit`` calls (kmeans_dask: copying the persisted chunks into its blocks,
@@ -92,7 +95,8 @@ def ours(X: Any, args: argparse.Namespace, name: str, **params: Any) -> Row:
             f"init {info['method']} {info['seconds'] - info['pool_seconds']:.3g} s "
             f"({info['n_passes']} passes), pool {info['pool_rows']:,} rows "
             f"{info['pool_seconds']:.3g} s, {km.n_steps_} steps {info['steps_seconds']:.3g} s "
-            f"(stop: {info['stop']}), n_iter_={km.n_iter_}"
+            f"(stop: {info['stop']}), n_iter_={km.n_iter_}, refine {info['refine_iter']} "
+            f"Lloyd iterations on the pool {info['refine_seconds']:.3g} s"
         )
     else:
         detail = (
@@ -113,8 +117,14 @@ def sklearn_mbk(Xn: np.ndarray, args: argparse.Namespace, name: str, tol: float)
         tol=tol,
         random_state=args.seed,
     )
-    t, km = timed(lambda: km.fit(Xn))
-    detail = f"init k-means++ on init_size rows, {km.n_steps_} steps, n_iter_={km.n_iter_}"
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=args.sklearn_threads):
+        t, km = timed(lambda: km.fit(Xn))
+    detail = (
+        f"init k-means++ on init_size rows, {km.n_steps_} steps, n_iter_={km.n_iter_}, "
+        f"{args.sklearn_threads} thread(s)"
+    )
     return Row(name, t, km.cluster_centers_, float(km.inertia_), detail)
 
 
@@ -156,11 +166,14 @@ def print_header(client: Any, args: argparse.Namespace) -> None:
     print(f"cluster: LocalCluster({N_WORKERS} worker processes x 1 thread)")
     print(
         f"data: {args.rows:,} x {args.features} {args.dtype} blobs, {args.k} centres, "
-        f"cluster_std={args.std}, seed {args.seed}; k={args.k}, batch_size={args.batch_size}"
+        f"cluster_std={args.std}, data seed {args.data_seed}; k={args.k}, "
+        f"batch_size={args.batch_size}; fit seeds {args.seed_list}"
     )
 
 
-def report(rows: list[Row]) -> None:
+def report(rows: list[Row], seed: int) -> dict[str, tuple[float, float]]:
+    """Print one seed's table; returns ``{method: (time lloyd/this, inertia this/lloyd)}``."""
+    print(f"\n=== fits with random_state={seed} ===")
     head = f"{'method':<16} {'fit s':>8} {'inertia (numpy, f64)':>22} {'own inertia_':>16}"
     print()
     print(head)
@@ -174,20 +187,32 @@ def report(rows: list[Row]) -> None:
     print("\nratios against full Lloyd (measured in this run):")
     goal = "goal (>= 5x, <= 1.02)"
     print(f"{'method':<16} {'time lloyd/this':>16} {'inertia this/lloyd':>19}  {goal}")
+    out = {}
     for r in rows:
         if r is base:
             continue
         speed = base.fit_s / r.fit_s
         qual = r.inertia / base.inertia
+        out[r.name] = (speed, qual)
         ok = "met" if speed >= 5 and qual <= 1.02 else "not met"
         print(f"{r.name:<16} {speed:>15.2f}x {qual:>19.4f}  {ok}")
-    for name in ("minibatch||", "minibatch++"):
+    for name in ("minibatch||", "minibatch++", "minibatch++plain"):
         if name in by and "sklearn-mbk" in by:
             a, b = by[name], by["sklearn-mbk"]
             print(
                 f"{name} against sklearn-mbk: time {a.fit_s / b.fit_s:.2f}x, "
                 f"inertia {a.inertia / b.inertia:.4f}"
             )
+    return out
+
+
+def summary(results: dict[int, dict[str, tuple[float, float]]]) -> None:
+    print("\n=== summary over seeds", ", ".join(map(str, results)), "===")
+    print(f"{'method':<16} {'time lloyd/this (each seed)':>34} {'inertia this/lloyd':>28}")
+    for name in next(iter(results.values())):
+        speeds = " ".join(f"{res[name][0]:.2f}x" for res in results.values())
+        quals = " ".join(f"{res[name][1]:.4f}" for res in results.values())
+        print(f"{name:<16} {speeds:>34} {quals:>28}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -198,13 +223,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--std", type=float, default=8.0, help="blob standard deviation (8)")
     p.add_argument("--batch-size", type=int, default=1024, help="mini-batch rows (1024)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--seed", type=int, default=0, help="seed of the data and of every fit")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the data (0)")
+    p.add_argument("--seeds", default="0,1,2", help="random_state of the fits, one run each")
     p.add_argument(
         "--methods",
-        default="lloyd,minibatch||,minibatch++,sklearn-mbk,sklearn-mbk-tol",
+        default="lloyd,minibatch||,minibatch++,minibatch++plain,sklearn-mbk,sklearn-mbk-tol",
         help="comma list (lloyd is needed for the ratios)",
     )
+    p.add_argument(
+        "--sklearn-threads",
+        type=int,
+        default=1,
+        help="OpenMP/BLAS threads of scikit-learn (default 1: with 2, its OpenMP threads "
+        "spun against the idle workers here, 63 ms per 1,024-row step)",
+    )
     args = p.parse_args(argv)
+    args.seed_list = [int(x) for x in args.seeds.split(",") if x.strip()]
+    args.seed = args.seed_list[0]
     args.method_list = [m.strip() for m in args.methods.split(",") if m.strip()]
     return args
 
@@ -241,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             centers=args.k,
             cluster_std=args.std,
             chunk_rows=math.ceil(args.rows / n_chunks),
-            random_state=args.seed,
+            random_state=args.data_seed,
             dtype=dtype,
         )
         X = X.map_blocks(np.ascontiguousarray, dtype=dtype, meta=np.empty((0, 0), dtype=dtype))
@@ -266,18 +301,31 @@ def main(argv: list[str] | None = None) -> int:
                 init="k-means++",
                 batch_size=args.batch_size,
             ),
+            "minibatch++plain": lambda: ours(
+                X,
+                args,
+                "minibatch++plain",
+                algorithm="minibatch",
+                init="k-means++",
+                batch_size=args.batch_size,
+                refine=False,
+            ),
             "sklearn-mbk": lambda: sklearn_mbk(Xn, args, "sklearn-mbk", tol=0.0),
             "sklearn-mbk-tol": lambda: sklearn_mbk(Xn, args, "sklearn-mbk-tol", tol=1e-4),
         }
-        rows = []
-        for name in args.method_list:
-            gc.collect()
-            client.run(gc.collect)
-            rows.append(runs[name]())
-            print(f"{name}: {rows[-1].fit_s:.3f} s", flush=True)
-        for r in rows:
-            r.inertia = sq_inertia(Xn, r.centres)
-        report(rows)
+        results = {}
+        for seed in args.seed_list:
+            args.seed = seed
+            rows = []
+            for name in args.method_list:
+                gc.collect()
+                client.run(gc.collect)
+                rows.append(runs[name]())
+                print(f"seed {seed} {name}: {rows[-1].fit_s:.3f} s", flush=True)
+            for r in rows:
+                r.inertia = sq_inertia(Xn, r.centres)
+            results[seed] = report(rows, seed)
+        summary(results)
     return 0
 
 

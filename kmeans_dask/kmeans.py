@@ -58,8 +58,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         stop when the sum of squared centre shifts is at most ``tol * mean(var(X, axis=0))``
         ('minibatch': of one step; scikit-learn's MiniBatchKMeans default 0 disables it).
     n_init : int, default=1
-        Runs with different seeds; the lowest-inertia one is kept ('minibatch': the best
-        of ``n_init`` initialisations on a sample runs, scikit-learn's rule).
+        Runs with different seeds; the lowest-inertia one is kept ('minibatch': runs on the
+        sample pool, compared by their inertia on it).
     random_state : int, RandomState, Generator or None, default=None
         Seed of the initialisation and of the mini-batches. The same seed and the same
         chunking give bit-identical centres (for ``'minibatch'``, any chunking).

@@ -17,9 +17,10 @@ would otherwise reuse its rows many times: k-means on a uniform sample of ``m`` 
 from k-means on all of them by ``O(k d / m)`` in relative inertia (under 0.1% here).
 
 Initialisation, like scikit-learn's ``init_size``: k-means++ or random rows on a subset of
-``3 * batch_size`` pool rows (at least ``3 * k``); ``n_init`` candidates are compared on
-another such subset and the best one runs. ``init='k-means||'`` runs k-means|| on the whole
-data (``init_rounds + 1`` passes, none when a K sweep shares its candidate pool).
+``3 * batch_size`` pool rows (at least ``3 * k``). ``init='k-means||'`` runs k-means|| on the
+whole data (``init_rounds + 1`` passes, none when a K sweep shares its candidate pool).
+With ``n_init > 1``, each initialisation gets a whole run on the pool and the lowest pool
+inertia is kept (scikit-learn compares only the initial centres; the runs cost no pass).
 
 After the steps, unless ``refine=False``, Lloyd iterations on the pool (in memory, no pass
 over the data) take the centres to a fixed point of the pool: scikit-learn's per-centre
@@ -142,18 +143,23 @@ def _candidates(
     """The ``n_init`` initial centres (dicts as :func:`minibatch_fit` records them), or the
     given ``centres``."""
     if centres is not None:
-        return [{"method": "array", "centres": centres, "n_candidates": 0, "n_passes": 0}]
+        return [
+            {"method": "array", "centres": centres, "n_candidates": 0, "n_passes": 0, "seed": seed}
+        ]
     seeds = np.random.SeedSequence(seed).generate_state(n_init, dtype=np.uint64)
     out = []
     for run in range(n_init):
         run_seed = int(seeds[run]) if n_init > 1 else seed
         if method == "k-means||" and full_init is not None:
-            out.append(full_init(run_seed))
+            out.append({**full_init(run_seed), "seed": run_seed})
             continue
         rng = np.random.default_rng([run_seed, int(DriverStream.MINIBATCH_INIT), 1])
         centres = _pool_init(pool, k, method, init_size, rng)
         n_cand = min(init_size, pool.X.shape[0])
-        out.append({"method": method, "centres": centres, "n_candidates": n_cand, "n_passes": 0})
+        out.append(
+            {"method": method, "centres": centres, "n_candidates": n_cand, "n_passes": 0}
+            | {"seed": run_seed}
+        )
     return out
 
 
@@ -175,6 +181,11 @@ def minibatch_fit(
 ) -> MiniBatchFit:
     """Mini-batch k-means centres on row blocks (inputs and parameters already validated).
 
+    Each of the ``n_init`` runs (one for explicit centres) initialises, steps and refines on
+    the pool; the run with the lowest inertia on the whole pool is kept (scikit-learn only
+    compares the initial centres, on ``init_size`` rows; whole runs on the pool cost no
+    pass over the data).
+
     Parameters
     ----------
     n_clusters, n_init, seed, batch_size, max_iter, max_no_improvement, refine
@@ -195,61 +206,65 @@ def minibatch_fit(
     pool = sample_pool(bs, seed, max(pool_budget_rows(bs.n_features, bs.dtype), init_size))
     t_pool = time.perf_counter()
     cands = _candidates(pool, centres, n_clusters, init, n_init, seed, init_size, full_init)
+    t_init = time.perf_counter()
     # the steps' reference point is the pool's mean: the same for any chunking (the data
     # mean's last bits depend on the block moments' merge order)
     ref = pool.X.mean(axis=0, dtype=np.float64)
-    info, scores = _best_candidate(pool, cands, ref, init_size, seed)
-    t_init = time.perf_counter()
-    # one BLAS thread for the small per-batch products, as scikit-learn's loop does: threaded
-    # BLAS on a 1,024-row batch costs 3-10x more when the cores are busy (measured here)
-    with threadpool_limits(limits=1, user_api="blas"):
-        res = minibatch_kmeans(
-            pool.X,
-            pool.w,
-            np.asarray(info.pop("centres"), dtype=bs.dtype),
-            batch_size=b,
-            n_steps=max_iter * n // b,
-            n_samples=n,
-            tol_abs=tol_abs,
-            max_no_improvement=max_no_improvement,
-            reassignment_ratio=reassignment_ratio,
-            reference=ref,
-            rng=np.random.default_rng([seed, int(DriverStream.MINIBATCH_STEPS)]),
-        )
-    t_steps = time.perf_counter()
-    C, r_iter, converged = res.centres, 0, res.stop is not None
-    if refine:
-        C, r_iter, converged = refine_lloyd(pool.X, pool.w, C, tol_abs, max_iter, ref)
+    settings = {
+        "batch_size": b,
+        "n_steps": max_iter * n // b,
+        "n_samples": n,
+        "tol_abs": tol_abs,
+        "max_no_improvement": max_no_improvement,
+        "reassignment_ratio": reassignment_ratio,
+        "reference": ref,
+    }
+    runs = [_run(pool, c, settings, refine, max_iter) for c in cands]
+    pool_inertias = [r[3] for r in runs]
+    kept = int(np.argmin(pool_inertias))
+    res, C, converged, _, info = runs[kept]
     info.update(
         seconds=t_init - t0,
         pool_rows=int(pool.X.shape[0]),
         pool_passes=pool.n_passes,
         pool_seconds=t_pool - t0,
-        validation_inertias=scores,
+        pool_inertias=pool_inertias,
         n_steps=res.n_steps,
         stop=res.stop,
-        steps_seconds=t_steps - t_init,
-        refine_iter=r_iter,
-        refine_seconds=time.perf_counter() - t_steps,
+        runs_seconds=time.perf_counter() - t_init,
     )
     n_iter = math.ceil(res.n_steps * b / n)
     _log(res, b, n_iter, info)
     return MiniBatchFit(C, res.n_steps, n_iter, converged, _history(res), info)
 
 
-def _best_candidate(
-    pool: SamplePool, cands: list[dict[str, Any]], ref: np.ndarray, size: int, seed: int
-) -> tuple[dict[str, Any], list[float]]:
-    """The candidate with the lowest inertia on a seeded ``size``-row subset of the pool
-    (scikit-learn's choice among ``n_init`` initialisations), and every candidate's."""
-    rng = np.random.default_rng([seed, int(DriverStream.MINIBATCH_INIT), 0])
-    Xv, wv = _subset(pool, size, rng)
-    dtype = pool.X.dtype
-    scores = [
-        float(assign(Xv, CentreSet(np.asarray(c["centres"], dtype=dtype), ref), wv)[2])
-        for c in cands
-    ]
-    return dict(cands[int(np.argmin(scores))]), scores
+def _run(
+    pool: SamplePool, cand: dict[str, Any], settings: dict[str, Any], refine: bool, max_iter: int
+) -> tuple[MiniBatchResult, np.ndarray, bool, float, dict[str, Any]]:
+    """One run from a candidate: mini-batch steps, refinement, the inertia of the pool.
+
+    Returns ``(steps result, centres, converged, pool inertia, the candidate's record)``.
+    """
+    info = dict(cand)
+    centres = np.asarray(info.pop("centres"), dtype=pool.X.dtype)
+    rng = np.random.default_rng([info.pop("seed"), int(DriverStream.MINIBATCH_STEPS)])
+    ref = settings["reference"]
+    # one BLAS thread for the small products (a batch, or 1,024 pool rows at a time in the
+    # refining kernel), as scikit-learn's loop does: with two threads on busy cores they cost
+    # 3-16x more (measured here; the workers already run one thread each)
+    with threadpool_limits(limits=1, user_api="blas"):
+        t0 = time.perf_counter()
+        res = minibatch_kmeans(pool.X, pool.w, centres, rng=rng, **settings)
+        t1 = time.perf_counter()
+        C, r_iter, converged = res.centres, 0, res.stop is not None
+        if refine:
+            C, r_iter, converged = refine_lloyd(
+                pool.X, pool.w, C, settings["tol_abs"], max_iter, ref
+            )
+        t2 = time.perf_counter()
+        inertia = assign(pool.X, CentreSet(C, ref), pool.w)[2]
+    info.update(steps_seconds=t1 - t0, refine_iter=r_iter, refine_seconds=t2 - t1)
+    return res, C, converged, float(inertia), info
 
 
 def _log(res: MiniBatchResult, batch: int, n_iter: int, info: dict[str, Any]) -> None:
