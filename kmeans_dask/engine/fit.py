@@ -2,7 +2,8 @@
 
 ``KMeans.fit`` and ``sweep_k`` both call :func:`fit_blocks` with validated
 :class:`FitParams`; it runs the initialisation (k-means||, k-means++ on a sample, random rows
-or given centres) and Lloyd ``n_init`` times and returns a :class:`FitResult` that the
+or given centres) and Lloyd ``n_init`` times, or mini-batch k-means
+(:mod:`.minibatch`) and one assignment pass, and returns a :class:`FitResult` that the
 estimators wrap. Nobody reaches into another object's private attributes.
 """
 
@@ -19,6 +20,7 @@ from ..exceptions import InvalidParameterError
 from .blocks import BlockSet
 from .init import CandidatePool, kmeans_parallel, kmeanspp_sample, random_rows
 from .lloyd import IterationStats, assign_blocks, lloyd
+from .minibatch import minibatch_fit
 
 __all__ = ["FitParams", "FitResult", "fit_blocks"]
 
@@ -26,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: the initialisation methods by name (an explicit array of centres is ``"array"``)
 INIT_METHODS = ("k-means||", "k-means++", "random")
+#: the algorithms by name
+ALGORITHMS = ("lloyd", "minibatch")
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,8 @@ class FitParams:
     """Validated fit parameters (see :class:`kmeans_dask.KMeans` for their meaning).
 
     ``init`` is one of :data:`INIT_METHODS`, or ``"array"`` with ``centres`` given (in the
-    data's dtype, shape ``(n_clusters, n_features)``). ``seed`` is an int.
+    data's dtype, shape ``(n_clusters, n_features)``). ``seed`` is an int. ``algorithm`` is
+    one of :data:`ALGORITHMS`; the fields after it are used by ``"minibatch"`` only.
     """
 
     n_clusters: int
@@ -45,6 +50,11 @@ class FitParams:
     n_init: int
     seed: int
     centres: np.ndarray | None = None
+    algorithm: str = "lloyd"
+    batch_size: int = 1024
+    max_no_improvement: int | None = 10
+    reassignment_ratio: float = 0.01
+    refine: bool = True
 
 
 @dataclass
@@ -66,6 +76,7 @@ class FitResult:
     reference: np.ndarray
     n_distinct: int
     run_inertias: list[float] = field(default_factory=list)
+    n_steps: int | None = None
 
 
 def fit_blocks(
@@ -84,7 +95,9 @@ def fit_blocks(
     Returns
     -------
     FitResult
-        The run with the lowest inertia of ``n_init`` runs (one run for explicit centres).
+        The run with the lowest inertia of ``n_init`` runs (one run for explicit centres);
+        with ``algorithm="minibatch"``, the one mini-batch run from the best of ``n_init``
+        initialisations.
     """
     if bs.n_samples < params.n_clusters:
         raise InvalidParameterError(
@@ -93,6 +106,8 @@ def fit_blocks(
         )
     n, mean, m2 = bs.moments()
     tol_abs = float(np.mean(m2 / n) * params.tol) if params.tol else 0.0
+    if params.algorithm == "minibatch":
+        return _fit_minibatch(bs, params, mean, tol_abs, init_pool)
     n_init = 1 if params.centres is not None else params.n_init
     seeds = np.random.SeedSequence(params.seed).generate_state(n_init, dtype=np.uint64)
     best: FitResult | None = None
@@ -127,6 +142,44 @@ def fit_blocks(
     best.run_inertias = inertias
     best.n_distinct = _count_distinct(bs, best.labels)
     return best
+
+
+def _fit_minibatch(
+    bs: BlockSet,
+    params: FitParams,
+    mean: np.ndarray,
+    tol_abs: float,
+    init_pool: CandidatePool | None,
+) -> FitResult:
+    """Mini-batch centres, then one pass for the labels and the exact inertia."""
+
+    def full_init(seed: int) -> dict[str, Any]:
+        return _initial_centres(bs, params, seed, mean, init_pool)
+
+    mb = minibatch_fit(
+        bs,
+        n_clusters=params.n_clusters,
+        init=params.init,
+        centres=params.centres,
+        n_init=params.n_init,
+        seed=params.seed,
+        batch_size=params.batch_size,
+        max_iter=params.max_iter,
+        tol_abs=tol_abs,
+        max_no_improvement=params.max_no_improvement,
+        reassignment_ratio=params.reassignment_ratio,
+        refine=params.refine,
+        full_init=full_init,
+    )
+    labels, inertia = assign_blocks(bs, mb.centres, mean)
+    logger.info("KMeans (minibatch): inertia %.6g after %d step(s)", inertia, mb.n_steps)
+    result = FitResult(
+        mb.centres, inertia, mb.n_iter, mb.converged, mb.history, mb.init_info, labels, mean, 0
+    )
+    result.run_inertias = [inertia]
+    result.n_steps = mb.n_steps
+    result.n_distinct = _count_distinct(bs, labels)
+    return result
 
 
 def _initial_centres(

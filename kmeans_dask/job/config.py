@@ -87,6 +87,21 @@ class KMeansSpec(_Strict):
     n_init: int = Field(1, ge=1)
     random_state: int = Field(0, ge=0)
     dtype: Literal["float32", "float64"] = "float64"
+    algorithm: Literal["lloyd", "minibatch"] = Field(
+        "lloyd",
+        description="'lloyd' (full passes) or 'minibatch' (scikit-learn's MiniBatchKMeans rule "
+        "on a seeded sample, then one full pass for the labels and the exact inertia).",
+    )
+    batch_size: int = Field(1024, ge=1, description="Rows per mini-batch ('minibatch').")
+    max_no_improvement: int | None = Field(
+        10, ge=0, description="Steps without improvement before stopping ('minibatch')."
+    )
+    reassignment_ratio: float = Field(
+        0.01, ge=0, description="Low-weight centre reassignment threshold ('minibatch')."
+    )
+    refine: bool = Field(
+        True, description="Lloyd on the mini-batch sample pool after the steps ('minibatch')."
+    )
     persist: Literal["auto", "always", "never"] = Field(
         "auto",
         description="Hold the blocks on the workers ('always'), read them again on every "

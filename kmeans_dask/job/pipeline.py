@@ -95,6 +95,11 @@ def _kmeans_params(config: RunConfig) -> dict[str, Any]:
         "max_iter": km.max_iter,
         "tol": km.tol,
         "n_init": km.n_init,
+        "algorithm": km.algorithm,
+        "batch_size": km.batch_size,
+        "max_no_improvement": km.max_no_improvement,
+        "reassignment_ratio": km.reassignment_ratio,
+        "refine": km.refine,
     }
 
 

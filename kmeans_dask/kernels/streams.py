@@ -29,6 +29,7 @@ class Stream(IntEnum):
     KMEANSPP_SAMPLE = 1 * _HIGH  # init='k-means++': the Bernoulli row sample
     RANDOM_ROWS = 2 * _HIGH  # init='random': weighted sampling keys
     SILHOUETTE_SAMPLE = 3 * _HIGH  # the stratified sample of the exact silhouette
+    MINIBATCH_SAMPLE = 4 * _HIGH  # algorithm='minibatch': the Bernoulli sample pool
 
 
 class DriverStream(IntEnum):
@@ -36,6 +37,8 @@ class DriverStream(IntEnum):
 
     CANDIDATE_REDUCTION = 1  # k-means||: weighted k-means++ trials on the candidates (+ K)
     KMEANSPP = 2  # init='k-means++': greedy k-means++ on the sample
+    MINIBATCH_INIT = 3  # algorithm='minibatch': init and validation subsets of the pool
+    MINIBATCH_STEPS = 4  # algorithm='minibatch': batch draws and centre reassignments
 
 
 def kmeans_parallel_round(r: int) -> int:
