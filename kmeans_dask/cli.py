@@ -32,10 +32,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .exceptions import describe, exit_code
+
 __all__ = ["main"]
 
-EXIT_USAGE = 2
-EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
@@ -327,44 +327,6 @@ def _demo(args: argparse.Namespace) -> int:
     ):
         print(f"  {run / rel}")
     return 0
-
-
-def exit_code(exc: BaseException) -> int:
-    """2 for a config, data or parameter error (the user's to fix), 1 for anything else."""
-    from .exceptions import ConfigError, InputError, InvalidParameterError, StorageError
-
-    if isinstance(exc, StorageError):
-        return EXIT_FAILED
-    if isinstance(exc, ConfigError | InputError | InvalidParameterError):
-        return EXIT_USAGE
-    return EXIT_FAILED
-
-
-def describe(exc: BaseException) -> str:
-    """The failure in one line (one line per key for an invalid config)."""
-    from .exceptions import (
-        ConfigError,
-        InputError,
-        InvalidParameterError,
-        KMeansDaskError,
-        StorageError,
-    )
-
-    text = str(exc).strip() or type(exc).__name__
-    lines = text.splitlines()
-    if len(lines) == 2 and lines[1].startswith("  "):  # one config error: one line
-        text = f"{lines[0]} {lines[1].strip()}"
-    if isinstance(exc, ConfigError):
-        return text
-    if isinstance(exc, InputError):
-        return f"input error: {text}"
-    if isinstance(exc, InvalidParameterError):
-        return f"invalid parameter: {text}"
-    if isinstance(exc, StorageError):
-        return f"storage error: {text}"
-    if isinstance(exc, KMeansDaskError):
-        return f"{type(exc).__name__}: {text}"
-    return f"failed: {type(exc).__name__}: {lines[0]} (run with -v for the traceback)"
 
 
 @contextmanager

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "EXIT_FAILED",
+    "EXIT_USAGE",
     "ConfigError",
     "ConvergenceWarning",  # noqa: F822 (module __getattr__)
     "DatasetError",
@@ -20,6 +22,8 @@ __all__ = [
     "KMeansDaskWarning",
     "MemoryBudgetError",
     "StorageError",
+    "describe",
+    "exit_code",
 ]
 
 
@@ -62,6 +66,43 @@ class DatasetError(InputError):
 
 class StorageError(KMeansDaskError, OSError):
     """Writing or committing results failed (the run is left uncommitted)."""
+
+
+
+# --------------------------------------------------------------------------- reporting
+
+#: exit code of a failure the user fixes in the config, the data or a parameter
+EXIT_USAGE = 2
+#: exit code of any other failure (storage, compute, a concurrent run)
+EXIT_FAILED = 1
+
+
+def exit_code(exc: BaseException) -> int:
+    """2 for a config, data or parameter error (the user's to fix), 1 for anything else."""
+    if isinstance(exc, StorageError):
+        return EXIT_FAILED
+    if isinstance(exc, ConfigError | InputError | InvalidParameterError):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def describe(exc: BaseException) -> str:
+    """The failure in one line (one line per key for an invalid config)."""
+    text = str(exc).strip() or type(exc).__name__
+    lines = text.splitlines()
+    if len(lines) == 2 and lines[1].startswith("  "):  # one config error: one line
+        text = f"{lines[0]} {lines[1].strip()}"
+    if isinstance(exc, ConfigError):
+        return text
+    if isinstance(exc, InputError):
+        return f"input error: {text}"
+    if isinstance(exc, InvalidParameterError):
+        return f"invalid parameter: {text}"
+    if isinstance(exc, StorageError):
+        return f"storage error: {text}"
+    if isinstance(exc, KMeansDaskError):
+        return f"{type(exc).__name__}: {text}"
+    return f"failed: {type(exc).__name__}: {lines[0]} (run with -v for the traceback)"
 
 
 def __getattr__(name: str) -> Any:

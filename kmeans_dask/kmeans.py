@@ -14,14 +14,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from .engine.blocks import BlockSet
 from .engine.fit import ALGORITHMS, INIT_METHODS, FitParams, FitResult, fit_blocks
+from .engine.outputs import checked_apply
 from .engine.prepare import PreparedInput, load_blocks, prepare_input, prepared_blocks
 from .exceptions import InvalidParameterError
 from .kernels.assignment import centre_distances, nearest_labels, nearest_sq_distances
 from .validation import (
     as_feature_array,
-    check_finite,
     check_interval,
-    check_magnitude,
     check_options,
     check_random_state,
     seed_from,
@@ -244,11 +243,11 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             return func(X, C, ref)
         if out_cols is None:
             return X.map_blocks(
-                _checked_block, func, C, ref, owner, dtype=dtype, drop_axis=1,
+                checked_apply, func, C, ref, owner, dtype=dtype, drop_axis=1,
                 meta=np.empty(0, dtype),
             )
         return X.map_blocks(
-            _checked_block,
+            checked_apply,
             func,
             C,
             ref,
@@ -281,21 +280,6 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         else:
             total = d @ np.asarray(sample_weight, dtype=np.float64)
         return -float(total.compute() if hasattr(total, "compute") else total)
-
-
-def _checked_block(
-    X: np.ndarray,
-    func: Callable,
-    C: np.ndarray,
-    ref: np.ndarray,
-    owner: str,
-    block_info: dict | None = None,
-) -> np.ndarray:
-    # lazy input is checked block by block, where the values are (rows counted globally)
-    row0 = block_info[0]["array-location"][0][0] if block_info else 0
-    check_finite(X, owner, row0=row0)
-    check_magnitude(X, owner, dtype=C.dtype)
-    return func(X, C, ref)
 
 
 # --------------------------------------------------------------------------- fit API

@@ -12,9 +12,10 @@ import pandas as pd
 
 from ..exceptions import DatasetError
 from ..kernels.assignment import assign_rows
+from ..validation import check_finite, check_magnitude
 from .block import Block
 
-__all__ = ["assign_and_write", "read_column"]
+__all__ = ["assign_and_write", "checked_apply", "read_column"]
 
 
 def assign_and_write(
@@ -59,3 +60,20 @@ def read_column(units: tuple, reader: Any, dtype: Any = None) -> np.ndarray:
     """``reader(units)`` (a column of a block's units), cast to ``dtype`` when given."""
     values = reader(units)
     return values if dtype is None else np.asarray(values, dtype=dtype)
+
+
+def checked_apply(
+    X: np.ndarray,
+    func: Callable,
+    C: np.ndarray,
+    ref: np.ndarray,
+    owner: str,
+    block_info: dict | None = None,
+) -> np.ndarray:
+    """``func(X, C, ref)`` on a block of rows, after checking its values for NaN/inf and
+    for squared distances that would overflow (lazy input is checked block by block, where
+    the values are; rows counted globally)."""
+    row0 = block_info[0]["array-location"][0][0] if block_info else 0
+    check_finite(X, owner, row0=row0)
+    check_magnitude(X, owner, dtype=C.dtype)
+    return func(X, C, ref)
