@@ -100,12 +100,16 @@ def ours(X: Any, args: argparse.Namespace, name: str, **params: Any) -> Row:
             f"{info['runs_seconds']:.3g} s; kept run: {km.n_steps_} steps "
             f"{info['steps_seconds']:.3g} s "
             f"(stop: {info['stop']}), n_iter_={km.n_iter_}, refine {info['refine_iter']} "
-            f"Lloyd iterations on the pool {info['refine_seconds']:.3g} s"
+            f"Lloyd iterations on the pool {info['refine_seconds']:.3g} s; the rest of fit "
+            f"(input into blocks, assignment pass, checks) "
+            f"{t - info['seconds'] - info['runs_seconds']:.3g} s"
         )
     else:
         detail = (
             f"init {info['method']} {info['seconds']:.3g} s ({info['n_passes']} passes), "
-            f"{km.n_iter_} Lloyd iterations (converged={km.converged_})"
+            f"{km.n_iter_} Lloyd iterations (converged={km.converged_}), "
+            f"{sum(h.seconds for h in km.history_):.3g} s; the rest of fit "
+            f"{t - info['seconds'] - sum(h.seconds for h in km.history_):.3g} s"
         )
     return Row(name, t, km.cluster_centers_, float(km.inertia_), detail)
 
@@ -251,6 +255,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows when redirected to a file
     logging.getLogger("kmeans_dask").setLevel(logging.WARNING)
     # load the native thread pools before the nanny sets *_NUM_THREADS=1 in this process
     import sklearn.cluster  # noqa: F401
@@ -335,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                 gc.collect()
                 client.run(gc.collect)
                 rows.append(runs[name]())
-                print(f"seed {seed} {name}: {rows[-1].fit_s:.3f} s", flush=True)
+                print(f"seed {seed} {name}: {rows[-1].fit_s:.3f} s; {rows[-1].detail}")
             for r in rows:
                 r.inertia = sq_inertia(Xn, r.centres)
             results[seed] = report(rows, seed)

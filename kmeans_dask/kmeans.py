@@ -77,8 +77,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         random batch rows.
     refine : bool, default=True
         Then Lloyd on the sample pool in memory (no pass over the data) until ``tol``:
-        scikit-learn's learning rate freezes centres early (a run measured 3% above Lloyd's
-        inertia; refined, 0.00%). False: scikit-learn's MiniBatchKMeans result.
+        scikit-learn's learning rate freezes centres early (8M rows: 1.1% above Lloyd's
+        inertia; refined, 0.0%). False: scikit-learn's MiniBatchKMeans result.
 
     Attributes
     ----------
