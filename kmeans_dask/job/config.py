@@ -363,13 +363,16 @@ def load_config(
 def identity(config: RunConfig) -> dict[str, Any]:
     """The part of the config that determines the results (hashed into the run id).
 
-    Leaves out where results go (``output``), where the work runs (``cluster``) and every
-    ``storage_options`` (connection details and credentials, which must never be hashed
-    into a name or written anywhere).
+    Leaves out where results go (``output``), where the work runs (``cluster``), how the
+    blocks are held (``kmeans.persist``, ``kmeans.memory_fraction``: persisted and streamed
+    runs give the same results) and every ``storage_options`` (connection details and
+    credentials, which must never be hashed into a name or written anywhere).
     """
     data = config.model_dump(mode="json")
     data.pop("output", None)
     data.pop("cluster", None)
+    data["kmeans"].pop("persist", None)
+    data["kmeans"].pop("memory_fraction", None)
     data["input"].pop("storage_options", None)
     if data.get("knn", {}).get("query"):
         data["knn"]["query"].pop("storage_options", None)
