@@ -257,7 +257,7 @@ def test_data_four_times_the_workers_memory_streams_to_the_persisted_result(tmp_
             "kmeans": {
                 "k": 4,
                 "init": "random",
-                "max_iter": 3,
+                "max_iter": 2,
                 "tol": 0.0,
                 "block_bytes": "8MiB",
                 "memory_fraction": 0.75,
