@@ -240,14 +240,14 @@ class PauseWatch:
 
     distributed pauses a worker whose process memory passes 80% of its limit and resumes it
     when memory is freed; a job whose data does not fit would then wait forever. While the
-    watch is active, a thread polls the workers' status every ``interval`` seconds; when one
+    watch is active, a thread polls the workers' status every ``interval`` seconds (5); when one
     has been paused for ``timeout`` seconds (dask config ``kmeans_dask.pause-timeout``,
     default 120 s) it cancels every future of ``client`` with a message saying why, so that
     the waiting call fails, and :attr:`reason` holds the message
     (:meth:`check` raises it as a :class:`MemoryBudgetError`).
     """
 
-    def __init__(self, client: Any, timeout: float | None = None, interval: float = 2.0):
+    def __init__(self, client: Any, timeout: float | None = None, interval: float = 5.0):
         from dask.utils import parse_timedelta
 
         self.client = client
