@@ -56,8 +56,13 @@ class Executor:
             return list(pool.map(lambda a: func(*a, **kwargs), args))
 
     def gather(self, handles: list) -> list:
-        """Bring (small) results to the caller."""
+        """Bring (small) results to the caller. When a task failed, every other one is
+        waited for first: no task of a failed pass is still running (e.g. writing) when the
+        error reaches the caller."""
         if self.client is not None:
+            from distributed import wait
+
+            wait(handles)
             return self.client.gather(handles)
         return handles
 

@@ -3,6 +3,7 @@ partitioned data set, or one small table."""
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -50,10 +51,35 @@ def write_frames(parts: list, run: RunCommit, folder: str) -> list[FileRecord]:
     for i, part in enumerate(parts):
         rel = f"{folder}/part-{i:05d}.parquet"
         tasks.append(task(part, run.fs, run.path(rel), rel))
-    records = list(dask.compute(*tasks))
+    records = compute_all(tasks)
     run.add_records(records)
     run.fs.invalidate_cache(run.path(folder))
     return records
+
+
+def compute_all(tasks: list) -> list:
+    """Compute delayed writes; when one fails, wait for every other one to finish before
+    raising, so that the caller's cleanup never races a write still in flight (which would
+    leave a half-written folder behind)."""
+    import dask
+
+    try:
+        from distributed import default_client, wait
+
+        client = default_client()
+    except (ImportError, ValueError):
+        client = None
+    if client is not None:
+        futures = client.compute(tasks)
+        wait(futures)  # all finished or failed
+        return client.gather(futures)
+    if dask.config.get("scheduler", None) in ("sync", "synchronous"):
+        return list(dask.compute(*tasks))
+    from concurrent.futures import ThreadPoolExecutor
+
+    # the with block waits for the running tasks when one has failed
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(dask.compute(*tasks, scheduler="threads", pool=pool))
 
 
 def write_parquet(
