@@ -60,10 +60,11 @@ class Executor:
         waited for first: no task of a failed pass is still running (e.g. writing) when the
         error reaches the caller."""
         if self.client is not None:
-            from distributed import wait
-
-            wait(handles)
-            return self.client.gather(handles)
+            try:
+                return self.client.gather(handles)
+            except Exception:
+                self.client.gather(handles, errors="skip")  # returns once all are done
+                raise
         return handles
 
     def scatter(self, values: list) -> list:

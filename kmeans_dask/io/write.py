@@ -64,15 +64,18 @@ def compute_all(tasks: list) -> list:
     import dask
 
     try:
-        from distributed import default_client, wait
+        from distributed import default_client
 
         client = default_client()
     except (ImportError, ValueError):
         client = None
     if client is not None:
         futures = client.compute(tasks)
-        wait(futures)  # all finished or failed
-        return client.gather(futures)
+        try:
+            return client.gather(futures)
+        except Exception:
+            client.gather(futures, errors="skip")  # returns once all are done
+            raise
     if dask.config.get("scheduler", None) in ("sync", "synchronous"):
         return list(dask.compute(*tasks))
     from concurrent.futures import ThreadPoolExecutor
