@@ -336,3 +336,44 @@ def test_hive_writer_round_trips_through_the_readers(store):
     # the small eager reader: every file under a folder, in path order, without Dask
     table = read_table(store.uri("hive"), ["customer_id", "age"], store.options)
     pd.testing.assert_frame_equal(table, expected[["customer_id", "age"]], check_dtype=False)
+
+
+def test_the_array_reader_matches_pandas_for_row_groups_types_and_nulls(tmp_path):
+    """Arrow's columns go straight into a row-major array (tile by tile): several row
+    groups, an int column, a float32 column and any dtype give pandas' values exactly."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kmeans_dask.io.units import UnitReader
+
+    rng = np.random.default_rng(3)
+    n = 5_003
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=n),
+            "b": rng.integers(-1000, 1000, n),
+            "c": rng.normal(size=n).astype(np.float32),
+        }
+    )
+    for i in range(2):
+        pq.write_table(pa.Table.from_pandas(frame), tmp_path / f"p{i}.parquet", row_group_size=777)
+    ds = open_dataset(str(tmp_path), "parquet")
+    for dtype in (np.float64, np.float32):
+        got = ds.to_dask_array(dtype=dtype).compute()
+        want = pd.concat([frame, frame]).to_numpy(dtype=dtype)
+        np.testing.assert_array_equal(got, want)
+        reader, units = ds.read_units(np.dtype(dtype), max_unit_bytes=None)
+        assert isinstance(reader, UnitReader)
+        X, counts = reader(units)
+        assert X.flags.c_contiguous and counts == [n, n]
+        np.testing.assert_array_equal(X, want)
+
+
+def test_float64_beyond_float32_is_refused_when_read_as_float32(store):
+    """1e39 is finite in the file but inf as float32: the reader says which column and why."""
+    store.write_parquet("big/a.parquet", pd.DataFrame({"age": [1.0, 2.0], "spend": [1e39, 1.0]}))
+    ds = open_dataset(store.uri("big"), "parquet", storage_options=store.options)
+    assert np.isfinite(ds.to_dask_array(dtype=np.float64).compute()).all()
+    message = r"column 'spend' of \S*big/a\.parquet has 1 \+inf.*float32"
+    with pytest.raises(DatasetError, match=message):
+        ds.to_dask_array(dtype=np.float32).compute()

@@ -135,23 +135,47 @@ def read_frame_part(
     return df
 
 
-def read_array_part(part: Part, *, fs: Any, columns: list[str], dtype: np.dtype) -> np.ndarray:
-    """One Parquet partition's feature columns as a Fortran-ordered array (runs on a worker).
+def read_array_part(
+    part: Part, *, fs: Any, columns: list[str], dtype: np.dtype, out: np.ndarray | None = None
+) -> np.ndarray:
+    """One Parquet partition's feature columns as a C-ordered (row-major) array of ``dtype``,
+    filled into ``out`` (rows x columns) when given (runs on a worker).
 
-    Filling column by column into Fortran order is one sequential copy per column: the
-    cheapest way from Arrow's columns to a 2-D array.
+    Arrow holds columns; the compute kernels want rows. The columns are copied straight into
+    the row-major array a tile of rows at a time (the tile stays in cache while every column
+    writes its strip), one copy in all: no column-ordered intermediate and no transposing copy.
     """
     table = read_table_part(fs, part, columns)
-    out = np.empty((table.num_rows, len(columns)), dtype=dtype, order="F")
-    nulls = []
-    for j, name in enumerate(columns):
-        col = table.column(name)
-        nulls.append(col.null_count)
-        if col.null_count:
-            out[:, j] = col.to_numpy(zero_copy_only=False)  # nulls become NaN
-        else:
-            out[:, j] = col.to_numpy()
-    check_finite(to_uri(fs, part.path), columns, [out[:, j] for j in range(len(columns))], nulls)
+    n, d = table.num_rows, len(columns)
+    uri = to_uri(fs, part.path)
+    if out is None:
+        out = np.empty((n, d), dtype=dtype)
+    elif out.shape != (n, d):
+        raise DatasetError(f"{uri}: read {n} rows where its footer gave {out.shape[0]}")
+    nulls = [table.column(c).null_count for c in columns]
+    tile = max(256, (256 * 1024) // max(1, d * out.dtype.itemsize))
+    sums = np.zeros(d)
+    row = 0
+    for batch in table.to_batches():
+        # zero-copy views of Arrow's buffers (nulls become NaN in a copy)
+        arrays = [batch.column(c).to_numpy(zero_copy_only=False) for c in columns]
+        cast = any(a.dtype != out.dtype for a in arrays)
+        m = batch.num_rows
+        for t0 in range(0, m, tile):
+            t1 = min(m, t0 + tile)
+            strip = out[row + t0 : row + t1]
+            with np.errstate(over="ignore"):  # beyond float32: inf, refused just below
+                for j, a in enumerate(arrays):
+                    strip[:, j] = a[t0:t1]
+            if cast:  # finiteness after the cast (float64 beyond float32's range -> inf)
+                sums += strip.sum(axis=0, dtype=np.float64)
+        if not cast:
+            sums += [a.sum() for a in arrays]
+        row += m
+    bad = [j for j in range(d) if not np.isfinite(sums[j])]
+    if bad:  # the exact counts, only for the columns that need them
+        names = [columns[j] for j in bad]
+        check_finite(uri, names, [out[:, j] for j in bad], [nulls[j] for j in bad])
     return out
 
 

@@ -106,18 +106,31 @@ class UnitReader:
         self.direct = direct
         self.frame_args = dict(frame_args)
 
-    def _read(self, part: Part) -> np.ndarray:
+    def _read(self, part: Part, out: np.ndarray | None = None) -> np.ndarray:
         if self.direct:
-            return read_array_part(part, fs=self.fs, columns=self.features, dtype=self.dtype)
+            return read_array_part(
+                part, fs=self.fs, columns=self.features, dtype=self.dtype, out=out
+            )
         df = read_frame_part(part, None, fs=self.fs, fmt=self.fmt, **self.frame_args)
         return df[self.features].to_numpy(dtype=self.dtype)
 
     def __call__(self, units: Sequence[ReadUnit]) -> tuple[np.ndarray, list[int]]:
         """The features of ``units`` in row order, and the rows of each unit."""
+        d = len(self.features)
+        if self.direct and all(u.n_rows is not None for u in units):
+            # rows known from the footers: every unit fills its rows of one array
+            counts = [int(u.n_rows) for u in units]
+            out = np.empty((sum(counts), d), dtype=self.dtype)
+            row = 0
+            for u, rows in zip(units, counts, strict=True):
+                self._read(u.part(), out[row : row + rows])
+                row += rows
+            return out, counts
         pieces = [self._read(u.part()) for u in units]
         counts = [p.shape[0] for p in pieces]
-        d = len(self.features)
-        out = np.empty((sum(p.shape[0] for p in pieces), d), dtype=self.dtype)
+        if len(pieces) == 1:
+            return np.ascontiguousarray(pieces[0]), counts
+        out = np.empty((sum(counts), d), dtype=self.dtype)
         row = 0
         while pieces:  # copy into row order piece by piece, freeing each as it is copied
             p = pieces.pop(0)
