@@ -4,7 +4,14 @@ with the written assignments, persisted and streamed."""
 
 from __future__ import annotations
 
+import io
+import itertools
+import json
+import subprocess
+import sys
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from kmeans_dask.kernels.profile import (
@@ -14,6 +21,8 @@ from kmeans_dask.kernels.profile import (
     merge_profiles,
     profile_partial,
 )
+from kmeans_dask.job.config import parse_config
+from kmeans_dask.job.pipeline import run
 
 # --------------------------------------------------------------------------- kernel
 
@@ -36,7 +45,7 @@ def test_merged_block_partials_equal_the_partial_of_all_rows(rng):
     whole = profile_partial(Xs, labels, 4, binning)
     cuts = [0, 1, 700, 701, 2000, 3000]  # includes a one-row block
     acc = profile_partial(Xs[:0], labels[:0], 4, binning)  # an empty block merges as nothing
-    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+    for a, b in itertools.pairwise(cuts):
         acc = merge_profiles(acc, profile_partial(Xs[a:b], labels[a:b], 4, binning))
     np.testing.assert_array_equal(acc.count, whole.count)
     np.testing.assert_array_equal(acc.hist, whole.hist)
@@ -94,3 +103,153 @@ def test_constant_feature_one_row_and_empty_segments():
     assert st.z[0, 1] == 0.0  # constant column: no standardized difference
     np.testing.assert_array_equal(st.quantiles[0, 1], 3.0)
     np.testing.assert_array_equal(st.quantiles[2, 0], 4.0)
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def _customers(n: int = 8000, seed: int = 11) -> pd.DataFrame:
+    """Three blobs in four features of very different units and offsets."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[30.0, 20_000.0, 1.0, 500.0], [45.0, 60_000.0, 5.0, 520.0],
+                        [60.0, 35_000.0, 2.0, 480.0]])
+    spread = np.array([3.0, 4_000.0, 0.5, 5.0])
+    X = centres[rng.integers(0, 3, n)] + rng.normal(size=(n, 4)) * spread
+    df = pd.DataFrame(X, columns=FEATURES)
+    df.insert(0, "customer_id", np.arange(10_000, 10_000 + n, dtype=np.int64))
+    return df
+
+
+FEATURES = ["age", "income", "visits", "basket"]
+
+
+def _write_parts(store, df: pd.DataFrame, parts: int = 3) -> None:
+    bounds = np.linspace(0, len(df), parts + 1).astype(int)
+    for i in range(parts):  # several row groups per file: several blocks per file
+        store.write_parquet(
+            f"in/part-{i:03d}.parquet", df.iloc[bounds[i] : bounds[i + 1]], row_group_size=300
+        )
+
+
+def _config(store, persist: str) -> dict:
+    return {
+        "name": f"profiles-{persist}",
+        "input": {"uri": store.uri("in"), "id_column": "customer_id", "columns": FEATURES},
+        "kmeans": {
+            "k": 3,
+            "random_state": 0,
+            "persist": persist,
+            "block_bytes": "64KiB",  # 256 KB of features: 4+ blocks of several row groups
+        },
+        "output": {"uri": store.uri(f"out-{persist}")},
+    }
+
+
+def _read(fs, path: str) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(fs.cat_file(path)))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, _session_client):
+    """The same small job persisted and streamed (run once for the module's tests)."""
+    from conftest import Store
+
+    store = Store(str(tmp_path_factory.mktemp("profiles")), None)
+    df = _customers()
+    _write_parts(store, df)
+    out = {}
+    with _session_client.as_current():
+        for persist in ("always", "never"):
+            res = run(parse_config(_config(store, persist)), client=_session_client)
+            out[persist] = res
+    return store, df, out
+
+
+@pytest.mark.parametrize("persist", ["always", "never"])
+def test_profiles_equal_pandas_on_the_input_joined_with_the_assignments(runs, persist):
+    store, df, results = runs
+    res = results[persist]
+    manifest = json.loads(store.fs.cat_file(f"{res.results_uri}/manifest.json"))
+    assert manifest["memory"]["mode"] == ("persist" if persist == "always" else "stream")
+    assert len(manifest["inputs"]) and res.timings["profiles"] >= 0
+    prof = _read(store.fs, f"{res.results_uri}/profiles.parquet")
+    seg = store.read_folder(res.results_uri, "assignments")
+    joined = df.merge(seg[["customer_id", "segment"]], on="customer_id", validate="1:1")
+    assert len(joined) == len(df)
+    g = joined.groupby("segment")[FEATURES]
+    means, stds, sizes = g.mean(), g.std(ddof=1), g.size()
+    for _, row in prof.iterrows():
+        s, f = int(row["segment"]), row["feature"]
+        assert row["size"] == sizes[s]
+        assert row["share"] == sizes[s] / len(df)
+        np.testing.assert_allclose(row["mean"], means.loc[s, f], rtol=1e-9)
+        np.testing.assert_allclose(row["std"], stds.loc[s, f], rtol=1e-9)
+        values = joined.loc[joined.segment == s, f].to_numpy()
+        # the blocks hold standardised values: original units come back to a few ulp
+        np.testing.assert_allclose(row[["min", "max"]].to_numpy(dtype=float),
+                                   [values.min(), values.max()], rtol=1e-12)
+        exact = np.quantile(values, QUANTILES)
+        got = row[["q05", "q25", "q50", "q75", "q95"]].to_numpy(dtype=float)
+        assert row["quantile_error"] == pytest.approx((df[f].max() - df[f].min()) / 256)
+        assert (np.abs(got - exact) <= row["quantile_error"] * (1 + 1e-9)).all()
+        overall = df[f]
+        np.testing.assert_allclose(row["overall_mean"], overall.mean(), rtol=1e-9)
+        np.testing.assert_allclose(
+            row["z"], (means.loc[s, f] - overall.mean()) / overall.std(), rtol=1e-9
+        )
+    # the centroids in original units: the model's centres unscaled
+    cents = store.read_folder(res.results_uri, "model/centroids.parquet")
+    assert sorted(prof.segment.unique()) == sorted(sizes.index) == [0, 1, 2]
+    assert set(prof.columns) >= {"centroid", "rank", "overall_std"}
+    assert len(cents) == 3
+
+
+def test_persisted_and_streamed_profiles_are_identical_and_files_committed(runs):
+    store, _, results = runs
+    a, b = (results[p] for p in ("always", "never"))
+    pa_ = _read(store.fs, f"{a.results_uri}/profiles.parquet")
+    pb_ = _read(store.fs, f"{b.results_uri}/profiles.parquet")
+    pd.testing.assert_frame_equal(pa_, pb_, check_exact=True)
+    for res in (a, b):
+        files = {f["path"] for f in res.files}
+        assert {"profiles.parquet", "profiles.md", "profiles.png"} <= files
+        assert store.fs.exists(f"{res.run_uri}/_SUCCESS")
+        png = store.fs.cat_file(f"{res.results_uri}/profiles.png")
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        md = store.fs.cat_file(f"{res.results_uri}/profiles.md").decode()
+        assert md == res.profiles and "| segment | size | share |" in md
+
+
+def test_markdown_names_the_most_distinctive_feature_with_its_means(runs):
+    store, df, results = runs
+    res = results["always"]
+    prof = _read(store.fs, f"{res.results_uri}/profiles.parquet")
+    md = res.profiles
+    for s, rows in prof.groupby("segment"):
+        top = rows.loc[rows["z"].abs().idxmax()]
+        assert top["rank"] == 1
+        line = next(x for x in md.splitlines() if x.startswith(f"| {s} | {int(top['size']):,} |"))
+        assert f"{top['feature']} " in line.split("|")[4].split(";")[0]
+        assert f"({top['z']:+.2f})" in line
+    # one means row per segment plus the overall row
+    assert md.count("| overall |") == 1
+
+
+def test_show_prints_the_profiles_and_json_only_with_the_flag(runs):
+    store, _, results = runs
+    run_uri = results["always"].run_uri
+    shown = _cli("show", run_uri)
+    assert shown.returncode == 0, shown.stderr
+    assert "## Segment profiles" in shown.stdout and "| overall |" in shown.stdout
+    assert results["always"].profiles.strip() in shown.stdout
+    only = _cli("show", run_uri, "--json")
+    assert only.returncode == 0 and json.loads(only.stdout)["k"] == 3
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "kmeans_dask.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

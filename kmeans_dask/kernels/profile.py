@@ -24,9 +24,11 @@ from numba import njit
 from .moments import merge_moments
 
 __all__ = [
+    "QUANTILES",
     "Binning",
     "ProfilePartial",
     "ProfileStats",
+    "choose_bins",
     "finalize_profile",
     "merge_profiles",
     "profile_partial",
@@ -34,6 +36,13 @@ __all__ = [
 
 #: quantiles reported by default (5 %, quartiles, 95 %)
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def choose_bins(n_segments: int, n_features: int, budget: int = 1 << 22) -> int:
+    """Bins per feature so that a partial's histograms (int64) take about ``budget`` bytes,
+    between 32 and 256 (256 bins: quantiles within 0.4 % of each feature's range)."""
+    fit = budget // max(1, 8 * n_segments * n_features)
+    return int(min(256, max(32, fit)))
 
 
 @dataclass(frozen=True)
