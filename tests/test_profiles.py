@@ -7,13 +7,15 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import subprocess
-import sys
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from kmeans_dask.cli import main
+from kmeans_dask.job.config import parse_config
+from kmeans_dask.job.pipeline import run
 from kmeans_dask.kernels.profile import (
     QUANTILES,
     Binning,
@@ -21,8 +23,6 @@ from kmeans_dask.kernels.profile import (
     merge_profiles,
     profile_partial,
 )
-from kmeans_dask.job.config import parse_config
-from kmeans_dask.job.pipeline import run
 
 # --------------------------------------------------------------------------- kernel
 
@@ -111,8 +111,9 @@ def test_constant_feature_one_row_and_empty_segments():
 def _customers(n: int = 8000, seed: int = 11) -> pd.DataFrame:
     """Three blobs in four features of very different units and offsets."""
     rng = np.random.default_rng(seed)
-    centres = np.array([[30.0, 20_000.0, 1.0, 500.0], [45.0, 60_000.0, 5.0, 520.0],
-                        [60.0, 35_000.0, 2.0, 480.0]])
+    centres = np.array(
+        [[30.0, 20_000.0, 1.0, 500.0], [45.0, 60_000.0, 5.0, 520.0], [60.0, 35_000.0, 2.0, 480.0]]
+    )
     spread = np.array([3.0, 4_000.0, 0.5, 5.0])
     X = centres[rng.integers(0, 3, n)] + rng.normal(size=(n, 4)) * spread
     df = pd.DataFrame(X, columns=FEATURES)
@@ -186,8 +187,9 @@ def test_profiles_equal_pandas_on_the_input_joined_with_the_assignments(runs, pe
         np.testing.assert_allclose(row["std"], stds.loc[s, f], rtol=1e-9)
         values = joined.loc[joined.segment == s, f].to_numpy()
         # the blocks hold standardised values: original units come back to a few ulp
-        np.testing.assert_allclose(row[["min", "max"]].to_numpy(dtype=float),
-                                   [values.min(), values.max()], rtol=1e-12)
+        np.testing.assert_allclose(
+            row[["min", "max"]].to_numpy(dtype=float), [values.min(), values.max()], rtol=1e-12
+        )
         exact = np.quantile(values, QUANTILES)
         got = row[["q05", "q25", "q50", "q75", "q95"]].to_numpy(dtype=float)
         assert row["quantile_error"] == pytest.approx((df[f].max() - df[f].min()) / 256)
@@ -221,7 +223,7 @@ def test_persisted_and_streamed_profiles_are_identical_and_files_committed(runs)
 
 
 def test_markdown_names_the_most_distinctive_feature_with_its_means(runs):
-    store, df, results = runs
+    store, _, results = runs
     res = results["always"]
     prof = _read(store.fs, f"{res.results_uri}/profiles.parquet")
     md = res.profiles
@@ -235,21 +237,22 @@ def test_markdown_names_the_most_distinctive_feature_with_its_means(runs):
     assert md.count("| overall |") == 1
 
 
-def test_show_prints_the_profiles_and_json_only_with_the_flag(runs):
-    store, _, results = runs
+def test_show_prints_the_profiles_and_json_only_with_the_flag(runs, capsys):
+    _, _, results = runs
     run_uri = results["always"].run_uri
-    shown = _cli("show", run_uri)
-    assert shown.returncode == 0, shown.stderr
-    assert "## Segment profiles" in shown.stdout and "| overall |" in shown.stdout
-    assert results["always"].profiles.strip() in shown.stdout
-    only = _cli("show", run_uri, "--json")
-    assert only.returncode == 0 and json.loads(only.stdout)["k"] == 3
+    assert _show(run_uri) == 0
+    shown = capsys.readouterr().out
+    assert "## Segment profiles" in shown and "| overall |" in shown
+    assert results["always"].profiles.strip() in shown
+    assert _show(run_uri, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["k"] == 3
 
 
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "kmeans_dask.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _show(*args: str) -> int:
+    """``kmeans-dask show ARGS`` in this process (the CLI's logging setup undone after)."""
+    log = logging.getLogger("kmeans_dask")
+    saved = log.handlers[:], log.level, log.propagate
+    try:
+        return main(["show", *args])
+    finally:
+        log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]

@@ -259,9 +259,10 @@ def _rank_values(p: ProfilePartial, binning: Binning, rank: np.ndarray) -> np.nd
     cum = np.cumsum(p.hist, axis=2)  # (K, d, B)
     r = rank[:, None, None].astype(np.float64)
     b = np.minimum((cum <= r).sum(axis=2), p.hist.shape[2] - 1)  # (K, d)
-    before = np.take_along_axis(cum, b[..., None], axis=2)[..., 0] - np.take_along_axis(
-        p.hist, b[..., None], axis=2
-    )[..., 0]
+    before = (
+        np.take_along_axis(cum, b[..., None], axis=2)[..., 0]
+        - np.take_along_axis(p.hist, b[..., None], axis=2)[..., 0]
+    )
     inbin = np.take_along_axis(p.hist, b[..., None], axis=2)[..., 0]
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(inbin > 0, (r[..., 0] - before + 0.5) / inbin, 0.5)
