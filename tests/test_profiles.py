@@ -256,3 +256,11 @@ def _show(*args: str) -> int:
         return main(["show", *args])
     finally:
         log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
+
+def test_prefect_summary_artifact_includes_the_profiles(runs):
+    from flows.segmentation import _summary_markdown
+
+    res = runs[2]["always"]
+    text = _summary_markdown(res, "config.yaml")
+    assert text.endswith(res.profiles) and f"`{res.run_id}`" in text
