@@ -264,3 +264,27 @@ def test_prefect_summary_artifact_includes_the_profiles(runs):
     res = runs[2]["always"]
     text = _summary_markdown(res, "config.yaml")
     assert text.endswith(res.profiles) and f"`{res.run_id}`" in text
+
+
+def test_float32_blocks_give_float32_accurate_profiles(rng):
+    """float32 data is read as float32 and standardised in float32: inverting with the
+    parameters as applied recovers the float32 values to float32's relative precision."""
+    from kmeans_dask.engine.source import Affine
+
+    X, labels = _data(rng)
+    X32 = X.astype(np.float32)
+    mean, scale = X32.astype(np.float64).mean(axis=0), X32.astype(np.float64).std(axis=0)
+    Xs = Affine(mean, scale).apply(X32.copy())
+    applied = Binning(
+        scale.astype(np.float32).astype(np.float64),
+        mean.astype(np.float32).astype(np.float64),
+        X32.min(axis=0).astype(np.float64),
+        X32.max(axis=0).astype(np.float64),
+        64,
+    )
+    st = finalize_profile(profile_partial(Xs, labels, 4, applied), applied)
+    ref = X32.astype(np.float64)
+    for k in range(4):
+        rows = ref[labels == k]
+        np.testing.assert_allclose(st.mean[k], rows.mean(axis=0), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(st.std[k], rows.std(axis=0, ddof=1), rtol=1e-5)
