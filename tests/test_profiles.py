@@ -288,3 +288,28 @@ def test_float32_blocks_give_float32_accurate_profiles(rng):
         rows = ref[labels == k]
         np.testing.assert_allclose(st.mean[k], rows.mean(axis=0), rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(st.std[k], rows.std(axis=0, ddof=1), rtol=1e-5)
+
+
+def _block_partial(block, n_segments: int, binning: Binning):
+    labels = (np.arange(len(block.X)) % n_segments).astype(np.int64)
+    return "records", profile_partial(block.X, labels, n_segments, binning)
+
+
+def test_tree_reduction_on_the_workers_equals_the_sequential_merge(client, rng):
+    """19 blocks: two levels of the fan-in 8 tree (19 -> 3 -> 1), merged on the workers."""
+    from kmeans_dask.engine.blocks import BlockSet
+    from kmeans_dask.engine.profile import merge_partials, reduce_partials
+
+    X = rng.normal(size=(19 * 40, 3))
+    parts = np.split(X, 19)
+    bs = BlockSet.from_arrays(parts, None, np.float64, 3, sizes=[40] * 19, client=client)
+    binning = Binning.identity(X.min(axis=0), X.max(axis=0), 16)
+    handles = bs.map_keep(_block_partial, n_segments=2, binning=binning)
+    tree = reduce_partials(bs, handles, index=1)
+    sequential = merge_partials([p for _, p in bs.gather(handles)])
+    np.testing.assert_array_equal(tree.count, sequential.count)
+    np.testing.assert_array_equal(tree.hist, sequential.hist)
+    np.testing.assert_allclose(tree.mean, sequential.mean, rtol=1e-13)
+    np.testing.assert_allclose(tree.m2, sequential.m2, rtol=1e-12)
+    bs.release(handles)
+    bs.release()

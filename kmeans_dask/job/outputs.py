@@ -4,6 +4,7 @@ the same pass) and ``scores/`` (one per query partition)."""
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ import pandas as pd
 
 from ..engine.lloyd import assign_blocks
 from ..engine.outputs import assign_and_write, read_column
-from ..engine.profile import binning_for, merge_partials
+from ..engine.profile import binning_for, reduce_partials
 from ..io import RunCommit, open_dataset
 from ..io.write import record_files, write_frame, write_frames
 from ..kernels.profile import Binning, ProfilePartial
@@ -37,7 +38,7 @@ def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> Assi
     """``assignments/part-*.parquet``: id, segment, distance_to_centroid, one file per input
     partition, computed and written on the workers from the standardised blocks (persisted,
     or read again when streamed); ids are read from storage with each partition. The same
-    tasks return each block's profile partial (original units), merged here."""
+    tasks return each block's profile partial (original units), merged on the workers."""
     ds = prepared.dataset
     bs = prepared.blocks
     sc = prepared.scaler
@@ -52,7 +53,7 @@ def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> Assi
     for r in prepared.recipes:
         rels.append([f"assignments/part-{first + i:05d}.parquet" for i in range(len(r.units))])
         first += len(r.units)
-    per_block = bs.map(
+    per_block = bs.map_keep(
         assign_and_write,
         [r.units for r in prepared.recipes],
         bs.offsets,
@@ -66,9 +67,14 @@ def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> Assi
         id_name=id_col or "row",
         binning=binning,
     )
-    records = [rec for block_records, _ in per_block for rec in block_records]
+    try:
+        written = bs.gather(bs.map_values(operator.itemgetter(0), per_block))
+        profile = reduce_partials(bs, per_block, index=1)
+    finally:
+        bs.release(per_block)
+    records = [rec for block_records in written for rec in block_records]
     record_files(run, records, "assignments")
-    return Assigned(records, merge_partials([p for _, p in per_block]), binning)
+    return Assigned(records, profile, binning)
 
 
 def _reference_labels(config: RunConfig, prepared: Prepared, model: KMeans) -> list:
