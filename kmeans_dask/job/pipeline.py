@@ -1,5 +1,6 @@
 """The segmentation job as plain Python: plan -> read -> scale -> sweep -> fit -> assign ->
-profiles -> score -> commit. Runnable without Prefect; ``flows/segmentation.py`` wraps these stages.
+profiles -> score -> commit. Runnable without Prefect; ``flows/segmentation.py`` wraps these
+stages.
 
 Each stage is a function of small, explicit inputs so that an orchestrator can run it as a
 task. Results are written under ``{output}/{run_id}/`` and committed with ``_SUCCESS`` last
