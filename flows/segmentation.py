@@ -31,6 +31,7 @@ from kmeans_dask.job.config import load_config
 
 #: retries (with backoff) of the stages whose failures can be transient (storage, network)
 RETRIES = {"plan": 3, "read": 2, "assign": 2, "score": 2, "model": 2, "commit": 2}
+RETRIES["profiles"] = 2  # writes profiles.parquet/.md/.png
 BACKOFF = [2, 10, 30]
 
 
@@ -96,6 +97,8 @@ def _summary_markdown(result: pipeline.RunResult, config_uri: str) -> str:
     if not result.skipped:
         plots = result.results_uri
         lines += ["", f"Plots: `{plots}/elbow.png`, `{plots}/silhouette.png`"]
+    if result.profiles:  # the segment profiles (profiles.md)
+        lines += ["", result.profiles]
     return "\n".join(lines)
 
 

@@ -107,8 +107,13 @@ def _parser() -> argparse.ArgumentParser:
         help="Prefect Secret block with storage credentials (see `run --help`)",
     )
 
-    s = sub.add_parser("show", help="print the manifest of a committed run")
+    s = sub.add_parser(
+        "show", help="print the manifest of a committed run, then its segment profiles"
+    )
     s.add_argument("run_uri", help="{output}/{run_id} (or {output} for its LATEST run)")
+    s.add_argument(
+        "--json", action="store_true", help="print only the manifest (JSON, for scripts)"
+    )
     s.add_argument(
         "--storage-option",
         dest="storage_options",
@@ -229,9 +234,9 @@ def _run(
         return run(config, force=force, on_connect=dashboard)
 
 
-def _show(run_uri: str, storage_options: list[str]) -> int:
+def _show(run_uri: str, storage_options: list[str], only_json: bool = False) -> int:
     from .exceptions import ConfigError
-    from .io import read_manifest
+    from .io import read_manifest, read_run_file
     from .job.config import parse_overrides
 
     for item in storage_options:
@@ -243,6 +248,11 @@ def _show(run_uri: str, storage_options: list[str]) -> int:
     options = parse_overrides(storage_options)  # values parsed as YAML scalars
     manifest = read_manifest(run_uri, options or None)
     print(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    if not only_json:
+        profiles = read_run_file(run_uri, "profiles.md", options or None)
+        if profiles is not None:
+            print()
+            print(profiles.decode())
     return 0
 
 
@@ -349,7 +359,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         return _validate(args.config, args.overrides)
     if args.command == "show":
-        return _show(args.run_uri, args.storage_options)
+        return _show(args.run_uri, args.storage_options, args.json)
     if args.command == "demo":
         return _demo(args)
     if args.command == "serve":

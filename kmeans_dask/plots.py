@@ -1,22 +1,25 @@
-"""Elbow and silhouette plots of a K sweep, rendered to PNG bytes (matplotlib, Agg)."""
+"""Elbow and silhouette plots of a K sweep, and the segment profiles' heatmap, rendered to PNG
+bytes (matplotlib, Agg)."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["elbow_png", "silhouette_png"]
+__all__ = ["elbow_png", "profiles_png", "silhouette_png"]
 
 
-def _figure():
+def _figure(figsize: tuple[float, float] = (7, 4.5)):
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
     # a Figure without pyplot: no global state, safe in threads and on workers
-    return Figure(figsize=(7, 4.5), dpi=110, layout="constrained")
+    return Figure(figsize=figsize, dpi=110, layout="constrained")
 
 
 def _png(fig) -> bytes:
@@ -70,4 +73,31 @@ def silhouette_png(table: pd.DataFrame, chosen: int) -> bytes:
     ax.set_xticks(list(table.k))
     ax.grid(alpha=0.3)
     ax.legend()
+    return _png(fig)
+
+
+def profiles_png(z: np.ndarray, segments: Sequence, features: Sequence[str]) -> bytes:
+    """Heatmap of standardized segment means (segments x features), diverging colours centred
+    at 0: ``z[i, j]`` is segment ``i``'s mean of feature ``j`` minus the overall mean, in
+    overall standard deviations (NaN, an empty segment, drawn blank)."""
+    z = np.asarray(z, dtype=np.float64)
+    n_seg, n_feat = z.shape
+    fig = _figure((min(4 + 0.6 * n_feat, 24), min(2 + 0.45 * n_seg, 18)))
+    ax = fig.add_subplot()
+    finite = z[np.isfinite(z)]
+    lim = max(float(np.abs(finite).max()) if finite.size else 1.0, 1e-9)
+    im = ax.imshow(np.ma.masked_invalid(z), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(n_feat), labels=[str(f) for f in features], rotation=45, ha="right")
+    ax.set_yticks(range(n_seg), labels=[str(s) for s in segments])
+    if n_seg * n_feat <= 400:  # annotate small tables
+        for i in range(n_seg):
+            for j in range(n_feat):
+                if np.isfinite(z[i, j]):
+                    dark = abs(z[i, j]) > 0.6 * lim
+                    ax.text(j, i, f"{z[i, j]:+.1f}", ha="center", va="center", fontsize=8,
+                            color="white" if dark else "black")
+    ax.set_xlabel("feature")
+    ax.set_ylabel("segment")
+    ax.set_title("Segment profiles: (segment mean - overall mean) / overall std")
+    fig.colorbar(im, ax=ax, label="standardized mean (z)")
     return _png(fig)

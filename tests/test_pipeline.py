@@ -79,6 +79,9 @@ def test_run_writes_the_layout_and_is_idempotent(job, client):
         "model/centroids.parquet",
         "model/scaler.json",
         "model/model.json",
+        "profiles.parquet",
+        "profiles.md",
+        "profiles.png",
     }
     assert expected <= set(files)
     assert sorted(f for f in files if f.startswith("assignments/")) == [
@@ -122,6 +125,7 @@ def test_run_writes_the_layout_and_is_idempotent(job, client):
     again = run(parse_config(data), client=client)
     assert again.skipped and again.run_id == res.run_id and again.k == 5
     assert again.results_uri == res.results_uri
+    assert again.profiles == res.profiles and "## Segment profiles" in again.profiles
     assert _files(store, res.run_uri) == run_files
     assert latest_run(data["output"]["uri"], store.options) == res.run_id  # left alone
 

@@ -51,6 +51,8 @@ class BlockSummary:
     weight_sum: float
     n_bad_weight: int
     max_abs: np.ndarray  # largest finite |value| per column (the overflow check)
+    lo: np.ndarray | None = None  # smallest finite value per column (the profiles' range)
+    hi: np.ndarray | None = None  # largest finite value per column
 
 
 def make_block(X: Any, w: Any, dtype: np.dtype, labels: Any = None) -> Block:
@@ -81,18 +83,19 @@ def concat_blocks(*blocks: Block) -> Block:
 
 def summarize(block: Block) -> BlockSummary:
     """Moments, non-finite counts, largest absolute values and weight checks of a block."""
-    n, mean, m2, n_nan, n_inf, max_abs = kernels.moments(block.X)
+    n, mean, m2, n_nan, n_inf, max_abs, lo, hi = kernels.moments_and_range(block.X)
     if block.w is None:
-        return BlockSummary(n, mean, m2, n_nan, n_inf, float(n), 0, max_abs)
+        return BlockSummary(n, mean, m2, n_nan, n_inf, float(n), 0, max_abs, lo, hi)
     w = block.w
     bad = int((~np.isfinite(w) | (w < 0)).sum())
     wsum = float(w[np.isfinite(w)].sum())
-    return BlockSummary(n, mean, m2, n_nan, n_inf, wsum, bad, max_abs)
+    return BlockSummary(n, mean, m2, n_nan, n_inf, wsum, bad, max_abs, lo, hi)
 
 
 def scaled_summary(s: BlockSummary, mean: np.ndarray, scale: np.ndarray) -> BlockSummary:
     """The summary of a block after ``(x - mean) / scale``, from the summary before it: the
-    mean and M2 map exactly (up to rounding), the largest ``|value|`` is bounded above."""
+    mean, M2 and the smallest and largest values map exactly (up to rounding; ``scale > 0``),
+    the largest ``|value|`` is bounded above."""
     return BlockSummary(
         s.n,
         (s.mean - mean) / scale,
@@ -102,6 +105,8 @@ def scaled_summary(s: BlockSummary, mean: np.ndarray, scale: np.ndarray) -> Bloc
         s.weight_sum,
         s.n_bad_weight,
         (s.max_abs + np.abs(mean)) / scale,
+        None if s.lo is None else (s.lo - mean) / scale,
+        None if s.hi is None else (s.hi - mean) / scale,
     )
 
 
@@ -118,7 +123,14 @@ def merge_summaries(summaries: Sequence[BlockSummary]) -> BlockSummary:
         float(sum(s.weight_sum for s in summaries)),
         int(sum(s.n_bad_weight for s in summaries)),
         np.max([s.max_abs for s in summaries], axis=0),
+        _extreme(np.min, [s.lo for s in summaries]),
+        _extreme(np.max, [s.hi for s in summaries]),
     )
+
+
+def _extreme(reduce: Callable, values: list) -> np.ndarray | None:
+    # None when any summary lacks it (summaries made without a range)
+    return None if any(v is None for v in values) else reduce(values, axis=0)
 
 
 def load(recipe: Any) -> Block:

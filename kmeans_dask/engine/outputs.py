@@ -1,6 +1,7 @@
 """Per-block output tasks (run on the workers): assign a block's rows and write them, one file
-per input partition; read a column of a block's partitions. The writer and readers are passed
-in by the job (this layer does no I/O of its own)."""
+per input partition, and profile the segments in the same pass; read a column of a block's
+partitions. The writer and readers are passed in by the job (this layer does no I/O of its
+own)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pandas as pd
 
 from ..exceptions import DatasetError
 from ..kernels.assignment import assign_rows
+from ..kernels.profile import Binning, ProfilePartial, profile_partial
 from ..validation import check_finite, check_magnitude
 from .block import Block
 
@@ -31,11 +33,15 @@ def assign_and_write(
     ref: np.ndarray,
     ids: Any,
     id_name: str,
-) -> list[Any]:
+    binning: Binning | None = None,
+) -> tuple[list[Any], ProfilePartial | None]:
     """Assign a block's rows and write one file per read unit (input partition) it holds with
     ``write(frame, fs, path, rel) -> record`` (runs on a worker; ``ids(units)`` reads the
-    id column of units, None numbers the rows globally). Returns the records."""
+    id column of units, None numbers the rows globally). Returns the records and, with a
+    ``binning``, the block's segment profile partial (small: ``K x d x bins`` counts), made
+    from the same labels while the block is in memory."""
     seg, d2 = assign_rows(block.X, C, ref)
+    profile = None if binning is None else profile_partial(block.X, seg, len(C), binning)
     dist = np.sqrt(d2)
     seg = seg.astype(np.int32)
     records = []
@@ -53,7 +59,7 @@ def assign_and_write(
         )
         records.append(write(frame, fs, path, rel))
         start = stop
-    return records
+    return records, profile
 
 
 def read_column(units: tuple, reader: Any, dtype: Any = None) -> np.ndarray:

@@ -16,7 +16,7 @@ from .read import (
     read_dataset,
     read_table,
 )
-from .runs import SUCCESS, committed_folder, latest_run, read_manifest
+from .runs import SUCCESS, committed_folder, latest_run, read_manifest, read_run_file
 from .write import write_frames, write_hive_parquet, write_parquet
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "open_dataset",
     "read_dataset",
     "read_manifest",
+    "read_run_file",
     "read_table",
     "read_text",
     "redact",

@@ -23,6 +23,7 @@ __all__ = [
     "latest_run",
     "read_manifest",
     "read_pointer",
+    "read_run_file",
     "storage_op",
 ]
 
@@ -82,15 +83,9 @@ def latest_run(output_uri: str, storage_options: Mapping | None = None) -> str |
         return fs.cat_file(path).decode().strip() or None
 
 
-def read_manifest(uri: str, storage_options: Mapping | None = None) -> dict[str, Any]:
-    """The manifest of a committed run; ``uri`` is the run folder ``{output}/{run_id}``, a
-    committed attempt folder, or an output folder whose ``LATEST`` run is read.
-
-    Raises
-    ------
-    StorageError
-        ``uri`` is none of these, or the run is not committed (no ``_SUCCESS``).
-    """
+def _committed_run(uri: str, storage_options: Mapping | None) -> tuple[Any, str]:
+    """``(fs, folder)`` of the committed files of ``uri``: a run folder, a committed attempt
+    folder, or an output folder whose ``LATEST`` run is taken (StorageError otherwise)."""
     fs, path = filesystem(uri, storage_options)
     folder = committed_folder(fs, path)
     if folder is None:
@@ -103,5 +98,36 @@ def read_manifest(uri: str, storage_options: Mapping | None = None) -> dict[str,
         folder = committed_folder(fs, join(path, latest))
         if folder is None:
             raise StorageError(f"{LATEST} of {uri} names {latest}, which is not committed")
+    return fs, folder
+
+
+def read_manifest(uri: str, storage_options: Mapping | None = None) -> dict[str, Any]:
+    """The manifest of a committed run; ``uri`` is the run folder ``{output}/{run_id}``, a
+    committed attempt folder, or an output folder whose ``LATEST`` run is read.
+
+    Raises
+    ------
+    StorageError
+        ``uri`` is none of these, or the run is not committed (no ``_SUCCESS``).
+    """
+    fs, folder = _committed_run(uri, storage_options)
     with storage_op("reading", fs, join(folder, MANIFEST)):
         return json.loads(fs.cat_file(join(folder, MANIFEST)))
+
+
+def read_run_file(uri: str, rel: str, storage_options: Mapping | None = None) -> bytes | None:
+    """The file ``rel`` of a committed run (``uri`` as in :func:`read_manifest`), or None
+    when the run has no such file (e.g. runs made before the file existed).
+
+    Raises
+    ------
+    StorageError
+        ``uri`` is not a committed run, or the storage failed.
+    """
+    fs, folder = _committed_run(uri, storage_options)
+    path = join(folder, rel)
+    with storage_op("reading", fs, path):
+        try:
+            return fs.cat_file(path)
+        except FileNotFoundError:
+            return None

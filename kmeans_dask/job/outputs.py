@@ -1,8 +1,11 @@
 """The job's result tables, computed and written partition by partition on the workers:
-``assignments/`` (one file per input partition) and ``scores/`` (one per query partition)."""
+``assignments/`` (one file per input partition, with the segment profiles' partials made in
+the same pass) and ``scores/`` (one per query partition)."""
 
 from __future__ import annotations
 
+import operator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,27 +13,47 @@ import pandas as pd
 
 from ..engine.lloyd import assign_blocks
 from ..engine.outputs import assign_and_write, read_column
+from ..engine.profile import binning_for, reduce_partials
 from ..io import RunCommit, open_dataset
 from ..io.write import record_files, write_frame, write_frames
+from ..kernels.profile import Binning, ProfilePartial
 from ..kmeans import KMeans
 from .config import RunConfig
 from .prepare import Prepared
 
-__all__ = ["score_queries", "write_assignments"]
+__all__ = ["Assigned", "score_queries", "write_assignments"]
 
 
-def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> list[Any]:
+@dataclass
+class Assigned:
+    """What the assignment pass returns: the files written and the segments' profile
+    (all blocks' partials merged, by raw cluster index) with the binning it was made with."""
+
+    records: list[Any]
+    profile: ProfilePartial
+    binning: Binning
+
+
+def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> Assigned:
     """``assignments/part-*.parquet``: id, segment, distance_to_centroid, one file per input
     partition, computed and written on the workers from the standardised blocks (persisted,
-    or read again when streamed); ids are read from storage with each partition."""
+    or read again when streamed); ids are read from storage with each partition. The same
+    tasks return each block's profile partial (original units), merged on the workers."""
     ds = prepared.dataset
     bs = prepared.blocks
+    sc = prepared.scaler
+    binning = binning_for(
+        bs,
+        None if sc is None else sc.mean_,
+        None if sc is None else sc.scale_,
+        len(model.cluster_centers_),
+    )
     id_col = ds.info.id_column
     rels, first = [], 0
     for r in prepared.recipes:
         rels.append([f"assignments/part-{first + i:05d}.parquet" for i in range(len(r.units))])
         first += len(r.units)
-    per_block = bs.map(
+    per_block = bs.map_keep(
         assign_and_write,
         [r.units for r in prepared.recipes],
         bs.offsets,
@@ -42,10 +65,16 @@ def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> list
         ref=model.reference_,
         ids=None if id_col is None else ds.column_reader(id_col),
         id_name=id_col or "row",
+        binning=binning,
     )
-    records = [rec for block_records in per_block for rec in block_records]
+    try:
+        written = bs.gather(bs.map_values(operator.itemgetter(0), per_block))
+        profile = reduce_partials(bs, per_block, index=1)
+    finally:
+        bs.release(per_block)
+    records = [rec for block_records in written for rec in block_records]
     record_files(run, records, "assignments")
-    return records
+    return Assigned(records, profile, binning)
 
 
 def _reference_labels(config: RunConfig, prepared: Prepared, model: KMeans) -> list:

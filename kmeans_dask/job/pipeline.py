@@ -1,5 +1,6 @@
 """The segmentation job as plain Python: plan -> read -> scale -> sweep -> fit -> assign ->
-score -> commit. Runnable without Prefect; ``flows/segmentation.py`` wraps these stages.
+profiles -> score -> commit. Runnable without Prefect; ``flows/segmentation.py`` wraps these
+stages.
 
 Each stage is a function of small, explicit inputs so that an orchestrator can run it as a
 task. Results are written under ``{output}/{run_id}/`` and committed with ``_SUCCESS`` last
@@ -21,7 +22,7 @@ import pandas as pd
 
 from ..engine.memory import PauseWatch
 from ..faults import fault_point
-from ..io import RunCommit, redact, run_id_for
+from ..io import RunCommit, read_run_file, redact, run_id_for
 from ..kmeans import KMeans
 from ..sweep import SweepResult, sweep_k
 from .checks import validate_inputs
@@ -29,6 +30,7 @@ from .cluster import connect
 from .config import RunConfig, config_hash, identity
 from .outputs import score_queries, write_assignments
 from .prepare import Prepared, read_and_scale
+from .profiles import PROFILES_MARKDOWN, write_profiles
 from .segmentation_model import SegmentationModel, save_model
 
 __all__ = [
@@ -149,6 +151,7 @@ class RunResult:
     files: list[dict[str, Any]] = field(default_factory=list)
     sweep: list[dict[str, Any]] = field(default_factory=list)
     results_uri: str | None = None  # the committed attempt's folder (the result files)
+    profiles: str | None = None  # the segment profiles (profiles.md), markdown
 
     def as_dict(self) -> dict[str, Any]:
         """The result as plain data (for an orchestrator's result store)."""
@@ -228,6 +231,7 @@ def _skipped(run_commit: RunCommit, p: Plan) -> RunResult:
     run_commit.repair_latest()
     run_commit.remove_stale_lease()
     manifest = run_commit.manifest()
+    profiles = read_run_file(run_commit.uri, PROFILES_MARKDOWN, run_commit.storage_options)
     return RunResult(
         p.run_id,
         p.run_uri,
@@ -238,6 +242,7 @@ def _skipped(run_commit: RunCommit, p: Plan) -> RunResult:
         manifest.get("timings", {}),
         manifest.get("files", []),
         results_uri=run_commit.committed_uri(),
+        profiles=None if profiles is None else profiles.decode(),
     )
 
 
@@ -246,7 +251,8 @@ def _execute(config: RunConfig, p: Plan, run_commit: RunCommit, stages: Stages) 
     try:
         sweep = stages("sweep", choose_k, config, prepared)
         model = stages("fit", fit, config, prepared, sweep)
-        stages("assign", write_assignments, run_commit, prepared, model)
+        assigned = stages("assign", write_assignments, run_commit, prepared, model)
+        profiles = stages("profiles", write_profiles, run_commit, prepared, model, assigned)
         if config.knn.enabled:
             stages("score", score_queries, config, run_commit, prepared, model)
         metrics = stages("model", _write_model, config, run_commit, prepared, model, sweep, p)
@@ -277,6 +283,7 @@ def _execute(config: RunConfig, p: Plan, run_commit: RunCommit, stages: Stages) 
         full["files"],
         manifest["sweep"],
         results_uri=run_commit.results_uri,
+        profiles=profiles.markdown(),
     )
 
 

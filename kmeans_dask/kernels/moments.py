@@ -1,5 +1,5 @@
-"""Per-chunk moments (count, mean, M2, non-finite counts, largest absolute values) and Chan
-et al.'s parallel merge.
+"""Per-chunk moments (count, mean, M2, non-finite counts, largest absolute values, smallest
+and largest values) and Chan et al.'s parallel merge.
 
 numpy and numba only. One compiled two-pass loop per chunk; the merge is exact in the sense
 of the parallel variance formula, so merging chunk moments equals a single pass.
@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["merge_moments", "moments"]
+__all__ = ["merge_moments", "moments", "moments_and_range"]
 
 
 @njit(nogil=True, cache=True)
-def _moments_kernel(X, total, m2, n_nan, n_inf, n_ok, max_abs):
+def _moments_kernel(X, total, m2, n_nan, n_inf, n_ok, max_abs, lo, hi):
     n, d = X.shape
     for i in range(n):  # pass 1: finite sums, largest |value|, non-finite counts
         for t in range(d):
@@ -26,9 +26,14 @@ def _moments_kernel(X, total, m2, n_nan, n_inf, n_ok, max_abs):
             else:
                 total[t] += v
                 n_ok[t] += 1
-                a = abs(np.float64(v))
+                f = np.float64(v)
+                a = abs(f)
                 if a > max_abs[t]:
                     max_abs[t] = a
+                if f < lo[t]:
+                    lo[t] = f
+                if f > hi[t]:
+                    hi[t] = f
     mean = total / np.maximum(n_ok, 1)
     for i in range(n):  # pass 2: squared deviations from the exact chunk mean
         for t in range(d):
@@ -58,6 +63,24 @@ def moments(
     max_abs : ndarray of shape (d,), float64
         Largest finite ``|value|`` per column (0 for an empty chunk).
     """
+    return moments_and_range(X)[:6]
+
+
+def moments_and_range(
+    X: np.ndarray,
+) -> tuple[
+    int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+]:
+    """:func:`moments` and, in the same compiled pass, the smallest and largest finite value
+    of each column (``+inf`` / ``-inf`` for a column without finite values).
+
+    Returns
+    -------
+    n, mean, m2, n_nan, n_inf, max_abs
+        As :func:`moments`.
+    lo, hi : ndarray of shape (d,), float64
+        Smallest and largest finite value per column.
+    """
     n, d = X.shape
     total = np.zeros(d)
     m2 = np.zeros(d)
@@ -65,10 +88,14 @@ def moments(
     n_inf = np.zeros(d, dtype=np.int64)
     n_ok = np.zeros(d, dtype=np.int64)
     max_abs = np.zeros(d)
+    lo = np.full(d, np.inf)
+    hi = np.full(d, -np.inf)
     if n == 0:
-        return 0, np.zeros(d), m2, n_nan, n_inf, max_abs
-    mean = _moments_kernel(np.ascontiguousarray(X), total, m2, n_nan, n_inf, n_ok, max_abs)
-    return n, mean, m2, n_nan, n_inf, max_abs
+        return 0, np.zeros(d), m2, n_nan, n_inf, max_abs, lo, hi
+    mean = _moments_kernel(
+        np.ascontiguousarray(X), total, m2, n_nan, n_inf, n_ok, max_abs, lo, hi
+    )
+    return n, mean, m2, n_nan, n_inf, max_abs, lo, hi
 
 
 def merge_moments(
