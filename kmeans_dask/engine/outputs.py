@@ -31,13 +31,15 @@ def assign_and_write(
     ref: np.ndarray,
     ids: Any,
     id_name: str,
+    segment_ids: np.ndarray | None = None,
 ) -> list[Any]:
     """Assign a block's rows and write one file per read unit (input partition) it holds with
     ``write(frame, fs, path, rel) -> record`` (runs on a worker; ``ids(units)`` reads the
-    id column of units, None numbers the rows globally). Returns the records."""
+    id column of units, None numbers the rows globally). ``segment_ids[raw]`` is the segment
+    ID written for raw cluster index ``raw`` (None: the raw index). Returns the records."""
     seg, d2 = assign_rows(block.X, C, ref)
     dist = np.sqrt(d2)
-    seg = seg.astype(np.int32)
+    seg = (seg if segment_ids is None else np.asarray(segment_ids)[seg]).astype(np.int32)
     records = []
     start = 0
     for unit, rows, path, rel in zip(units, block.unit_rows, paths, rels, strict=True):

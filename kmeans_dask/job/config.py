@@ -28,6 +28,7 @@ from .secrets import apply_secrets, yaml_problem
 __all__ = [
     "ClusterSpec",
     "ConfigError",
+    "ContinuitySpec",
     "InputSpec",
     "KMeansSpec",
     "KNNSpec",
@@ -192,6 +193,54 @@ class OutputSpec(_Strict):
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
 
+class ContinuitySpec(_Strict):
+    """Segment identity across scheduled runs and the drift report (``drift.json``).
+
+    Not part of the run id: a rerun of the same config on the same data is the same
+    clustering and is skipped; ``--force`` renumbers it under changed settings.
+    """
+
+    match_previous: bool = Field(
+        True,
+        description="Match the segments to the previous committed run of the same job name "
+        "(output.uri/LATEST, or continuity.previous) so that IDs keep their meaning; false: "
+        "number the segments by size (largest = 0) as a first run does.",
+    )
+    max_match_distance: float = Field(
+        1.0,
+        ge=0,
+        description="Farthest a previous centroid may be from a new one to pass on its ID, in "
+        "standard deviations of the new run's scaled space (euclidean, all features); a "
+        "farther cluster is a new segment with a fresh ID.",
+    )
+    previous: str | None = Field(
+        None,
+        description="Pin the run to match and compare against: a run folder "
+        "{output}/{run_id} (or its committed attempt folder), read with "
+        "output.storage_options. Default: the run that output.uri/LATEST names.",
+    )
+    max_shift: float = Field(
+        0.5,
+        ge=0,
+        description="drift.json flags a segment whose centroid moved more than this, in "
+        "standard deviations of the new run's scaled space.",
+    )
+    max_share_change: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="drift.json flags a segment whose share of the rows changed by more than "
+        "this (absolute: 0.05 = 5 percentage points).",
+    )
+
+    @field_validator("previous")
+    @classmethod
+    def _previous_uri(cls, uri: str | None) -> str | None:
+        if uri is not None:
+            location(uri)  # ValueError for '..' segments
+        return uri
+
+
 class SecuritySpec(_Strict):
     """Mutual TLS to an existing scheduler (``tls://`` address): PEM files on the machine
     that runs the job, the same kind ``dask scheduler/worker --tls-*`` take."""
@@ -252,6 +301,7 @@ class RunConfig(_Strict):
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     knn: KNNSpec = Field(default_factory=KNNSpec)
     output: OutputSpec
+    continuity: ContinuitySpec = Field(default_factory=ContinuitySpec)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
 
     @model_validator(mode="after")
@@ -365,12 +415,15 @@ def identity(config: RunConfig) -> dict[str, Any]:
 
     Leaves out where results go (``output``), where the work runs (``cluster``), how the
     blocks are held (``kmeans.persist``, ``kmeans.memory_fraction``: persisted and streamed
-    runs give the same results) and every ``storage_options`` (connection details and
+    runs give the same results), how segments are named and compared with the previous run
+    (``continuity``: the clustering is the same; the IDs depend on the job's history anyway,
+    which no config can hash) and every ``storage_options`` (connection details and
     credentials, which must never be hashed into a name or written anywhere).
     """
     data = config.model_dump(mode="json")
     data.pop("output", None)
     data.pop("cluster", None)
+    data.pop("continuity", None)
     data["kmeans"].pop("persist", None)
     data["kmeans"].pop("memory_fraction", None)
     data["input"].pop("storage_options", None)

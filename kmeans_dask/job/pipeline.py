@@ -1,5 +1,6 @@
-"""The segmentation job as plain Python: plan -> read -> scale -> sweep -> fit -> assign ->
-score -> commit. Runnable without Prefect; ``flows/segmentation.py`` wraps these stages.
+"""The segmentation job as plain Python: plan -> read -> scale -> sweep -> fit -> continuity
+(segment IDs) -> assign -> score -> model -> drift -> commit. Runnable without Prefect;
+``flows/segmentation.py`` wraps these stages.
 
 Each stage is a function of small, explicit inputs so that an orchestrator can run it as a
 task. Results are written under ``{output}/{run_id}/`` and committed with ``_SUCCESS`` last
@@ -27,6 +28,8 @@ from ..sweep import SweepResult, sweep_k
 from .checks import validate_inputs
 from .cluster import connect
 from .config import RunConfig, config_hash, identity
+from .continuity import Continuity, resolve_ids
+from .drift import write_drift
 from .outputs import score_queries, write_assignments
 from .prepare import Prepared, read_and_scale
 from .segmentation_model import SegmentationModel, save_model
@@ -149,6 +152,8 @@ class RunResult:
     files: list[dict[str, Any]] = field(default_factory=list)
     sweep: list[dict[str, Any]] = field(default_factory=list)
     results_uri: str | None = None  # the committed attempt's folder (the result files)
+    # continuity: IDs new and vanished, flagged segments, ARI vs the previous run (drift.json)
+    drift: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The result as plain data (for an orchestrator's result store)."""
@@ -238,6 +243,7 @@ def _skipped(run_commit: RunCommit, p: Plan) -> RunResult:
         manifest.get("timings", {}),
         manifest.get("files", []),
         results_uri=run_commit.committed_uri(),
+        drift=manifest.get("drift", {}),
     )
 
 
@@ -246,10 +252,15 @@ def _execute(config: RunConfig, p: Plan, run_commit: RunCommit, stages: Stages) 
     try:
         sweep = stages("sweep", choose_k, config, prepared)
         model = stages("fit", fit, config, prepared, sweep)
-        stages("assign", write_assignments, run_commit, prepared, model)
+        # segment IDs (matched to the previous run): every output below uses them
+        ids = stages("continuity", resolve_ids, config, prepared, model)
+        stages("assign", write_assignments, run_commit, prepared, model, ids.ids)
         if config.knn.enabled:
-            stages("score", score_queries, config, run_commit, prepared, model)
-        metrics = stages("model", _write_model, config, run_commit, prepared, model, sweep, p)
+            stages("score", score_queries, config, run_commit, prepared, model, ids.ids)
+        metrics = stages(
+            "model", _write_model, config, run_commit, prepared, model, sweep, p, ids
+        )
+        drift = stages("drift", write_drift, config, run_commit, prepared, model, ids)
     finally:
         prepared.release()  # a long-lived (external) cluster keeps nothing of this run
     manifest = {
@@ -264,6 +275,8 @@ def _execute(config: RunConfig, p: Plan, run_commit: RunCommit, stages: Stages) 
         "sweep": _records(sweep),
         "timings": stages.timings,
         "memory": prepared.memory.as_dict(),
+        "continuity": ids.manifest_section(),  # raw cluster index -> segment ID, new, vanished
+        "drift": drift,  # summary of drift.json
     }
     full = stages("commit", run_commit.commit, manifest)
     return RunResult(
@@ -277,6 +290,7 @@ def _execute(config: RunConfig, p: Plan, run_commit: RunCommit, stages: Stages) 
         full["files"],
         manifest["sweep"],
         results_uri=run_commit.results_uri,
+        drift=drift,
     )
 
 
@@ -307,6 +321,7 @@ def _write_model(
     model: KMeans,
     sweep: SweepResult | None,
     p: Plan,
+    ids: Continuity,
 ) -> dict[str, Any]:
     metrics: dict[str, Any] = {"inertia": float(model.inertia_), "n_iter": int(model.n_iter_)}
     if sweep is not None:
@@ -328,6 +343,7 @@ def _write_model(
         prepared.scaler,
         features,
         {"run_id": p.run_id, "name": config.name, "k_rule": sweep.rule if sweep else "fixed"},
+        segment_ids=ids.ids,
     )
     save_model(run, seg_model)
     return metrics
