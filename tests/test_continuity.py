@@ -14,6 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 from kmeans_dask import KMeans
 from kmeans_dask.io import latest_run, read_manifest
 from kmeans_dask.job.config import config_hash, parse_config
+from kmeans_dask.job.drift import describe
 from kmeans_dask.job.pipeline import run
 from kmeans_dask.job.segment_ids import Matching, by_size, match_centres, segment_ids
 from kmeans_dask.job.segmentation_model import SegmentationModel, load_model
@@ -218,6 +219,16 @@ def test_first_run_numbers_by_size_and_a_reseeded_rerun_keeps_every_id(client, t
     assert t["adjusted_rand_index"] == 1.0
     assert not any(s["flags"] for s in d2["segments"])
     assert second.drift["adjusted_rand_index"] == 1.0 and second.drift["flagged"] == {}
+    # the summary lines of the CLI and the Prefect artifact
+    assert describe(first.drift) == [
+        f"Segment IDs: numbered by size, largest = 0 (first run: no committed run under "
+        f"{tmp_path / 'out'}/LATEST)"
+    ]
+    assert describe(second.drift) == [
+        f"Segment IDs follow run {first.run_id}: new none, vanished none",
+        "Drift flagged: none (details in drift.json)",
+        "Rows in both runs: adjusted Rand index 1.0000",
+    ]
 
 
 def test_drift_flags_exactly_the_segment_that_doubled_and_the_one_that_moved(client, tmp_path):

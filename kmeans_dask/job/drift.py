@@ -25,7 +25,7 @@ from .config import RunConfig
 from .continuity import Continuity, PreviousRun, original_units
 from .prepare import Prepared
 
-__all__ = ["DRIFT_FILE", "drift_report", "summary", "transitions", "write_drift"]
+__all__ = ["DRIFT_FILE", "describe", "drift_report", "summary", "transitions", "write_drift"]
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +167,30 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "adjusted_rand_index": trans.get("adjusted_rand_index"),
         "transitions": trans["status"] if trans["status"] == "computed" else trans["reason"],
     }
+
+
+def describe(short: dict[str, Any]) -> list[str]:
+    """A :func:`summary` as a few readable lines (the CLI and the Prefect summary)."""
+    if not short:
+        return []
+    if short.get("previous_run") is None:
+        return [f"Segment IDs: numbered by size, largest = 0 ({short.get('reason')})"]
+    lines = [
+        f"Segment IDs follow run {short['previous_run']}: new {short['new'] or 'none'}, "
+        f"vanished {short['vanished'] or 'none'}"
+    ]
+    flagged = short.get("flagged") or {}
+    lines.append(
+        "Drift flagged: "
+        + (", ".join(f"{sid} ({'+'.join(f)})" for sid, f in flagged.items()) or "none")
+        + f" (details in {DRIFT_FILE})"
+    )
+    ari = short.get("adjusted_rand_index")
+    if ari is not None:
+        lines.append(f"Rows in both runs: adjusted Rand index {ari:.4f}")
+    elif short.get("transitions") != "computed":
+        lines.append(f"Transitions not computed: {short.get('transitions')}")
+    return lines
 
 
 def write_drift(
