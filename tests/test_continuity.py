@@ -281,18 +281,31 @@ def test_new_segment_gets_a_fresh_id_and_a_vanished_id_is_never_reused(client, t
     assert t["adjusted_rand_index"] == 1.0 and t["rows_in_both"] == sum(four.values())
 
 
-def test_forced_rerun_matches_the_committed_run_and_other_jobs_are_ignored(client, tmp_path):
+def test_scores_use_the_ids_and_a_forced_rerun_follows_the_committed_run(client, tmp_path):
     df = _blobs({"A": 300, "B": 600, "C": 450})
     data = _write(tmp_path / "in", df)
-    first, m1, _ = _run(client, tmp_path, data, k=3)
+    query = _write(tmp_path / "q", _blobs({"A": 40, "B": 30, "C": 20}, seed=9), parts=1)
     config = parse_config(
         {
             "name": "weekly",
             "input": {"uri": data, "id_column": "rid", "columns": FEATURES},
-            "kmeans": {"k": 3},
+            "kmeans": {"k": 3, "random_state": 5},
+            "knn": {"enabled": True, "n_neighbors": 5, "query": {"uri": query, "id_column": "rid"}},
             "output": {"uri": str(tmp_path / "out")},
         }
     )
+    first = run(config, client=client)
+    m1 = read_manifest(first.run_uri)
+    assert m1["continuity"]["ids"] == [2, 0, 1]  # IDs differ from the raw cluster indices
+    ids = _id_of(_segments(first, df))
+    assert ids == {"B": 0, "C": 1, "A": 2}
+    # scores: the KNN vote and the nearest centroid are segment IDs too
+    files = sorted((_folder(first) / "scores").glob("*.parquet"))
+    scores = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    expected = scores["rid"].str[0].map(ids)
+    assert (scores["knn_label"] == expected).all()
+    assert (scores["nearest_centroid"] == expected).all()
+
     forced = run(config, force=True, client=client)
     assert forced.run_id == first.run_id and forced.drift["previous_run"] == first.run_id
     assert forced.drift["adjusted_rand_index"] == 1.0
