@@ -12,10 +12,11 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from kmeans_dask import KMeans
+from kmeans_dask.exceptions import ConfigError
 from kmeans_dask.io import latest_run, read_manifest
-from kmeans_dask.job.config import config_hash, parse_config
+from kmeans_dask.job.config import ContinuitySpec, KNNSpec, config_hash, parse_config
 from kmeans_dask.job.drift import describe
-from kmeans_dask.job.pipeline import run
+from kmeans_dask.job.pipeline import plan, run
 from kmeans_dask.job.segment_ids import Matching, by_size, match_centres, segment_ids
 from kmeans_dask.job.segmentation_model import SegmentationModel, load_model
 from kmeans_dask.kernels.contingency import adjusted_rand_from_contingency
@@ -311,6 +312,24 @@ def test_scores_use_the_ids_and_a_forced_rerun_follows_the_committed_run(client,
     assert forced.drift["adjusted_rand_index"] == 1.0
     assert read_manifest(forced.run_uri)["continuity"]["ids"] == m1["continuity"]["ids"]
     # another job's run in the same output folder: a first run for this one
-    other = run(config.model_copy(update={"name": "other"}), client=client)
+    plain = config.model_copy(update={"knn": KNNSpec()})  # no scoring from here on
+    other = run(plain.model_copy(update={"name": "other"}), client=client)
     assert latest_run(str(tmp_path / "out")) == other.run_id
     assert other.drift["previous_run"] is None and "of job 'weekly'" in other.drift["reason"]
+    # a pinned previous run: followed whatever LATEST says; a wrong pin fails in the plan
+    pinned = run(
+        plain.model_copy(
+            update={
+                "name": "other",
+                "kmeans": config.kmeans.model_copy(update={"random_state": 0}),
+                "continuity": ContinuitySpec(previous=first.run_uri),
+            }
+        ),
+        client=client,
+    )
+    assert pinned.drift["previous_run"] == first.run_id
+    assert pinned.drift["adjusted_rand_index"] == 1.0
+    assert _id_of(_segments(pinned, df)) == ids
+    wrong = config.model_copy(update={"continuity": ContinuitySpec(previous=str(tmp_path))})
+    with pytest.raises(ConfigError, match=r"continuity.previous: .* is not a committed run"):
+        plan(wrong)

@@ -30,7 +30,14 @@ from .prepare import Prepared
 from .segment_ids import Matching, match_centres, segment_ids
 from .segmentation_model import SegmentationModel, load_model
 
-__all__ = ["Continuity", "PreviousRun", "find_previous", "original_units", "resolve_ids"]
+__all__ = [
+    "Continuity",
+    "PreviousRun",
+    "check_previous",
+    "find_previous",
+    "original_units",
+    "resolve_ids",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +126,29 @@ def _run_uri(output_uri: str, run_id: str) -> str:
     return f"{output_uri.rstrip('/')}/{run_id}"
 
 
+def check_previous(config: RunConfig) -> str | None:
+    """The committed folder of the pinned ``continuity.previous`` (None when none is
+    pinned or matching is off); the plan stage calls it, so a wrong pin fails before any
+    computing.
+
+    Raises
+    ------
+    ConfigError
+        ``continuity.previous`` names no committed run.
+    """
+    spec = config.continuity
+    if not spec.match_previous or spec.previous is None:
+        return None
+    folder = committed_uri(spec.previous, config.output.storage_options or None)
+    if folder is None:
+        raise ConfigError(
+            f"continuity.previous: {spec.previous} is not a committed run (no _SUCCESS); "
+            "pass a run folder {output}/{run_id} of a finished run, or null to follow "
+            "output.uri/LATEST"
+        )
+    return folder
+
+
 def find_previous(config: RunConfig) -> tuple[PreviousRun | None, str | None]:
     """The run to follow, or ``(None, reason)``.
 
@@ -134,13 +164,8 @@ def find_previous(config: RunConfig) -> tuple[PreviousRun | None, str | None]:
         return None, "continuity.match_previous is false"
     options = config.output.storage_options or None
     if spec.previous is not None:
-        folder = committed_uri(spec.previous, options)
-        if folder is None:
-            raise ConfigError(
-                f"continuity.previous: {spec.previous} is not a committed run (no _SUCCESS); "
-                "pass a run folder {output}/{run_id} of a finished run, or null to follow "
-                "output.uri/LATEST"
-            )
+        folder = check_previous(config)
+        assert folder is not None
     else:
         latest = latest_run(config.output.uri, options)
         if latest is None:

@@ -28,7 +28,7 @@ from ..sweep import SweepResult, sweep_k
 from .checks import validate_inputs
 from .cluster import connect
 from .config import RunConfig, config_hash, identity
-from .continuity import Continuity, resolve_ids
+from .continuity import Continuity, check_previous, resolve_ids
 from .drift import write_drift
 from .outputs import score_queries, write_assignments
 from .prepare import Prepared, read_and_scale
@@ -81,6 +81,7 @@ def plan(config: RunConfig) -> Plan:
     """Validate the inputs (listings and footers), fingerprint them and derive the run id;
     checks whether the run is committed. Nothing is written and no cluster is started."""
     inputs = validate_inputs(config)
+    check_previous(config)  # a pinned continuity.previous must be a committed run
     run_id = run_id_for(identity(config), inputs, name=config.name)
     commit = _committer(config, run_id)
     return Plan(run_id, commit.uri, config_hash(config), inputs, commit.is_committed())
