@@ -23,6 +23,7 @@ from pydantic import (
 from ..exceptions import ConfigError
 from ..io.fs import location, overlapping
 from .config_errors import format_error, merge_union_errors
+from .continuity_config import ContinuitySpec
 from .secrets import apply_secrets, yaml_problem
 
 __all__ = [
@@ -193,54 +194,6 @@ class OutputSpec(_Strict):
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
 
-class ContinuitySpec(_Strict):
-    """Segment identity across scheduled runs and the drift report (``drift.json``).
-
-    Not part of the run id: a rerun of the same config on the same data is the same
-    clustering and is skipped; ``--force`` renumbers it under changed settings.
-    """
-
-    match_previous: bool = Field(
-        True,
-        description="Match the segments to the previous committed run of the same job name "
-        "(output.uri/LATEST, or continuity.previous) so that IDs keep their meaning; false: "
-        "number the segments by size (largest = 0) as a first run does.",
-    )
-    max_match_distance: float = Field(
-        1.0,
-        ge=0,
-        description="Farthest a previous centroid may be from a new one to pass on its ID, in "
-        "standard deviations of the new run's scaled space (euclidean, all features); a "
-        "farther cluster is a new segment with a fresh ID.",
-    )
-    previous: str | None = Field(
-        None,
-        description="Pin the run to match and compare against: a run folder "
-        "{output}/{run_id} (or its committed attempt folder), read with "
-        "output.storage_options. Default: the run that output.uri/LATEST names.",
-    )
-    max_shift: float = Field(
-        0.5,
-        ge=0,
-        description="drift.json flags a segment whose centroid moved more than this, in "
-        "standard deviations of the new run's scaled space.",
-    )
-    max_share_change: float = Field(
-        0.05,
-        ge=0,
-        le=1,
-        description="drift.json flags a segment whose share of the rows changed by more than "
-        "this (absolute: 0.05 = 5 percentage points).",
-    )
-
-    @field_validator("previous")
-    @classmethod
-    def _previous_uri(cls, uri: str | None) -> str | None:
-        if uri is not None:
-            location(uri)  # ValueError for '..' segments
-        return uri
-
-
 class SecuritySpec(_Strict):
     """Mutual TLS to an existing scheduler (``tls://`` address): PEM files on the machine
     that runs the job, the same kind ``dask scheduler/worker --tls-*`` take."""
@@ -301,8 +254,8 @@ class RunConfig(_Strict):
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     knn: KNNSpec = Field(default_factory=KNNSpec)
     output: OutputSpec
-    continuity: ContinuitySpec = Field(default_factory=ContinuitySpec)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    continuity: ContinuitySpec = Field(default_factory=ContinuitySpec)
 
     @model_validator(mode="after")
     def _output_apart_from_inputs(self) -> RunConfig:
