@@ -108,6 +108,14 @@ def test_segmentation_model_predicts_ids_and_round_trips(tmp_path):
         SegmentationModel(km, None, ["a", "b"], {}, np.array([1, 1, 2]))
 
 
+def test_continuity_config_errors_name_the_key():
+    base = {"name": "x", "input": {"uri": "in/"}, "output": {"uri": "out/"}}
+    with pytest.raises(ConfigError) as err:
+        parse_config({**base, "continuity": {"max_match_distance": -1, "max_share_change": 2}})
+    assert "continuity.max_match_distance: must be >= 0.0; got -1" in str(err.value)
+    assert "continuity.max_share_change: must be <= 1.0; got 2" in str(err.value)
+
+
 def test_continuity_settings_do_not_change_the_run_id():
     base = {"name": "x", "input": {"uri": "in/"}, "output": {"uri": "out/"}}
     other = {**base, "continuity": {"max_match_distance": 3, "max_shift": 1, "previous": "o/r"}}
