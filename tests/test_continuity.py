@@ -108,6 +108,30 @@ def test_segmentation_model_predicts_ids_and_round_trips(tmp_path):
         SegmentationModel(km, None, ["a", "b"], {}, np.array([1, 1, 2]))
 
 
+def test_transitions_are_skipped_with_a_reason_when_rows_cannot_be_followed(tmp_path):
+    from kmeans_dask.io import RunCommit
+    from kmeans_dask.job.continuity import Continuity, PreviousRun
+    from kmeans_dask.job.drift import transitions
+
+    km = KMeans.from_centers(np.array([[0.0, 0.0], [5.0, 5.0]]))
+    before = SegmentationModel(km, None, ["a", "b"])
+    previous = PreviousRun("old", "/nowhere", {"config": {"input": {"id_column": "rid"}}}, before)
+    cont = Continuity(np.array([1, 0]), np.array([5, 9]), previous, None)
+    base = {"name": "x", "input": {"uri": "in/"}, "output": {"uri": str(tmp_path)}}
+    commit = RunCommit(str(tmp_path), "x-1")
+    none = transitions(parse_config(base), commit, cont)
+    assert none == {
+        "status": "skipped",
+        "reason": "input.id_column is not set: rows cannot be followed across runs",
+    }
+    other = parse_config({**base, "input": {"uri": "in/", "id_column": "cid"}})
+    assert "input.id_column is 'cid' here but 'rid' in run old" in transitions(
+        other, commit, cont
+    )["reason"]
+    first = Continuity(np.array([1, 0]), np.array([5, 9]), None, "first run: ...")
+    assert transitions(other, commit, first) == {"status": "skipped", "reason": "first run: ..."}
+
+
 def test_continuity_config_errors_name_the_key():
     base = {"name": "x", "input": {"uri": "in/"}, "output": {"uri": "out/"}}
     with pytest.raises(ConfigError) as err:
