@@ -254,14 +254,15 @@ def _execute(config: RunConfig, p: Plan, run_commit: RunCommit, stages: Stages) 
         sweep = stages("sweep", choose_k, config, prepared)
         model = stages("fit", fit, config, prepared, sweep)
         # segment IDs (matched to the previous run): every output below uses them
-        ids = stages("continuity", resolve_ids, config, prepared, model)
-        stages("assign", write_assignments, run_commit, prepared, model, ids.ids)
+        # cont.ids[raw] is the ID of raw cluster index raw (profiles take the same array)
+        cont = stages("continuity", resolve_ids, config, prepared, model)
+        stages("assign", write_assignments, run_commit, prepared, model, cont.ids)
         if config.knn.enabled:
-            stages("score", score_queries, config, run_commit, prepared, model, ids.ids)
+            stages("score", score_queries, config, run_commit, prepared, model, cont.ids)
         metrics = stages(
-            "model", _write_model, config, run_commit, prepared, model, sweep, p, ids
+            "model", _write_model, config, run_commit, prepared, model, sweep, p, cont
         )
-        drift = stages("drift", write_drift, config, run_commit, prepared, model, ids)
+        drift = stages("drift", write_drift, config, run_commit, prepared, model, cont)
     finally:
         prepared.release()  # a long-lived (external) cluster keeps nothing of this run
     manifest = {
@@ -276,7 +277,7 @@ def _execute(config: RunConfig, p: Plan, run_commit: RunCommit, stages: Stages) 
         "sweep": _records(sweep),
         "timings": stages.timings,
         "memory": prepared.memory.as_dict(),
-        "continuity": ids.manifest_section(),  # raw cluster index -> segment ID, new, vanished
+        "continuity": cont.manifest_section(),  # raw cluster index -> segment ID, new, vanished
         "drift": drift,  # summary of drift.json
     }
     full = stages("commit", run_commit.commit, manifest)
@@ -322,7 +323,7 @@ def _write_model(
     model: KMeans,
     sweep: SweepResult | None,
     p: Plan,
-    ids: Continuity,
+    cont: Continuity,
 ) -> dict[str, Any]:
     metrics: dict[str, Any] = {"inertia": float(model.inertia_), "n_iter": int(model.n_iter_)}
     if sweep is not None:
@@ -344,7 +345,7 @@ def _write_model(
         prepared.scaler,
         features,
         {"run_id": p.run_id, "name": config.name, "k_rule": sweep.rule if sweep else "fixed"},
-        segment_ids=ids.ids,
+        segment_ids=cont.ids,
     )
     save_model(run, seg_model)
     return metrics
