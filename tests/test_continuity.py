@@ -5,6 +5,7 @@ one output folder."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -130,6 +131,53 @@ def test_transitions_are_skipped_with_a_reason_when_rows_cannot_be_followed(tmp_
     )["reason"]
     first = Continuity(np.array([1, 0]), np.array([5, 9]), None, "first run: ...")
     assert transitions(other, commit, first) == {"status": "skipped", "reason": "first run: ..."}
+
+
+def test_transition_counts_equal_pandas_and_duplicate_ids_are_refused(client, tmp_path):
+    from kmeans_dask.io import RunCommit
+    from kmeans_dask.job.continuity import Continuity, PreviousRun
+    from kmeans_dask.job.drift import transitions
+
+    rng = np.random.default_rng(3)
+    old = pd.DataFrame({"rid": np.arange(500), "segment": rng.choice([0, 2, 5], 500)})
+    new = pd.DataFrame({"rid": np.arange(100, 700), "segment": rng.choice([0, 2, 5, 6], 600)})
+    prev_folder = tmp_path / "prev"
+    (prev_folder / "assignments").mkdir(parents=True)
+    for i, part in enumerate(np.array_split(np.arange(500), 3)):
+        old.iloc[part].to_parquet(prev_folder / "assignments" / f"part-{i}.parquet", index=False)
+    km = KMeans.from_centers(np.zeros((3, 2)) + np.arange(3)[:, None])
+    model = SegmentationModel(km, None, ["a", "b"], {}, np.array([0, 2, 5]))
+    manifest = {
+        "config": {"input": {"id_column": "rid"}},
+        "continuity": {"ids": [0, 2, 5], "sizes": np.bincount(old.segment)[[0, 2, 5]].tolist()},
+    }
+    previous = PreviousRun("old", str(prev_folder), manifest, model)
+    sizes = np.bincount(new.segment, minlength=7)[[0, 2, 5, 6]]
+    cont = Continuity(np.array([0, 2, 5, 6]), sizes, previous, None)
+    commit = RunCommit(str(tmp_path / "out"), "x-1")
+    assert commit.begin()
+    config = parse_config(
+        {"name": "x", "input": {"uri": "in/", "id_column": "rid"}, "output": {"uri": "o/"}}
+    )
+
+    def write_new(frame):
+        path = commit.path("assignments/part-0.parquet")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path, index=False)
+
+    write_new(new)
+    t = transitions(config, commit, cont)
+    both = old.merge(new, on="rid", suffixes=("_old", "_new"))
+    expected = pd.crosstab(both.segment_old, both.segment_new).reindex(
+        index=[0, 2, 5], columns=[0, 2, 5, 6], fill_value=0
+    )
+    assert t["counts"] == expected.to_numpy().tolist() and t["rows_in_both"] == 400
+    assert t["adjusted_rand_index"] == pytest.approx(
+        adjusted_rand_score(both.segment_old, both.segment_new)
+    )
+    write_new(pd.concat([new, new.iloc[:50]]))  # 50 ids twice
+    t = transitions(config, commit, cont)
+    assert t["status"] == "skipped" and "input.id_column 'rid' is not unique" in t["reason"]
 
 
 def test_continuity_config_errors_name_the_key():

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import dask
 import pandas as pd
 
 __all__ = ["transition_counts"]
 
 
-def transition_counts(previous: Any, current: Any, on: str, column: str = "segment") -> pd.Series:
+def transition_counts(
+    previous: Any, current: Any, on: str, column: str = "segment"
+) -> tuple[pd.Series, int]:
     """Rows per ``(previous, current)`` pair of labels, over the ids both tables hold.
 
     Parameters
@@ -29,12 +32,18 @@ def transition_counts(previous: Any, current: Any, on: str, column: str = "segme
 
     Returns
     -------
-    pandas.Series
+    counts : pandas.Series
         Counts (int64) indexed by ``(previous, current)``; pairs that never occur are absent.
-        Computed on the current Dask client: the rows never reach the caller.
+    n_ids : int
+        Distinct ids joined: fewer than ``counts.sum()`` when an id is on several rows of
+        either table (then the counts are pairs, not rows).
+
+    Computed on the current Dask client in one graph: the rows never reach the caller.
     """
     left = previous[[on, column]].rename(columns={column: "previous"})
     right = current[[on, column]].rename(columns={column: "current"})
     pairs = left.merge(right, on=on, how="inner")
-    counts = pairs.groupby(["previous", "current"]).size().compute()
-    return counts.astype("int64")
+    counts, n_ids = dask.compute(
+        pairs.groupby(["previous", "current"]).size(), pairs[on].nunique()
+    )
+    return counts.astype("int64"), int(n_ids)

@@ -114,7 +114,7 @@ def transitions(config: RunConfig, run: RunCommit, cont: Continuity) -> dict[str
     options = config.output.storage_options or None
     before = read_dataset(f"{previous.folder}/assignments", "parquet", ["segment"], id_col, options)
     now = read_dataset(f"{run.results_uri}/assignments", "parquet", ["segment"], id_col, options)
-    counts = transition_counts(before, now, id_col)
+    counts, n_ids = transition_counts(before, now, id_col)
     prev_ids = sorted(int(i) for i in previous.ids)
     cur_ids = sorted(int(i) for i in cont.ids)
     table = np.zeros((len(prev_ids), len(cur_ids)), dtype=np.int64)
@@ -122,6 +122,12 @@ def transitions(config: RunConfig, run: RunCommit, cont: Continuity) -> dict[str
     col_of = {sid: j for j, sid in enumerate(cur_ids)}
     for (a, b), n in counts.items():
         table[row_of[int(a)], col_of[int(b)]] += int(n)
+    if table.sum() > n_ids:  # an id on several rows pairs them all: the counts mean nothing
+        return {
+            "status": "skipped",
+            "reason": f"input.id_column {id_col!r} is not unique: {int(table.sum())} pairs "
+            f"joined for {n_ids} distinct ids",
+        }
     return {
         "status": "computed",
         "id_column": id_col,
