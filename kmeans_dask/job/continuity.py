@@ -196,8 +196,8 @@ def resolve_ids(config: RunConfig, prepared: Prepared, model: KMeans) -> Continu
     if previous is None:
         ids = segment_ids(sizes, Matching.empty(), np.zeros(0, np.int64), 0)
         logger.info("segment IDs numbered by size (%s)", reason)
-        return Continuity(ids, sizes, None, reason, new=sorted(int(i) for i in ids),
-                          used_ids=sorted(int(i) for i in ids))
+        every = sorted(int(i) for i in ids)
+        return Continuity(ids, sizes, None, reason, new=every, used_ids=every)
     used = previous.used_ids()
     next_id = max(used, default=-1) + 1
     features = prepared.dataset.info.features
