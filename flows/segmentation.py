@@ -28,10 +28,20 @@ from kmeans_dask.exceptions import ConfigError
 from kmeans_dask.io.errors import is_transient
 from kmeans_dask.job import pipeline, secrets
 from kmeans_dask.job.config import load_config
+from kmeans_dask.job.drift import describe
 
 #: retries (with backoff) of the stages whose failures can be transient (storage, network)
-RETRIES = {"plan": 3, "read": 2, "assign": 2, "score": 2, "model": 2, "commit": 2}
-RETRIES["profiles"] = 2  # writes profiles.parquet/.md/.png
+RETRIES = {
+    "plan": 3,
+    "read": 2,
+    "continuity": 2,
+    "assign": 2,
+    "score": 2,
+    "model": 2,
+    "profiles": 2,
+    "drift": 2,
+    "commit": 2,
+}
 BACKOFF = [2, 10, 30]
 
 
@@ -88,6 +98,8 @@ def _summary_markdown(result: pipeline.RunResult, config_uri: str) -> str:
     ]
     if result.k is not None:
         lines.append(f"- K = **{result.k}** ({result.rule})")
+    # continuity: segment IDs and drift (drift.json)
+    lines += [f"- {line}" for line in describe(result.drift)]
     if result.metrics:
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in result.metrics.items()]

@@ -168,6 +168,11 @@ def _summary(result: Any, out=print) -> None:
             out(f"  {key}: {value:.6g}")
         elif value is not None:
             out(f"  {key}: {value}")
+    # continuity (segment IDs, drift.json)
+    from .job.drift import describe
+
+    for line in describe(getattr(result, "drift", None) or {}):
+        out(line)
     if result.timings:
         out("Stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
 

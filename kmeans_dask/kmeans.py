@@ -91,6 +91,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Cluster of every training row, computed lazily from the workers' blocks.
     inertia_ : float
         Exact weighted sum of squared distances of the rows to their centre.
+    cluster_sizes_ : ndarray of shape (n_clusters,)
+        Training rows per cluster (unweighted counts of ``labels_``, int64), from the final
+        assignment pass (no extra pass over the data).
     n_init_inertias_ : ndarray of shape (n_init,)
         ``inertia_`` of every run, in the order they ran (one value for explicit ``init``
         centres); the kept run is the first with the lowest, so
@@ -372,6 +375,7 @@ def set_fitted(km: KMeans, result: FitResult, bs: BlockSet, prep: PreparedInput)
     km.converged_ = result.converged
     km.history_ = result.history
     km.init_info_ = dict(result.init_info)
+    km.cluster_sizes_ = result.sizes
     km.labels_ = bs.per_block_array(result.labels, np.int32, prep.row_chunks)
     km.n_features_in_ = prep.n_features
     if prep.feature_names is not None:

@@ -65,7 +65,7 @@ def test_defaults():
         (
             {"color": "blue"},
             "color: unknown key (check the spelling; allowed at the top level: name, input, "
-            "scaling, kmeans, metrics, knn, output, cluster)",
+            "scaling, kmeans, metrics, knn, output, cluster, continuity)",
         ),
         (
             {"knn": {"query": {"uri": "q", "idcolumn": "id"}}},

@@ -136,6 +136,11 @@ def test_run_writes_the_layout_and_is_idempotent(job, client):
     assert set(_files(store, res.run_uri)) & set(run_files) == {"_SUCCESS"}
     pd.testing.assert_frame_equal(store.read_folder(forced.results_uri, "assignments"), assign)
     assert forced.metrics == res.metrics
+    # continuity: the forced rerun follows the committed run it replaces (drift.json read
+    # its assignments from the store, joined on the id column on the workers)
+    assert res.drift["previous_run"] is None
+    assert forced.drift["previous_run"] == res.run_id
+    assert forced.drift["adjusted_rand_index"] == 1.0 and forced.drift["flagged"] == {}
 
     # a changed setting: a new run next to the old one
     changed = run(parse_config(apply_overrides(data, ["kmeans.k=4"])), client=client)

@@ -77,6 +77,7 @@ class FitResult:
     n_distinct: int
     run_inertias: list[float] = field(default_factory=list)
     n_steps: int | None = None
+    sizes: np.ndarray | None = None  # rows per cluster (from the final assignment pass)
 
 
 def fit_blocks(
@@ -140,7 +141,8 @@ def fit_blocks(
         )
     assert best is not None  # n_init >= 1
     best.run_inertias = inertias
-    best.n_distinct = _count_distinct(bs, best.labels)
+    best.sizes = _cluster_sizes(bs, best.labels, params.n_clusters)
+    best.n_distinct = int(np.count_nonzero(best.sizes))
     return best
 
 
@@ -178,7 +180,8 @@ def _fit_minibatch(
     )
     result.run_inertias = [inertia]
     result.n_steps = mb.n_steps
-    result.n_distinct = _count_distinct(bs, labels)
+    result.sizes = _cluster_sizes(bs, labels, params.n_clusters)
+    result.n_distinct = int(np.count_nonzero(result.sizes))
     return result
 
 
@@ -219,8 +222,7 @@ def _bincount(labels: np.ndarray) -> np.ndarray:
     return np.bincount(labels)
 
 
-def _count_distinct(bs: BlockSet, labels: list) -> int:
+def _cluster_sizes(bs: BlockSet, labels: list, k: int) -> np.ndarray:
+    """Rows per cluster (int64, length ``k``) from the per-block labels (small partials)."""
     counts = bs.gather(bs.map_values(_bincount, labels))
-    width = max(len(c) for c in counts)
-    total = np.sum([np.pad(c, (0, width - len(c))) for c in counts], axis=0)
-    return int(np.count_nonzero(total))
+    return np.sum([np.pad(c, (0, k - len(c))) for c in counts], axis=0).astype(np.int64)

@@ -34,16 +34,18 @@ def assign_and_write(
     ids: Any,
     id_name: str,
     binning: Binning | None = None,
+    segment_ids: np.ndarray | None = None,
 ) -> tuple[list[Any], ProfilePartial | None]:
     """Assign a block's rows and write one file per read unit (input partition) it holds with
     ``write(frame, fs, path, rel) -> record`` (runs on a worker; ``ids(units)`` reads the
-    id column of units, None numbers the rows globally). Returns the records and, with a
-    ``binning``, the block's segment profile partial (small: ``K x d x bins`` counts), made
-    from the same labels while the block is in memory."""
+    id column of units, None numbers the rows globally). ``segment_ids[raw]`` is the segment
+    ID written for raw cluster index ``raw`` (None: the raw index). Returns the records and,
+    with a ``binning``, the block's segment profile partial (small: ``K x d x bins`` counts,
+    by raw cluster index), made from the same labels while the block is in memory."""
     seg, d2 = assign_rows(block.X, C, ref)
     profile = None if binning is None else profile_partial(block.X, seg, len(C), binning)
     dist = np.sqrt(d2)
-    seg = seg.astype(np.int32)
+    seg = (seg if segment_ids is None else np.asarray(segment_ids)[seg]).astype(np.int32)
     records = []
     start = 0
     for unit, rows, path, rel in zip(units, block.unit_rows, paths, rels, strict=True):

@@ -16,7 +16,14 @@ from .read import (
     read_dataset,
     read_table,
 )
-from .runs import SUCCESS, committed_folder, latest_run, read_manifest, read_run_file
+from .runs import (
+    SUCCESS,
+    committed_folder,
+    committed_uri,
+    latest_run,
+    read_manifest,
+    read_run_file,
+)
 from .write import write_frames, write_hive_parquet, write_parquet
 
 __all__ = [
@@ -28,6 +35,7 @@ __all__ = [
     "RunCommit",
     "canonical_json",
     "committed_folder",
+    "committed_uri",
     "exists",
     "filesystem",
     "fingerprint",

@@ -20,6 +20,7 @@ __all__ = [
     "MANIFEST",
     "SUCCESS",
     "committed_folder",
+    "committed_uri",
     "latest_run",
     "read_manifest",
     "read_pointer",
@@ -70,6 +71,15 @@ def committed_folder(fs: Any, path: str) -> str | None:
     if pointer is not None and pointer["attempt"] == name:
         return path
     return None
+
+
+def committed_uri(uri: str, storage_options: Mapping | None = None) -> str | None:
+    """URI of the folder holding the files of a committed run: ``uri`` is a run folder
+    ``{output}/{run_id}`` (its pointer is followed) or a committed attempt folder. None when
+    it is neither."""
+    fs, path = filesystem(uri, storage_options)
+    folder = committed_folder(fs, path)
+    return None if folder is None else to_uri(fs, folder)
 
 
 def latest_run(output_uri: str, storage_options: Mapping | None = None) -> str | None:

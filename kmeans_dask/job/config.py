@@ -23,11 +23,13 @@ from pydantic import (
 from ..exceptions import ConfigError
 from ..io.fs import location, overlapping
 from .config_errors import format_error, merge_union_errors
+from .continuity_config import ContinuitySpec
 from .secrets import apply_secrets, yaml_problem
 
 __all__ = [
     "ClusterSpec",
     "ConfigError",
+    "ContinuitySpec",
     "InputSpec",
     "KMeansSpec",
     "KNNSpec",
@@ -253,6 +255,7 @@ class RunConfig(_Strict):
     knn: KNNSpec = Field(default_factory=KNNSpec)
     output: OutputSpec
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    continuity: ContinuitySpec = Field(default_factory=ContinuitySpec)
 
     @model_validator(mode="after")
     def _output_apart_from_inputs(self) -> RunConfig:
@@ -365,12 +368,15 @@ def identity(config: RunConfig) -> dict[str, Any]:
 
     Leaves out where results go (``output``), where the work runs (``cluster``), how the
     blocks are held (``kmeans.persist``, ``kmeans.memory_fraction``: persisted and streamed
-    runs give the same results) and every ``storage_options`` (connection details and
+    runs give the same results), how segments are named and compared with the previous run
+    (``continuity``: the clustering is the same; the IDs depend on the job's history anyway,
+    which no config can hash) and every ``storage_options`` (connection details and
     credentials, which must never be hashed into a name or written anywhere).
     """
     data = config.model_dump(mode="json")
     data.pop("output", None)
     data.pop("cluster", None)
+    data.pop("continuity", None)
     data["kmeans"].pop("persist", None)
     data["kmeans"].pop("memory_fraction", None)
     data["input"].pop("storage_options", None)

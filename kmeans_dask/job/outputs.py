@@ -34,11 +34,15 @@ class Assigned:
     binning: Binning
 
 
-def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> Assigned:
+def write_assignments(
+    run: RunCommit, prepared: Prepared, model: KMeans, segment_ids: np.ndarray | None = None
+) -> Assigned:
     """``assignments/part-*.parquet``: id, segment, distance_to_centroid, one file per input
     partition, computed and written on the workers from the standardised blocks (persisted,
-    or read again when streamed); ids are read from storage with each partition. The same
-    tasks return each block's profile partial (original units), merged on the workers."""
+    or read again when streamed); ids are read from storage with each partition.
+    ``segment_ids[raw]`` is the ID written for raw cluster index ``raw`` (see
+    :mod:`.continuity`; None: the raw index). The same tasks return each block's profile
+    partial (original units, by raw cluster index), merged on the workers."""
     ds = prepared.dataset
     bs = prepared.blocks
     sc = prepared.scaler
@@ -66,6 +70,7 @@ def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> Assi
         ids=None if id_col is None else ds.column_reader(id_col),
         id_name=id_col or "row",
         binning=binning,
+        segment_ids=segment_ids,
     )
     try:
         written = bs.gather(bs.map_values(operator.itemgetter(0), per_block))
@@ -77,14 +82,21 @@ def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> Assi
     return Assigned(records, profile, binning)
 
 
-def _reference_labels(config: RunConfig, prepared: Prepared, model: KMeans) -> list:
-    """Per-block labels of the reference rows (left on the workers): the segments, or the
+def _reference_labels(
+    config: RunConfig, prepared: Prepared, model: KMeans, segment_ids: np.ndarray | None
+) -> list:
+    """Per-block labels of the reference rows (left on the workers): the segment IDs, or the
     target column read with each block's units."""
     bs = prepared.blocks
     knn = config.knn
     if knn.target == "segment":
         labels, _ = assign_blocks(bs, model.cluster_centers_, model.reference_)
-        return labels
+        if segment_ids is None:
+            return labels
+        ids = np.asarray(segment_ids, dtype=np.int32)
+        mapped = bs.map_values(_take, labels, ids=ids)
+        bs.release(labels)
+        return mapped
     reader = prepared.dataset.column_reader(knn.target)
     dtype = np.float64 if knn.task == "regress" else None
     return bs.map_values(
@@ -93,9 +105,15 @@ def _reference_labels(config: RunConfig, prepared: Prepared, model: KMeans) -> l
 
 
 def score_queries(
-    config: RunConfig, run: RunCommit, prepared: Prepared, model: KMeans
+    config: RunConfig,
+    run: RunCommit,
+    prepared: Prepared,
+    model: KMeans,
+    segment_ids: np.ndarray | None = None,
 ) -> list[Any]:
-    """``scores/part-*.parquet`` for the query rows (KNN against the segmented rows)."""
+    """``scores/part-*.parquet`` for the query rows (KNN against the segmented rows);
+    ``nearest_centroid`` (and ``knn_label`` with ``knn.target: segment``) are segment IDs,
+    ``segment_ids[raw]`` for raw cluster index ``raw``."""
     from ..knn import KNeighborsScorer, fit_on_blocks
 
     knn = config.knn
@@ -105,12 +123,14 @@ def score_queries(
     Xq = qds.to_dask_array(dtype=np.dtype(config.kmeans.dtype))
     Xq_scaled = prepared.scaler.transform(Xq) if prepared.scaler is not None else Xq
     scorer = KNeighborsScorer(n_neighbors=knn.n_neighbors, weights=knn.weights, task=knn.task)
-    fit_on_blocks(scorer, prepared.blocks, _reference_labels(config, prepared, model))
+    fit_on_blocks(scorer, prepared.blocks, _reference_labels(config, prepared, model, segment_ids))
     id_name = q.id_column or "row"
     # ids as a dask Series (keeps string ids); None: the query row positions
     ids = qds.frame[q.id_column] if q.id_column is not None else None
     frame = scorer.score_frame(Xq_scaled, ids, id_column=id_name)
     nearest = model.predict(Xq_scaled)
+    if segment_ids is not None:
+        nearest = nearest.map_blocks(_take, ids=np.asarray(segment_ids), dtype=np.int32)
     import dask
 
     # score partitions follow the query chunks: add the nearest centroid block by block
@@ -123,6 +143,10 @@ def score_queries(
         )
     ]
     return write_frames(parts, run, "scores")
+
+
+def _take(raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    return ids[raw]
 
 
 def _with_nearest(frame: pd.DataFrame, nearest: np.ndarray) -> pd.DataFrame:

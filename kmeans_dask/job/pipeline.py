@@ -1,6 +1,6 @@
-"""The segmentation job as plain Python: plan -> read -> scale -> sweep -> fit -> assign ->
-profiles -> score -> commit. Runnable without Prefect; ``flows/segmentation.py`` wraps these
-stages.
+"""The segmentation job as plain Python: plan -> read -> scale -> sweep -> fit -> continuity
+(segment IDs) -> assign -> profiles -> score -> model -> drift -> commit. Runnable without
+Prefect; ``flows/segmentation.py`` wraps these stages.
 
 Each stage is a function of small, explicit inputs so that an orchestrator can run it as a
 task. Results are written under ``{output}/{run_id}/`` and committed with ``_SUCCESS`` last
@@ -28,6 +28,8 @@ from ..sweep import SweepResult, sweep_k
 from .checks import validate_inputs
 from .cluster import connect
 from .config import RunConfig, config_hash, identity
+from .continuity import Continuity, check_previous, resolve_ids
+from .drift import write_drift
 from .outputs import score_queries, write_assignments
 from .prepare import Prepared, read_and_scale
 from .profiles import PROFILES_MARKDOWN, write_profiles
@@ -80,6 +82,7 @@ def plan(config: RunConfig) -> Plan:
     """Validate the inputs (listings and footers), fingerprint them and derive the run id;
     checks whether the run is committed. Nothing is written and no cluster is started."""
     inputs = validate_inputs(config)
+    check_previous(config)  # a pinned continuity.previous must be a committed run
     run_id = run_id_for(identity(config), inputs, name=config.name)
     commit = _committer(config, run_id)
     return Plan(run_id, commit.uri, config_hash(config), inputs, commit.is_committed())
@@ -152,6 +155,8 @@ class RunResult:
     sweep: list[dict[str, Any]] = field(default_factory=list)
     results_uri: str | None = None  # the committed attempt's folder (the result files)
     profiles: str | None = None  # the segment profiles (profiles.md), markdown
+    # continuity: IDs new and vanished, flagged segments, ARI vs the previous run (drift.json)
+    drift: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The result as plain data (for an orchestrator's result store)."""
@@ -243,6 +248,7 @@ def _skipped(run_commit: RunCommit, p: Plan) -> RunResult:
         manifest.get("files", []),
         results_uri=run_commit.committed_uri(),
         profiles=None if profiles is None else profiles.decode(),
+        drift=manifest.get("drift", {}),
     )
 
 
@@ -251,11 +257,19 @@ def _execute(config: RunConfig, p: Plan, run_commit: RunCommit, stages: Stages) 
     try:
         sweep = stages("sweep", choose_k, config, prepared)
         model = stages("fit", fit, config, prepared, sweep)
-        assigned = stages("assign", write_assignments, run_commit, prepared, model)
-        profiles = stages("profiles", write_profiles, run_commit, prepared, model, assigned)
+        # segment IDs (matched to the previous run): every output below uses them
+        # cont.ids[raw] is the ID of raw cluster index raw (profiles take the same array)
+        cont = stages("continuity", resolve_ids, config, prepared, model)
+        assigned = stages("assign", write_assignments, run_commit, prepared, model, cont.ids)
+        profiles = stages(
+            "profiles", write_profiles, run_commit, prepared, model, assigned, cont.ids
+        )
         if config.knn.enabled:
-            stages("score", score_queries, config, run_commit, prepared, model)
-        metrics = stages("model", _write_model, config, run_commit, prepared, model, sweep, p)
+            stages("score", score_queries, config, run_commit, prepared, model, cont.ids)
+        metrics = stages(
+            "model", _write_model, config, run_commit, prepared, model, sweep, p, cont
+        )
+        drift = stages("drift", write_drift, config, run_commit, prepared, model, cont)
     finally:
         prepared.release()  # a long-lived (external) cluster keeps nothing of this run
     manifest = {
@@ -270,6 +284,8 @@ def _execute(config: RunConfig, p: Plan, run_commit: RunCommit, stages: Stages) 
         "sweep": _records(sweep),
         "timings": stages.timings,
         "memory": prepared.memory.as_dict(),
+        "continuity": cont.manifest_section(),  # raw cluster index -> segment ID, new, vanished
+        "drift": drift,  # summary of drift.json
     }
     full = stages("commit", run_commit.commit, manifest)
     return RunResult(
@@ -284,6 +300,7 @@ def _execute(config: RunConfig, p: Plan, run_commit: RunCommit, stages: Stages) 
         manifest["sweep"],
         results_uri=run_commit.results_uri,
         profiles=profiles.markdown(),
+        drift=drift,
     )
 
 
@@ -314,6 +331,7 @@ def _write_model(
     model: KMeans,
     sweep: SweepResult | None,
     p: Plan,
+    cont: Continuity,
 ) -> dict[str, Any]:
     metrics: dict[str, Any] = {"inertia": float(model.inertia_), "n_iter": int(model.n_iter_)}
     if sweep is not None:
@@ -335,6 +353,7 @@ def _write_model(
         prepared.scaler,
         features,
         {"run_id": p.run_id, "name": config.name, "k_rule": sweep.rule if sweep else "fixed"},
+        segment_ids=cont.ids,
     )
     save_model(run, seg_model)
     return metrics

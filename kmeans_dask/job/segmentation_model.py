@@ -23,7 +23,9 @@ from ..validation import is_dask_frame, select_features
 
 __all__ = ["FORMAT_VERSION", "SegmentationModel", "load_model", "save_model"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions :meth:`SegmentationModel.from_documents` reads (1: segments numbered 0..k-1)
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -40,12 +42,28 @@ class SegmentationModel:
         Feature columns, in order.
     metadata : dict
         Anything else recorded with the model (run id, inertia, K and why, versions).
+    segment_ids : ndarray of shape (n_clusters,), optional
+        The segment ID of each centre of ``kmeans`` (its raw cluster index): what
+        :meth:`predict` returns. IDs follow the previous run of the job (see
+        :mod:`kmeans_dask.job.continuity`), so they need not be ``0..k-1``. Default: the raw
+        indices.
     """
 
     kmeans: KMeans
     scaler: StandardScaler | None
     feature_names: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
+    segment_ids: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        k = int(self.kmeans.cluster_centers_.shape[0])
+        ids = np.arange(k) if self.segment_ids is None else self.segment_ids
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.shape != (k,) or len(np.unique(ids)) != k:
+            raise ValueError(
+                f"segment_ids: must be {k} distinct integers (one per centre); got {ids.tolist()}"
+            )
+        self.segment_ids = ids
 
     def _features(self, X: Any) -> Any:
         if hasattr(X, "columns"):
@@ -62,11 +80,16 @@ class SegmentationModel:
         return X if self.scaler is None else self.scaler.transform(X)
 
     def predict(self, X: Any) -> Any:
-        """Segment of each row (numpy for in-memory input, dask array for dask input)."""
-        return self.kmeans.predict(self.transform_features(X))
+        """Segment ID of each row (numpy for in-memory input, dask array for dask input)."""
+        raw = self.kmeans.predict(self.transform_features(X))
+        ids = self.segment_ids.astype(np.int32)
+        if hasattr(raw, "map_blocks"):
+            return raw.map_blocks(_take, ids, dtype=np.int32)
+        return ids[raw]
 
     def distances(self, X: Any) -> Any:
-        """Euclidean distance of each row to every centre (scaled space)."""
+        """Euclidean distance of each row to every centre (scaled space); column ``j`` is
+        the centre of segment ``segment_ids[j]``."""
         return self.kmeans.transform(self.transform_features(X))
 
     # ------------------------------------------------------------------ portable form
@@ -74,7 +97,7 @@ class SegmentationModel:
         """``(centroids table, scaler document, model document)``."""
         C = self.kmeans.cluster_centers_
         centroids = pd.DataFrame(C.astype(np.float64), columns=self.feature_names)
-        centroids.insert(0, "segment", np.arange(C.shape[0], dtype=np.int32))
+        centroids.insert(0, "segment", self.segment_ids.astype(np.int32))
         if self.scaler is None:
             scaler_doc: dict[str, Any] = {"kind": "none", "feature_names": self.feature_names}
         else:
@@ -110,11 +133,13 @@ class SegmentationModel:
     ) -> SegmentationModel:
         """Rebuild a model from :meth:`to_documents` output."""
         version = model_doc.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ValueError(
-                f"model format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+                f"model format_version {version!r} is not supported (expected one of "
+                f"{list(READABLE_VERSIONS)})"
             )
         names = list(model_doc["feature_names"])
+        # the centres in segment-ID order: raw index j of the reloaded model is the j-th ID
         table = centroids.sort_values("segment")
         C = table[names].to_numpy(dtype=np.dtype(model_doc.get("dtype", "float64")))
         params = {
@@ -131,7 +156,12 @@ class SegmentationModel:
                 var=scaler_doc.get("var"),
                 n_samples_seen=scaler_doc.get("n_samples_seen", 0),
             )
-        return cls(km, scaler, names, dict(model_doc.get("metadata", {})))
+        ids = table["segment"].to_numpy(dtype=np.int64)
+        return cls(km, scaler, names, dict(model_doc.get("metadata", {})), ids)
+
+
+def _take(raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    return ids[raw]
 
 
 def save_model(run: RunCommit, model: SegmentationModel) -> list[FileRecord]:
