@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import progress
 from ..engine.lloyd import assign_blocks
 from ..engine.outputs import assign_and_write, read_column
 from ..io import RunCommit, open_dataset
@@ -30,19 +31,21 @@ def write_assignments(run: RunCommit, prepared: Prepared, model: KMeans) -> list
     for r in prepared.recipes:
         rels.append([f"assignments/part-{first + i:05d}.parquet" for i in range(len(r.units))])
         first += len(r.units)
-    per_block = bs.map(
-        assign_and_write,
-        [r.units for r in prepared.recipes],
-        bs.offsets,
-        [[run.path(rel) for rel in block_rels] for block_rels in rels],
-        rels,
-        write=write_frame,
-        fs=run.fs,
-        C=model.cluster_centers_,
-        ref=model.reference_,
-        ids=None if id_col is None else ds.column_reader(id_col),
-        id_name=id_col or "row",
-    )
+    with progress.task("assign: blocks", total=bs.n_blocks) as bar:
+        handles = bs.map_keep(
+            assign_and_write,
+            [r.units for r in prepared.recipes],
+            bs.offsets,
+            [[run.path(rel) for rel in block_rels] for block_rels in rels],
+            rels,
+            write=write_frame,
+            fs=run.fs,
+            C=model.cluster_centers_,
+            ref=model.reference_,
+            ids=None if id_col is None else ds.column_reader(id_col),
+            id_name=id_col or "row",
+        )
+        per_block = bs.gather(handles, bar)
     records = [rec for block_records in per_block for rec in block_records]
     record_files(run, records, "assignments")
     return records
@@ -93,7 +96,8 @@ def score_queries(
             strict=True,
         )
     ]
-    return write_frames(parts, run, "scores")
+    with progress.task("score: query partitions", total=len(parts)) as bar:
+        return write_frames(parts, run, "scores", progress=bar)
 
 
 def _with_nearest(frame: pd.DataFrame, nearest: np.ndarray) -> pd.DataFrame:
