@@ -52,6 +52,12 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return exc is not None and is_transient(exc)
 
 
+def _in_a_run(record: logging.LogRecord) -> bool:
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
 @contextmanager
 def library_logs_to_prefect() -> Iterator[None]:
     """Inside the block, the library's INFO records (``kmeans_dask``: one line per stage)
@@ -69,6 +75,7 @@ def library_logs_to_prefect() -> Iterator[None]:
     added = None
     if not any(isinstance(h, APILogHandler) for h in lib.handlers):
         added = APILogHandler()
+        added.addFilter(_in_a_run)  # other threads' records stay local, without a warning
         lib.addHandler(added)
     previous_level = lib.level
     if lib.level == logging.NOTSET or lib.level > logging.INFO:

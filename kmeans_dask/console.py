@@ -41,7 +41,8 @@ def quiet_defaults(verbose: bool, env: Mapping[str, str]) -> dict[str, str]:
 
     ``PREFECT_SERVER_ANALYTICS_ENABLED=false`` (the embedded server sends no telemetry; a
     machine without internet logs an ERROR otherwise), ``kmeans_dask`` added to
-    ``PREFECT_LOGGING_EXTRA_LOGGERS``, and unless ``verbose``: Prefect's console handler at
+    ``PREFECT_LOGGING_EXTRA_LOGGERS`` (with ``PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW=ignore``:
+    records outside a flow run stay local), and unless ``verbose``: Prefect's console handler at
     WARNING (``PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL``) and Dask's ``distributed`` loggers
     at WARNING (``DASK_LOGGING__DISTRIBUTED``, also read by the worker processes).
     """
@@ -52,6 +53,10 @@ def quiet_defaults(verbose: bool, env: Mapping[str, str]) -> dict[str, str]:
     extra = [n for n in extra if n]
     if LIBRARY_LOGGER not in extra:
         out["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join([*extra, LIBRARY_LOGGER])
+    if "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW" not in env:
+        # the library also logs outside a flow run (the plain path, the CLI's own lines):
+        # nothing to send to the API then, and nothing to warn about
+        out["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
     if not verbose:
         for key, value in (
             ("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING"),
