@@ -74,10 +74,12 @@ def environment(verbose: bool) -> Iterator[dict[str, str]]:
     added = quiet_defaults(verbose, os.environ)
     saved = {k: os.environ.get(k) for k in added}
     os.environ.update(added)
-    _quiet_loaded_loggers(verbose)
+    levels = _quiet_loaded_loggers(verbose)
     try:
         yield added
     finally:
+        for log, level in levels.items():
+            log.setLevel(level)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -85,15 +87,19 @@ def environment(verbose: bool) -> Iterator[dict[str, str]]:
                 os.environ[key] = value
 
 
-def _quiet_loaded_loggers(verbose: bool) -> None:
-    """When ``distributed`` was imported already (its levels set from its config), lower
-    its chatter here too."""
+def _quiet_loaded_loggers(verbose: bool) -> dict[logging.Logger, int]:
+    """When ``distributed`` was imported already (its levels set from its config, e.g. the
+    CLI called in-process), raise its loggers to WARNING here too; returns the levels to
+    restore."""
+    saved: dict[logging.Logger, int] = {}
     if verbose or "distributed" not in sys.modules:
-        return
+        return saved
     for name in ("distributed", "distributed.scheduler", "distributed.nanny"):
         log = logging.getLogger(name)
         if log.level < logging.WARNING:
+            saved[log] = log.level
             log.setLevel(logging.WARNING)
+    return saved
 
 
 def setup_logging(verbose: bool, stream: Any = None) -> logging.Handler:
