@@ -34,13 +34,16 @@ from . import progress
 __all__ = ["RichReporter", "environment", "quiet_defaults", "reporter", "setup_logging"]
 
 LIBRARY_LOGGER = "kmeans_dask"
+#: seconds the CLI waits for Prefect's temporary server to start (Prefect's default: 20)
+EPHEMERAL_STARTUP_SECONDS = 180
 
 
 def quiet_defaults(verbose: bool, env: Mapping[str, str]) -> dict[str, str]:
     """The environment settings the CLI adds, given the current ``env`` (only those not set).
 
     ``PREFECT_SERVER_ANALYTICS_ENABLED=false`` (the embedded server sends no telemetry; a
-    machine without internet logs an ERROR otherwise), ``kmeans_dask`` added to
+    machine without internet logs an ERROR otherwise), a longer wait for the temporary
+    server's first start (``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``), ``kmeans_dask`` added to
     ``PREFECT_LOGGING_EXTRA_LOGGERS`` (with ``PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW=ignore``:
     records outside a flow run stay local), and unless ``verbose``: Prefect's console handler at
     WARNING (``PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL``) and Dask's ``distributed`` loggers
@@ -49,6 +52,10 @@ def quiet_defaults(verbose: bool, env: Mapping[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     if "PREFECT_SERVER_ANALYTICS_ENABLED" not in env:
         out["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in env:
+        # the temporary server's first start creates its database (migrations): on a busy
+        # 2-core machine that takes longer than Prefect's 20 s default
+        out["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = str(EPHEMERAL_STARTUP_SECONDS)
     extra = [n.strip() for n in env.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",")]
     extra = [n for n in extra if n]
     if LIBRARY_LOGGER not in extra:

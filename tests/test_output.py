@@ -272,6 +272,7 @@ def test_quiet_defaults_leave_the_users_settings_alone():
 
     quiet = quiet_defaults(False, {})
     assert quiet["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"  # no telemetry, no ERROR
+    assert int(quiet["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]) > 20
     assert quiet["PREFECT_LOGGING_EXTRA_LOGGERS"] == "kmeans_dask"
     assert quiet["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] == "WARNING"
     assert quiet["DASK_LOGGING__DISTRIBUTED"] == "warning"
@@ -285,6 +286,7 @@ def test_quiet_defaults_leave_the_users_settings_alone():
         "DASK_LOGGING__DISTRIBUTED": "info",
     }
     assert set(quiet_defaults(False, mine)) == {
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
         "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW",
     }
