@@ -41,13 +41,16 @@ EPHEMERAL_STARTUP_SECONDS = 180
 def quiet_defaults(verbose: bool, env: Mapping[str, str]) -> dict[str, str]:
     """The environment settings the CLI adds, given the current ``env`` (only those not set).
 
-    ``PREFECT_SERVER_ANALYTICS_ENABLED=false`` (the embedded server sends no telemetry; a
-    machine without internet logs an ERROR otherwise), a longer wait for the temporary
-    server's first start (``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``), ``kmeans_dask`` added to
-    ``PREFECT_LOGGING_EXTRA_LOGGERS`` (with ``PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW=ignore``:
-    records outside a flow run stay local), and unless ``verbose``: Prefect's console handler at
-    WARNING (``PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL``) and Dask's ``distributed`` loggers
-    at WARNING (``DASK_LOGGING__DISTRIBUTED``, also read by the worker processes).
+    * ``PREFECT_SERVER_ANALYTICS_ENABLED=false``: the temporary server sends no telemetry
+      (without internet it logs an ERROR);
+    * ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``: a longer wait for the temporary
+      server's first start;
+    * ``kmeans_dask`` added to ``PREFECT_LOGGING_EXTRA_LOGGERS``, with
+      ``PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW=ignore`` (records outside a flow run stay
+      local);
+    * unless ``verbose``: Prefect's console handler at WARNING
+      (``PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL``) and Dask's ``distributed`` loggers at
+      WARNING (``DASK_LOGGING__DISTRIBUTED``, also read by the worker processes).
     """
     out: dict[str, str] = {}
     if "PREFECT_SERVER_ANALYTICS_ENABLED" not in env:
