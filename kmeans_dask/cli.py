@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import console
 
-    with console.environment(args.verbose):
+    with console.environment(args.verbose, prefect_console=args.command == "serve"):
         handler = console.setup_logging(args.verbose)
         with _reported(args.verbose) as code, console.reporter(handler):
             code[0] = _dispatch(args)

@@ -38,7 +38,9 @@ LIBRARY_LOGGER = "kmeans_dask"
 EPHEMERAL_STARTUP_SECONDS = 180
 
 
-def quiet_defaults(verbose: bool, env: Mapping[str, str]) -> dict[str, str]:
+def quiet_defaults(
+    verbose: bool, env: Mapping[str, str], prefect_console: bool = False
+) -> dict[str, str]:
     """The environment settings the CLI adds, given the current ``env`` (only those not set).
 
     * ``PREFECT_SERVER_ANALYTICS_ENABLED=false``: the temporary server sends no telemetry
@@ -48,9 +50,10 @@ def quiet_defaults(verbose: bool, env: Mapping[str, str]) -> dict[str, str]:
     * ``kmeans_dask`` added to ``PREFECT_LOGGING_EXTRA_LOGGERS``, with
       ``PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW=ignore`` (records outside a flow run stay
       local);
-    * unless ``verbose``: Prefect's console handler at WARNING
-      (``PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL``) and Dask's ``distributed`` loggers at
-      WARNING (``DASK_LOGGING__DISTRIBUTED``, also read by the worker processes).
+    * unless ``verbose``: Dask's ``distributed`` loggers at WARNING
+      (``DASK_LOGGING__DISTRIBUTED``, also read by the worker processes), and, unless
+      ``prefect_console`` (``serve``: Prefect's lines about the runs it starts are its
+      output), Prefect's console handler at WARNING (``PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL``).
     """
     out: dict[str, str] = {}
     if "PREFECT_SERVER_ANALYTICS_ENABLED" not in env:
@@ -67,21 +70,18 @@ def quiet_defaults(verbose: bool, env: Mapping[str, str]) -> dict[str, str]:
         # the library also logs outside a flow run (the plain path, the CLI's own lines):
         # nothing to send to the API then, and nothing to warn about
         out["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
-    if not verbose:
-        for key, value in (
-            ("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING"),
-            ("DASK_LOGGING__DISTRIBUTED", "warning"),
-        ):
-            if key not in env:
-                out[key] = value
+    quiet = [] if verbose else [("DASK_LOGGING__DISTRIBUTED", "warning")]
+    if not verbose and not prefect_console:
+        quiet.append(("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING"))
+    out.update({key: value for key, value in quiet if key not in env})
     return out
 
 
 @contextmanager
-def environment(verbose: bool) -> Iterator[dict[str, str]]:
+def environment(verbose: bool, prefect_console: bool = False) -> Iterator[dict[str, str]]:
     """:func:`quiet_defaults` set in ``os.environ`` inside the block (before Prefect or Dask
     is imported, so that both read them; subprocesses inherit them), removed after."""
-    added = quiet_defaults(verbose, os.environ)
+    added = quiet_defaults(verbose, os.environ, prefect_console)
     saved = {k: os.environ.get(k) for k in added}
     os.environ.update(added)
     levels = _quiet_loaded_loggers(verbose)

@@ -280,6 +280,9 @@ def test_quiet_defaults_leave_the_users_settings_alone():
     assert verbose["PREFECT_LOGGING_EXTRA_LOGGERS"] == "mine,other,kmeans_dask"
     assert "DASK_LOGGING__DISTRIBUTED" not in verbose
     assert "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL" not in verbose
+    serving = quiet_defaults(False, {}, prefect_console=True)  # serve: Prefect's run lines
+    assert "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL" not in serving
+    assert serving["DASK_LOGGING__DISTRIBUTED"] == "warning"
     mine = {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "true",
         "PREFECT_LOGGING_EXTRA_LOGGERS": "kmeans_dask",
