@@ -46,13 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kmeans-dask", description="Distributed k-means segmentation on Dask."
     )
-    p.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="more output: per-K and per-iteration lines, Dask's and Prefect's own INFO "
-        "lines, tracebacks",
-    )
+    verbose = "more output: per-K and per-iteration lines, Dask's and Prefect's INFO, tracebacks"
+    p.add_argument("-v", "--verbose", action="store_true", help=verbose)
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the segmentation job of a config file")
