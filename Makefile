@@ -24,8 +24,10 @@ lint: install
 test: install lint
 	$(BIN)/python -m pytest
 
+# the job as it is scheduled: the Prefect flow (a temporary local Prefect server unless
+# PREFECT_API_URL names one); `kmeans-dask demo` alone runs the plain pipeline
 demo: install
-	$(BIN)/kmeans-dask demo
+	$(BIN)/kmeans-dask demo --prefect
 
 bench: install
 	$(BIN)/python -m pip install -q -e '.[bench]'

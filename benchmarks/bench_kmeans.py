@@ -76,13 +76,14 @@ class _Stamps(logging.Handler):
 
 @contextlib.contextmanager
 def stamped(*names: str) -> Iterator[_Stamps]:
-    """Attach a :class:`_Stamps` handler at INFO to the named loggers (not propagated)."""
+    """Attach a :class:`_Stamps` handler at DEBUG to the named loggers (not propagated;
+    kmeans_dask's Lloyd iterations are DEBUG records)."""
     handler = _Stamps()
     saved = []
     for name in names:
         lg = logging.getLogger(name)
         saved.append((lg, lg.level, lg.propagate))
-        lg.setLevel(logging.INFO)
+        lg.setLevel(logging.DEBUG)
         lg.propagate = False
         lg.addHandler(handler)
     try:

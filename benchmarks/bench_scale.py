@@ -98,7 +98,7 @@ class _Iterations(logging.Handler):
     """Times between the Lloyd iteration log records (one record per iteration)."""
 
     def __init__(self) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)
         self.times: list[float] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -162,7 +162,7 @@ def _one(client, folder: Path, out: Path, mode: str, k: int, iters: int) -> dict
     base = client.run(_worker_stats)
     handler = _Iterations()
     logging.getLogger("kmeans_dask.lloyd").addHandler(handler)
-    logging.getLogger("kmeans_dask.lloyd").setLevel(logging.INFO)
+    logging.getLogger("kmeans_dask.lloyd").setLevel(logging.DEBUG)  # iterations are DEBUG
     try:
         with _Sampler(client) as sampler:
             t0 = time.perf_counter()

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -63,15 +63,40 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return exc is not None and is_transient(exc)
 
 
-class _ToPrefect(logging.Handler):
-    """Forward the library's log records to the flow run's logger (UI and API)."""
+def _in_a_run(record: logging.LogRecord) -> bool:
+    from prefect.context import FlowRunContext, TaskRunContext
 
-    def __init__(self, run_logger: Any) -> None:
-        super().__init__(logging.INFO)
-        self.run_logger = run_logger
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.run_logger.log(record.levelno, record.getMessage())
+
+@contextmanager
+def library_logs_to_prefect() -> Iterator[None]:
+    """Inside the block, the library's INFO records (``kmeans_dask``: one line per stage)
+    reach the flow run's logs in Prefect (UI and API).
+
+    Prefect's own setting does the work: with ``PREFECT_LOGGING_EXTRA_LOGGERS=kmeans_dask``
+    (set by the CLI; set it in a deployment's environment, see deploy/README.md) Prefect
+    attaches its API handler to the ``kmeans_dask`` logger. When the setting is missing
+    (a worker started without it), Prefect's same ``APILogHandler`` is attached here for
+    the block. The logger's level is raised to INFO if it is unset or higher, and restored.
+    """
+    from prefect.logging.handlers import APILogHandler
+
+    lib = logging.getLogger("kmeans_dask")
+    added = None
+    if not any(isinstance(h, APILogHandler) for h in lib.handlers):
+        added = APILogHandler()
+        added.addFilter(_in_a_run)  # other threads' records stay local, without a warning
+        lib.addHandler(added)
+    previous_level = lib.level
+    if lib.level == logging.NOTSET or lib.level > logging.INFO:
+        lib.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        if added is not None:
+            lib.removeHandler(added)
+        lib.setLevel(previous_level)
 
 
 def _as_task(name: str, func: Callable, args: tuple) -> Any:
@@ -173,21 +198,11 @@ def segmentation(
     dict
         The :class:`~kmeans_dask.job.pipeline.RunResult` as plain data.
     """
-    run_logger = get_run_logger()
     _refuse_credentials(overrides)
     with secrets.provided(_block_secrets(secrets_block)):
         config = load_config(config_uri, overrides or {})
-    forward = _ToPrefect(run_logger)
-    lib_logger = logging.getLogger("kmeans_dask")
-    lib_logger.addHandler(forward)
-    previous_level = lib_logger.level
-    if lib_logger.level == logging.NOTSET or lib_logger.level > logging.INFO:
-        lib_logger.setLevel(logging.INFO)
-    try:
+    with library_logs_to_prefect():
         result = pipeline.run(config, force=force, stages=pipeline.Stages(wrap=_as_task))
-    finally:
-        lib_logger.removeHandler(forward)
-        lib_logger.setLevel(previous_level)
     create_markdown_artifact(
         _summary_markdown(result, config_uri),
         key="segmentation-summary",

@@ -1,5 +1,9 @@
 """Command line: ``kmeans-dask run | validate | demo | show | serve``.
 
+Output: one log line per stage on stderr (live progress bars on a terminal), the run's
+summary on stdout; ``-v`` adds per-K and per-iteration lines and Dask's and Prefect's own
+INFO lines (see :mod:`kmeans_dask.console`).
+
 Exit codes:
 
 * 0: success, or a committed run found and skipped;
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import traceback
 from collections.abc import Iterator, Mapping
@@ -43,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kmeans-dask", description="Distributed k-means segmentation on Dask."
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbose = "more output: per-K and per-iteration lines, Dask's and Prefect's INFO, tracebacks"
+    p.add_argument("-v", "--verbose", action="store_true", help=verbose)
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the segmentation job of a config file")
@@ -123,26 +127,6 @@ def _parser() -> argparse.ArgumentParser:
         help="fsspec/s3fs option, e.g. endpoint_url=http://localhost:9000 (repeatable)",
     )
     return p
-
-
-def _setup_logging(verbose: bool) -> None:
-    """Live progress on a terminal (rich), warnings only when not a TTY."""
-    level = logging.DEBUG if verbose else logging.INFO
-    log = logging.getLogger("kmeans_dask")
-    log.handlers.clear()
-    if sys.stderr.isatty():
-        from rich.logging import RichHandler
-
-        handler: logging.Handler = RichHandler(show_path=False, markup=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        level = logging.DEBUG if verbose else logging.WARNING
-    handler.setLevel(level)  # the flow raises the logger's level to INFO for Prefect
-    log.addHandler(handler)
-    log.setLevel(level)
-    log.propagate = False
 
 
 def _default_demo_config() -> str:
@@ -378,11 +362,19 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``kmeans-dask`` command (returns the exit code)."""
+    """Entry point of the ``kmeans-dask`` command (returns the exit code).
+
+    Output (see :mod:`kmeans_dask.console`): the library's log lines once on stderr (one per
+    stage; ``-v`` adds the detail and the tools' own INFO lines), live bars on a terminal,
+    the summary on stdout. Prefect and Dask settings the user has not set get quiet
+    defaults for the duration of the command."""
     args = _parser().parse_args(argv)
-    _setup_logging(args.verbose)
-    with _reported(args.verbose) as code:
-        code[0] = _dispatch(args)
+    from . import console
+
+    with console.environment(args.verbose, prefect_console=args.command == "serve"):
+        handler = console.setup_logging(args.verbose)
+        with _reported(args.verbose) as code, console.reporter(handler):
+            code[0] = _dispatch(args)
     return code[0]
 
 

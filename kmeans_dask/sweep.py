@@ -5,6 +5,10 @@ tasks interleave on the cluster; each fit is followed by its metrics (two passes
 squared-Euclidean silhouette, Calinski-Harabasz and Davies-Bouldin, one for the stratified
 sample of the exact silhouette). K is then picked by the maximum sampled silhouette or by
 the knee (Kneedle) of the inertia curve.
+
+Progress: a :func:`kmeans_dask.progress.task` counts the K done (fit and metrics) of N, and
+the fits' threads run in a copy of the caller's context (its progress reporter, an
+orchestrator's run context). Each K's result is a DEBUG record; the choice is one INFO line.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import progress
 from .engine.blocks import BlockSet
 from .engine.fit import FitResult, fit_blocks
 from .engine.init import candidate_pool
@@ -206,17 +211,19 @@ def sweep_k(
             raise InvalidParameterError(
                 f"k_values contains K={ks[-1]} but X has only n_samples={bs.n_samples} rows"
             )
-        fits = _fit_all(bs, prep, ks, seed, kmeans_params)
-        rows, sample_index, sample_labels = _sample_silhouettes(
-            bs, fits, ks, silhouette_sample_size, seed, callback
-        )
+        with progress.task(f"sweep K={ks[0]}..{ks[-1]}", total=len(ks)) as bar:
+            fits = _fit_all(bs, prep, ks, seed, kmeans_params, bar)
+        with progress.task(f"sweep: silhouettes of a {silhouette_sample_size:,}-row sample"):
+            rows, sample_index, sample_labels = _sample_silhouettes(
+                bs, fits, ks, silhouette_sample_size, seed, callback
+            )
         table = pd.DataFrame(rows, columns=COLUMNS)
         knee = elbow_knee(table.k.to_numpy(), table.inertia.to_numpy())
         k, rule = _choose(table, select, knee)
         for other, fit in fits.items():
             if other != k:
                 bs.release(fit.result.labels)
-        logger.info("sweep chose K=%d by %s", k, rule)
+        logger.info("sweep chose K=%d by %s (%s)", k, rule, _brief(table))
         return SweepResult(
             table,
             k,
@@ -241,8 +248,20 @@ class _Fit:
     row: dict[str, Any]
 
 
+def _brief(table: pd.DataFrame) -> str:
+    """The sweep in a few words: the sampled silhouette of every K."""
+    return "silhouette by K: " + ", ".join(
+        f"{int(k)} {v:.3f}" for k, v in zip(table.k, table.silhouette_sample, strict=True)
+    )
+
+
 def _fit_all(
-    bs: BlockSet, prep: PreparedInput, ks: list[int], seed: int, kmeans_params: dict
+    bs: BlockSet,
+    prep: PreparedInput,
+    ks: list[int],
+    seed: int,
+    kmeans_params: dict,
+    bar: progress.ProgressTask,
 ) -> dict[int, _Fit]:
     """Every K fitted concurrently (one client thread each) from one k-means|| pool."""
     reference = bs.moments()[1]
@@ -266,7 +285,7 @@ def _fit_all(
         set_fitted(km, result, view, prep)
         t1 = time.perf_counter()
         quality = cluster_quality(view, result.labels, k, reference)
-        logger.info(
+        logger.debug(
             "sweep K=%d: inertia %.6g, silhouette %.4f (full, squared), %d iterations",
             k,
             result.inertia,
@@ -284,11 +303,13 @@ def _fit_all(
             "fit_seconds": t1 - t0,
             "metrics_seconds": time.perf_counter() - t1,
         }
+        bar.advance(status=f"K={k} done")
         return _Fit(result, km, row)
 
     workers = max(1, min(len(ks), 8))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep") as pool:
-        return dict(zip(ks, pool.map(run, ks), strict=True))
+        # each fit in a copy of this context: the caller's progress reporter, log context
+        return dict(zip(ks, pool.map(progress.in_context(run), ks), strict=True))
 
 
 def _sample_silhouettes(

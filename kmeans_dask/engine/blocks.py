@@ -17,6 +17,7 @@ from typing import Any
 import dask
 import numpy as np
 
+from ..progress import ProgressTask
 from .block import (
     Block,
     BlockSummary,
@@ -330,9 +331,9 @@ class BlockSet:
         where they were computed. Unlike :meth:`map`, the blocks are not passed implicitly."""
         return self._exec.map(func, *per_block, **broadcast)
 
-    def gather(self, handles: list) -> list:
-        """Bring small per-block results to the caller."""
-        return self._exec.gather(handles)
+    def gather(self, handles: list, progress: ProgressTask | None = None) -> list:
+        """Bring small per-block results to the caller (``progress``: advanced per block)."""
+        return self._exec.gather(handles, progress)
 
     def release(self, handles: list | None = None) -> None:
         """Free per-block results (or, with no argument, the blocks themselves)."""

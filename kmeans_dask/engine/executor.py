@@ -11,7 +11,9 @@ from typing import Any
 
 import dask
 
-__all__ = ["Executor", "get_client"]
+from ..progress import ProgressTask
+
+__all__ = ["Executor", "advance_when_done", "get_client"]
 
 
 def get_client() -> Any | None:
@@ -55,10 +57,12 @@ class Executor:
         with ThreadPoolExecutor(max_workers=min(self.n_threads, len(args))) as pool:
             return list(pool.map(lambda a: func(*a, **kwargs), args))
 
-    def gather(self, handles: list) -> list:
+    def gather(self, handles: list, progress: ProgressTask | None = None) -> list:
         """Bring (small) results to the caller. When a task failed, every other one is
         waited for first: no task of a failed pass is still running (e.g. writing) when the
-        error reaches the caller."""
+        error reaches the caller. ``progress`` is advanced by one per handle done."""
+        if progress is not None:
+            advance_when_done(handles, progress)
         if self.client is not None:
             try:
                 return self.client.gather(handles)
@@ -86,3 +90,14 @@ class Executor:
         if self.client is not None:
             for h in handles:
                 h.release()
+
+
+def advance_when_done(handles: list, progress: ProgressTask) -> None:
+    """Advance ``progress`` by one as each handle completes: distributed futures call back
+    (from the client's callback thread), plain values are done already."""
+    for h in handles:
+        add = getattr(h, "add_done_callback", None)
+        if add is None:
+            progress.advance()
+        else:
+            add(lambda _future: progress.advance())

@@ -123,7 +123,7 @@ def fit_blocks(
         )
         labels, inertia = assign_blocks(bs, res.centres, mean)
         inertias.append(inertia)
-        logger.info(
+        logger.debug(
             "KMeans run %d/%d: inertia %.6g after %d iteration(s)%s",
             run + 1,
             n_init,
@@ -174,7 +174,7 @@ def _fit_minibatch(
         full_init=full_init,
     )
     labels, inertia = assign_blocks(bs, mb.centres, mean)
-    logger.info("KMeans (minibatch): inertia %.6g after %d step(s)", inertia, mb.n_steps)
+    logger.debug("KMeans (minibatch): inertia %.6g after %d step(s)", inertia, mb.n_steps)
     result = FitResult(
         mb.centres, inertia, mb.n_iter, mb.converged, mb.history, mb.init_info, labels, mean, 0
     )

@@ -207,7 +207,7 @@ class CandidatePool:
         """``k`` centres from the pool, best weighted cost of ``n_trials`` seeded trials."""
         rng = np.random.default_rng([seed, int(DriverStream.CANDIDATE_REDUCTION), k])
         centres, cost = reduce_candidates(self.candidates, self.weights, k, rng, n_trials)
-        logger.info(
+        logger.debug(
             "k-means|| init (K=%d): %d candidates from %d rounds (%d passes), weighted cost %.6g",
             k,
             len(self.candidates),

@@ -6,6 +6,9 @@ the caller adds the partials and divides. Empty clusters take the rows farthest 
 centre (scikit-learn's rule), found by an extra pass only in the iterations that need it.
 Convergence: the squared centre shift is at most ``tol_abs`` (scikit-learn's meaning, with
 ``tol_abs = tol * mean feature variance``), or ``max_iter`` iterations.
+
+Every iteration is a DEBUG record of the ``kmeans_dask.lloyd`` logger (inertia, centre shift)
+and advances a :func:`kmeans_dask.progress.task` (``Lloyd K=k``, up to ``max_iter``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import progress
 from ..kernels import lloyd as kernels
 from .blocks import Block, BlockSet
 
@@ -101,6 +105,19 @@ def lloyd(
         Called with each iteration's :class:`IterationStats` (progress reporting).
     """
     C = np.ascontiguousarray(centres, dtype=bs.dtype)
+    with progress.task(f"Lloyd K={C.shape[0]}", total=max_iter) as bar:
+        return _iterate(bs, C, max_iter, tol_abs, reference, callback, bar)
+
+
+def _iterate(
+    bs: BlockSet,
+    C: np.ndarray,
+    max_iter: int,
+    tol_abs: float,
+    reference: np.ndarray,
+    callback: Callable[[IterationStats], None] | None,
+    bar: progress.ProgressTask,
+) -> LloydResult:
     history: list[IterationStats] = []
     converged = False
     for it in range(1, max_iter + 1):
@@ -115,13 +132,14 @@ def lloyd(
         )
         stats = IterationStats(it, inertia, shift, n_empty, time.perf_counter() - t0)
         history.append(stats)
-        logger.info(
+        logger.debug(
             "Lloyd iteration %d: inertia %.6g, centre shift %.3g%s",
             it,
             inertia,
             shift,
             f", {n_empty} empty cluster(s) re-seeded" if n_empty else "",
         )
+        bar.advance(status=f"inertia {inertia:.6g}")
         if callback is not None:
             callback(stats)
         C = C_new

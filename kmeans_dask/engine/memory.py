@@ -26,6 +26,7 @@ import numpy as np
 from dask.utils import format_bytes
 
 from ..exceptions import MemoryBudgetError
+from ..progress import in_context
 
 __all__ = [
     "DEFAULT_FRACTION",
@@ -260,7 +261,10 @@ class PauseWatch:
 
     def __enter__(self) -> PauseWatch:
         if self.client is not None:
-            self._thread = threading.Thread(target=self._run, name="pause-watch", daemon=True)
+            # in the caller's context: its log records keep an orchestrator's run context
+            self._thread = threading.Thread(
+                target=in_context(self._run), name="pause-watch", daemon=True
+            )
             self._thread.start()
         return self
 

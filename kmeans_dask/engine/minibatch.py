@@ -268,7 +268,7 @@ def _run(
 
 
 def _log(res: MiniBatchResult, batch: int, n_iter: int, info: dict[str, Any]) -> None:
-    logger.info(
+    logger.debug(
         "MiniBatch: %d step(s) of %d rows (%d pass(es) over the data's worth), %s; pool of "
         "%d rows; %.3g s in steps; %d refining Lloyd iteration(s) on the pool",
         res.n_steps,

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..exceptions import StorageError
+from ..progress import in_context
 from .fs import is_local, join, to_uri
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "Lease", "LeaseHeldError", "RunLease"]
@@ -187,8 +188,9 @@ class RunLease:
 
     def _start_renewal(self) -> None:
         self._stop.clear()
+        # in the caller's context: its log records keep an orchestrator's run context
         self._thread = threading.Thread(
-            target=self._renew_loop, name="kmeans-dask-lease", daemon=True
+            target=in_context(self._renew_loop), name="kmeans-dask-lease", daemon=True
         )
         self._thread.start()
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..progress import ProgressTask
 from .commit import FileRecord, RunCommit
 from .fs import filesystem, join, put_parquet
 
@@ -37,12 +38,14 @@ def record_files(run: RunCommit, records: list[FileRecord], folder: str) -> None
     run.fs.invalidate_cache(run.path(folder))
 
 
-def write_frames(parts: list, run: RunCommit, folder: str) -> list[FileRecord]:
+def write_frames(
+    parts: list, run: RunCommit, folder: str, progress: ProgressTask | None = None
+) -> list[FileRecord]:
     """Write delayed pandas frames (one per partition) as ``{folder}/part-NNNNN.parquet``.
 
     Each partition is written by the worker that computes it, straight to the run folder;
     only the file records (path, size, rows) come back. The records are registered with
-    ``run`` for the manifest.
+    ``run`` for the manifest. ``progress`` is advanced by one per partition written.
     """
     import dask
 
@@ -51,13 +54,13 @@ def write_frames(parts: list, run: RunCommit, folder: str) -> list[FileRecord]:
     for i, part in enumerate(parts):
         rel = f"{folder}/part-{i:05d}.parquet"
         tasks.append(task(part, run.fs, run.path(rel), rel))
-    records = compute_all(tasks)
+    records = compute_all(tasks, progress)
     run.add_records(records)
     run.fs.invalidate_cache(run.path(folder))
     return records
 
 
-def compute_all(tasks: list) -> list:
+def compute_all(tasks: list, progress: ProgressTask | None = None) -> list:
     """Compute delayed writes; when one fails, wait for every other one to finish before
     raising, so that the caller's cleanup never races a write still in flight (which would
     leave a half-written folder behind)."""
@@ -71,18 +74,25 @@ def compute_all(tasks: list) -> list:
         client = None
     if client is not None:
         futures = client.compute(tasks)
+        if progress is not None:
+            for f in futures:
+                f.add_done_callback(lambda _future: progress.advance())
         try:
             return client.gather(futures)
         except Exception:
             client.gather(futures, errors="skip")  # returns once all are done
             raise
     if dask.config.get("scheduler", None) in ("sync", "synchronous"):
-        return list(dask.compute(*tasks))
-    from concurrent.futures import ThreadPoolExecutor
+        out = list(dask.compute(*tasks))
+    else:
+        from concurrent.futures import ThreadPoolExecutor
 
-    # the with block waits for the running tasks when one has failed
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return list(dask.compute(*tasks, scheduler="threads", pool=pool))
+        # the with block waits for the running tasks when one has failed
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            out = list(dask.compute(*tasks, scheduler="threads", pool=pool))
+    if progress is not None:
+        progress.advance(len(out))
+    return out
 
 
 def write_parquet(

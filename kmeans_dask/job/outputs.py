@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import progress
 from ..engine.lloyd import assign_blocks
 from ..engine.outputs import assign_and_write, read_column
 from ..engine.profile import binning_for, reduce_partials
@@ -57,26 +58,27 @@ def write_assignments(
     for r in prepared.recipes:
         rels.append([f"assignments/part-{first + i:05d}.parquet" for i in range(len(r.units))])
         first += len(r.units)
-    per_block = bs.map_keep(
-        assign_and_write,
-        [r.units for r in prepared.recipes],
-        bs.offsets,
-        [[run.path(rel) for rel in block_rels] for block_rels in rels],
-        rels,
-        write=write_frame,
-        fs=run.fs,
-        C=model.cluster_centers_,
-        ref=model.reference_,
-        ids=None if id_col is None else ds.column_reader(id_col),
-        id_name=id_col or "row",
-        binning=binning,
-        segment_ids=segment_ids,
-    )
-    try:
-        written = bs.gather(bs.map_values(operator.itemgetter(0), per_block))
-        profile = reduce_partials(bs, per_block, index=1)
-    finally:
-        bs.release(per_block)
+    with progress.task("assign: blocks", total=bs.n_blocks) as bar:
+        per_block = bs.map_keep(
+            assign_and_write,
+            [r.units for r in prepared.recipes],
+            bs.offsets,
+            [[run.path(rel) for rel in block_rels] for block_rels in rels],
+            rels,
+            write=write_frame,
+            fs=run.fs,
+            C=model.cluster_centers_,
+            ref=model.reference_,
+            ids=None if id_col is None else ds.column_reader(id_col),
+            id_name=id_col or "row",
+            binning=binning,
+            segment_ids=segment_ids,
+        )
+        try:
+            written = bs.gather(bs.map_values(operator.itemgetter(0), per_block), bar)
+            profile = reduce_partials(bs, per_block, index=1)
+        finally:
+            bs.release(per_block)
     records = [rec for block_records in written for rec in block_records]
     record_files(run, records, "assignments")
     return Assigned(records, profile, binning)
@@ -142,7 +144,8 @@ def score_queries(
             strict=True,
         )
     ]
-    return write_frames(parts, run, "scores")
+    with progress.task("score: query partitions", total=len(parts)) as bar:
+        return write_frames(parts, run, "scores", progress=bar)
 
 
 def _take(raw: np.ndarray, ids: np.ndarray) -> np.ndarray:

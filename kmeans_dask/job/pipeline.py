@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import progress
 from ..engine.memory import PauseWatch
 from ..faults import fault_point
 from ..io import RunCommit, read_run_file, redact, run_id_for
@@ -176,7 +177,10 @@ def versions() -> dict[str, str]:
 
 class Stages:
     """Run the stages in order, timing each; ``wrap`` lets an orchestrator run each stage
-    as its own task (the Prefect flow passes a function that submits a task)."""
+    as its own task (the Prefect flow passes a function that submits a task).
+
+    Each stage logs one INFO line when done (``stage NAME done in S s``; its start is at
+    DEBUG) and is a :func:`kmeans_dask.progress.task` for a terminal's live display."""
 
     def __init__(self, wrap: Callable[[str, Callable, tuple], Any] | None = None) -> None:
         self.timings: dict[str, float] = {}
@@ -184,9 +188,10 @@ class Stages:
 
     def __call__(self, name: str, func: Callable, *args: Any) -> Any:
         t0 = time.perf_counter()
-        logger.info("stage %s ...", name)
+        logger.debug("stage %s ...", name)
         fault_point(f"stage:{name}")
-        out = self._wrap(name, func, args) if self._wrap else func(*args)
+        with progress.task(f"stage {name}"):
+            out = self._wrap(name, func, args) if self._wrap else func(*args)
         self.timings[name] = round(time.perf_counter() - t0, 3)
         logger.info("stage %s done in %.2f s", name, self.timings[name])
         return out
