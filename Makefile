@@ -21,8 +21,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# two pytest processes, a test file each at a time (most tests wait on subprocesses and I/O);
+# `$(BIN)/python -m pytest tests/test_x.py` runs one file on its own
 test: install lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 # the job as it is scheduled: the Prefect flow (a temporary local Prefect server unless
 # PREFECT_API_URL names one); `kmeans-dask demo` alone runs the plain pipeline

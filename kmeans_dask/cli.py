@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="recompute even if committed")
     d.add_argument("--prefect", action="store_true", help="run through the Prefect flow")
 
+    _add_serve(sub)
+    _add_show(sub)
+    return p
+
+
+def _add_serve(sub: Any) -> None:
     sv = sub.add_parser(
         "serve",
         help="run the job of a config on a cron schedule (Prefect serve: no work pool needed)",
@@ -111,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
         help="Prefect Secret block with storage credentials (see `run --help`)",
     )
 
+
+def _add_show(sub: Any) -> None:
     s = sub.add_parser(
         "show", help="print the manifest of a committed run, then its segment profiles"
     )
@@ -126,7 +134,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="fsspec/s3fs option, e.g. endpoint_url=http://localhost:9000 (repeatable)",
     )
-    return p
 
 
 def _default_demo_config() -> str:

@@ -24,7 +24,12 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "kmeans-dask-test-secret")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 # Prefect: a private home per test session (its database, settings), no telemetry (no network)
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="kmeans-dask-prefect-"))
+# (with pytest-xdist, each worker process gets its own: two harnesses must not share a database)
+_xdist = os.environ.get("PYTEST_XDIST_WORKER")
+if _xdist:
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"kmeans-dask-prefect-{_xdist}-")
+else:
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="kmeans-dask-prefect-"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
 
