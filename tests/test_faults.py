@@ -208,7 +208,7 @@ def test_two_runs_of_one_config_at_once(case, cluster, offset):
 STAGES = ["plan", "read", "sweep", "fit", "assign", "score", "model", "commit"]
 
 
-@pytest.mark.parametrize("stage", [*STAGES, "continuity", "drift"])
+@pytest.mark.parametrize("stage", [*STAGES, "continuity", "profiles", "drift"])
 def test_error_in_each_stage_keeps_the_committed_run(case, client, monkeypatch, stage):
     """In-process (cheap): an exception at the start of every stage of a forced rerun."""
     from kmeans_dask.faults import InjectedFault
