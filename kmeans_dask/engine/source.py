@@ -41,7 +41,7 @@ class Affine:
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to materialise one block: ``reader(units)`` then cast, then ``transform``.
+    """How to materialise one block: ``reader(units, transform)`` (read, cast, standardise).
 
     Small and picklable: it travels with every task of a streamed pass.
     """
@@ -53,12 +53,13 @@ class Recipe:
     transform: Affine | None = None
 
     def load(self) -> Block:
-        """Read and build the block (runs on a worker)."""
-        X, unit_rows = self.reader(self.units)
+        """Read and build the block (runs on a worker). The reader standardises the rows as
+        it fills them (element-wise, in the block's dtype: the same values as
+        :meth:`Affine.apply` on the whole block, without a second pass over it)."""
+        apply = None if self.transform is None else self.transform.apply
+        X, unit_rows = self.reader(self.units, apply)
         block = make_block(X, None, np.dtype(self.dtype))
         del X  # (make_block copies only when the reader's array is not C-ordered)
-        if self.transform is not None:
-            self.transform.apply(block.X)
         return Block(block.X, None, None, tuple(int(r) for r in unit_rows))
 
     def scaled(self, transform: Affine | None) -> Recipe:
@@ -73,8 +74,10 @@ class BlockSource:
     Parameters
     ----------
     reader : callable
-        ``reader(units) -> (array of shape (rows, n_features), rows of each unit)``
-        (picklable; runs on the workers and raises errors that name the file and column).
+        ``reader(units, transform) -> (array of shape (rows, n_features), rows of each
+        unit)`` in the working dtype, with ``transform`` (None, or an in-place element-wise
+        function) applied to the rows (picklable; runs on the workers and raises errors that
+        name the file and column).
     units : sequence
         Opaque, picklable descriptions of consecutive pieces of the data, in row order.
     unit_rows : sequence of int or None

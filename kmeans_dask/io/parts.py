@@ -3,7 +3,7 @@ row groups) or a CSV file, as a pandas frame or straight into a feature array.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +136,13 @@ def read_frame_part(
 
 
 def read_array_part(
-    part: Part, *, fs: Any, columns: list[str], dtype: np.dtype, out: np.ndarray | None = None
+    part: Part,
+    *,
+    fs: Any,
+    columns: list[str],
+    dtype: np.dtype,
+    out: np.ndarray | None = None,
+    transform: Callable[[np.ndarray], Any] | None = None,
 ) -> np.ndarray:
     """One Parquet partition's feature columns as a C-ordered (row-major) array of ``dtype``,
     filled into ``out`` (rows x columns) when given (runs on a worker).
@@ -144,6 +150,8 @@ def read_array_part(
     Arrow holds columns; the compute kernels want rows. The columns are copied straight into
     the row-major array a tile of rows at a time (the tile stays in cache while every column
     writes its strip), one copy in all: no column-ordered intermediate and no transposing copy.
+    ``transform(strip)`` (element-wise, in place) runs on each strip while it is in cache,
+    after the values were checked (e.g. standardising: no second pass over the block).
     """
     table = read_table_part(fs, part, columns)
     n, d = table.num_rows, len(columns)
@@ -169,6 +177,8 @@ def read_array_part(
                     strip[:, j] = a[t0:t1]
             if cast:  # finiteness after the cast (float64 beyond float32's range -> inf)
                 sums += strip.sum(axis=0, dtype=np.float64)
+            if transform is not None:
+                transform(strip)
         if not cast:
             sums += [a.sum() for a in arrays]
         row += m

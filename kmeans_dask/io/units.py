@@ -10,7 +10,7 @@ can still be written one file per input partition.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,16 +106,30 @@ class UnitReader:
         self.direct = direct
         self.frame_args = dict(frame_args)
 
-    def _read(self, part: Part, out: np.ndarray | None = None) -> np.ndarray:
+    def _read(
+        self, part: Part, out: np.ndarray | None = None, transform: Callable | None = None
+    ) -> np.ndarray:
         if self.direct:
             return read_array_part(
-                part, fs=self.fs, columns=self.features, dtype=self.dtype, out=out
+                part,
+                fs=self.fs,
+                columns=self.features,
+                dtype=self.dtype,
+                out=out,
+                transform=transform,
             )
         df = read_frame_part(part, None, fs=self.fs, fmt=self.fmt, **self.frame_args)
         return df[self.features].to_numpy(dtype=self.dtype)
 
-    def __call__(self, units: Sequence[ReadUnit]) -> tuple[np.ndarray, list[int]]:
-        """The features of ``units`` in row order, and the rows of each unit."""
+    def __call__(
+        self, units: Sequence[ReadUnit], transform: Callable[[np.ndarray], Any] | None = None
+    ) -> tuple[np.ndarray, list[int]]:
+        """The features of ``units`` in row order, and the rows of each unit.
+
+        ``transform`` (element-wise, in place; e.g. standardising) is applied to the rows:
+        on Parquet read straight into the array, strip by strip as they are filled (no
+        second pass over the block); otherwise to the whole array at the end.
+        """
         d = len(self.features)
         if self.direct and all(u.n_rows is not None for u in units):
             # rows known from the footers: every unit fills its rows of one array
@@ -123,19 +137,22 @@ class UnitReader:
             out = np.empty((sum(counts), d), dtype=self.dtype)
             row = 0
             for u, rows in zip(units, counts, strict=True):
-                self._read(u.part(), out[row : row + rows])
+                self._read(u.part(), out[row : row + rows], transform)
                 row += rows
             return out, counts
         pieces = [self._read(u.part()) for u in units]
         counts = [p.shape[0] for p in pieces]
         if len(pieces) == 1:
-            return np.ascontiguousarray(pieces[0]), counts
-        out = np.empty((sum(counts), d), dtype=self.dtype)
-        row = 0
-        while pieces:  # copy into row order piece by piece, freeing each as it is copied
-            p = pieces.pop(0)
-            out[row : row + p.shape[0]] = p
-            row += p.shape[0]
+            out = np.ascontiguousarray(pieces.pop())
+        else:
+            out = np.empty((sum(counts), d), dtype=self.dtype)
+            row = 0
+            while pieces:  # copy into row order piece by piece, freeing each as it is copied
+                p = pieces.pop(0)
+                out[row : row + p.shape[0]] = p
+                row += p.shape[0]
+        if transform is not None:
+            transform(out)
         return out, counts
 
 
