@@ -74,7 +74,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-
 def canonical_json(obj: Any) -> str:
     """Deterministic JSON (sorted keys, no whitespace) for hashing."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

@@ -143,17 +143,22 @@ def read_array_part(
     dtype: np.dtype,
     out: np.ndarray | None = None,
     transform: Callable[[np.ndarray], Any] | None = None,
+    order: str = "C",
 ) -> np.ndarray:
-    """One Parquet partition's feature columns as a C-ordered (row-major) array of ``dtype``,
-    filled into ``out`` (rows x columns) when given (runs on a worker).
+    """One Parquet partition's feature columns as an array of ``dtype``, C-ordered
+    (row-major) and filled into ``out`` (rows x columns) when given (runs on a worker).
 
     Arrow holds columns; the compute kernels want rows. The columns are copied straight into
     the row-major array a tile of rows at a time (the tile stays in cache while every column
     writes its strip), one copy in all: no column-ordered intermediate and no transposing copy.
     ``transform(strip)`` (element-wise, in place) runs on each strip while it is in cache,
     after the values were checked (e.g. standardising: no second pass over the block).
+    ``order="F"``: a column-ordered array instead, one sequential copy per column (half the
+    time of the row-major fill, for consumers that take any order; no ``transform``).
     """
     table = read_table_part(fs, part, columns)
+    if order == "F":
+        return _read_columns(table, to_uri(fs, part.path), columns, dtype)
     n, d = table.num_rows, len(columns)
     uri = to_uri(fs, part.path)
     if out is None:
@@ -186,6 +191,19 @@ def read_array_part(
     if bad:  # the exact counts, only for the columns that need them
         names = [columns[j] for j in bad]
         check_finite(uri, names, [out[:, j] for j in bad], [nulls[j] for j in bad])
+    return out
+
+
+def _read_columns(table: Any, uri: str, columns: list[str], dtype: np.dtype) -> np.ndarray:
+    """The feature columns of ``table`` as a Fortran-ordered array, checked for finiteness."""
+    out = np.empty((table.num_rows, len(columns)), dtype=dtype, order="F")
+    nulls = []
+    with np.errstate(over="ignore"):  # beyond float32: inf, refused by the check
+        for j, name in enumerate(columns):
+            col = table.column(name)
+            nulls.append(col.null_count)
+            out[:, j] = col.to_numpy(zero_copy_only=False)  # nulls become NaN
+    check_finite(uri, columns, [out[:, j] for j in range(len(columns))], nulls)
     return out
 
 
