@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _cli(*args):
@@ -38,6 +39,9 @@ def test_demo_runs_the_whole_job_and_says_where_results_are(tmp_path):
     assert "elbow.png" in r.stdout and "Scores: 500 new customers" in r.stdout
     run_line = next(line for line in r.stdout.splitlines() if line.startswith("Results: "))
     run_uri = run_line.split("Results: ", 1)[1]
+    listed = r.stdout.split("Where the results are:", 1)[1].split()
+    assert {Path(p).name for p in listed} >= {"profiles.md", "profiles.png", "drift.json"}
+    assert all(Path(p).exists() for p in listed), listed
     # a second demo run finds the committed run
     again = _cli(
         "demo",
