@@ -382,10 +382,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import console
 
-    with console.environment(args.verbose, prefect_console=args.command == "serve"):
-        handler = console.setup_logging(args.verbose)
-        with _reported(args.verbose) as code, console.reporter(handler):
-            code[0] = _dispatch(args)
+    with (
+        console.environment(args.verbose, prefect_console=args.command == "serve"),
+        console.library_logging(args.verbose) as handler,
+        _reported(args.verbose) as code,
+        console.reporter(handler),
+    ):
+        code[0] = _dispatch(args)
     return code[0]
 
 

@@ -31,7 +31,14 @@ from typing import Any
 
 from . import progress
 
-__all__ = ["RichReporter", "environment", "quiet_defaults", "reporter", "setup_logging"]
+__all__ = [
+    "RichReporter",
+    "environment",
+    "library_logging",
+    "quiet_defaults",
+    "reporter",
+    "setup_logging",
+]
 
 LIBRARY_LOGGER = "kmeans_dask"
 #: seconds the CLI waits for Prefect's temporary server to start (Prefect's default: 20)
@@ -143,6 +150,22 @@ def setup_logging(verbose: bool, stream: Any = None) -> logging.Handler:
     log.setLevel(level)
     log.propagate = False
     return handler
+
+
+@contextmanager
+def library_logging(verbose: bool, stream: Any = None) -> Iterator[logging.Handler]:
+    """:func:`setup_logging` for the duration of a command: afterwards the handler is removed
+    and the library logger's level and propagation are as before (a command run in-process,
+    e.g. from a test or a notebook, leaves no handler on a stream that may be closed)."""
+    log = logging.getLogger(LIBRARY_LOGGER)
+    level, propagate = log.level, log.propagate
+    handler = setup_logging(verbose, stream)
+    try:
+        yield handler
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
 
 
 class _RichTask:

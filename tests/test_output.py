@@ -293,3 +293,20 @@ def test_quiet_defaults_leave_the_users_settings_alone():
         "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW",
     }
+
+
+def test_a_command_run_in_process_leaves_no_handler_behind(capsys):
+    """``main`` (as a test or a notebook calls it) removes its handler afterwards and restores
+    the library logger: no later record is written to a stream that has since been closed."""
+    import logging
+
+    from kmeans_dask import cli
+
+    log = logging.getLogger("kmeans_dask")
+    before = (list(log.handlers), log.level, log.propagate)
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    assert cli.main(["validate", str(demo)]) == 0
+    assert "demo-segments" in capsys.readouterr().out
+    assert (list(log.handlers), log.level, log.propagate) == before
