@@ -22,9 +22,11 @@ When the true gap exceeds ``2 E`` the plain kernel's argmin is ``a`` whatever it
 so skipping is safe; exact ties (duplicates, coincident centres) are never skipped. Rows that
 are not skipped get their distances from a product: the whole 1,024-row block's product
 computed exactly as the plain kernel does (then the argmin is the plain kernel's, bit for
-bit), or, when few rows of a block need it, a product of just those rows, accepted only when
-its best and second-best values differ by more than ``4 E`` (else the block's plain product
-decides). All bound arithmetic is in float64 and padded (relative ``1e-9``) the safe way.
+bit), or, when few rows of a block need it, a float64 product of just those rows, centred on
+``mu`` (error far below ``E``), accepted only when its best and second-best values differ by
+more than ``2 E`` plus its own error bound (else the block's plain product decides; a block
+whose near-ties keep needing it goes straight to the plain product). All bound arithmetic is
+in float64 and padded (relative ``1e-9``) the safe way.
 Partial sums and inertia are accumulated in row order with the plain kernel's statements, so
 the per-block partials, hence the centres, are bit-identical to the plain path's.
 """
@@ -46,14 +48,16 @@ class BoundsState:
     """Per-row state of one block, kept on the worker between iterations: the label (int32)
     and a lower bound on the distance to the second-closest centre (float64), 12 bytes a row."""
 
-    __slots__ = ("labels", "lower")
+    __slots__ = ("labels", "lower", "tries")
 
     #: bytes per row
     BYTES_PER_ROW = 12
 
-    def __init__(self, labels: np.ndarray, lower: np.ndarray) -> None:
+    def __init__(self, labels: np.ndarray, lower: np.ndarray, tries: np.ndarray) -> None:
         self.labels = labels
         self.lower = lower
+        #: decayed counts of partial products tried and sent back to the plain product
+        self.tries = tries
 
 
 class BoundsStep:
@@ -63,8 +67,8 @@ class BoundsStep:
     cluster was re-seeded).
     """
 
-    __slots__ = ("cs", "drift", "drift_arg", "drift_second", "full", "half_sep", "margin",
-                 "margin64", "radius", "reference")
+    __slots__ = ("centre_sq", "cs", "drift", "drift_arg", "drift_second", "full", "half_sep",
+                 "margin", "margin64", "radius", "reference", "shifted64_t")
 
     def __init__(
         self,
@@ -79,6 +83,9 @@ class BoundsStep:
     ) -> None:
         self.cs = cs
         self.reference = reference
+        shifted = cs.centres.astype(np.float64) - reference
+        self.shifted64_t = np.ascontiguousarray(shifted.T)
+        self.centre_sq = np.einsum("ij,ij->i", shifted, shifted)
         self.drift = drift
         order = np.argsort(-drift, kind="stable")
         self.drift_arg = int(order[0])
@@ -135,6 +142,7 @@ def bounds_partials(
     full = step.full or state is None
     labels = np.zeros(n, np.int32) if state is None else state.labels.copy()
     lower = np.zeros(n, np.float64) if state is None else state.lower.copy()
+    tries = np.zeros(2) if state is None else state.tries * 0.5
     sums = np.zeros((k, d), dtype=np.float64)
     wsum = np.zeros(k, dtype=np.float64)
     wa = np.ones(0) if w is None else np.ascontiguousarray(w, dtype=np.float64)
@@ -142,8 +150,9 @@ def bounds_partials(
         X, step.cs.shifted_t, step.cs.bias, step.cs.centres, wa, w is not None,
         step.reference, labels, lower, step.drift, step.drift_arg, step.drift_second,
         step.half_sep, step.margin, step.margin64, step.radius, full, sums, wsum,
+        step.shifted64_t, step.centre_sq, tries,
     )
-    return sums, wsum, float(inertia), int(computed), BoundsState(labels, lower)
+    return sums, wsum, float(inertia), int(computed), BoundsState(labels, lower, tries)
 
 
 _FLAGS = {"reassoc", "contract", "nsz", "arcp"}  # the plain kernel's flags (same accumulation)
@@ -177,13 +186,14 @@ def _best_two(v, k):
 @njit(nogil=True, cache=True)
 def _bounds_kernel(
     X, shifted_t, bias, C, w, has_w, ref, labels, lower, drift, drift_arg, drift_second,
-    half_sep, margin, margin64, radius, full, sums, wsum,
+    half_sep, margin, margin64, radius, full, sums, wsum, shifted64_t, centre_sq, tries,
 ):
     n, d = X.shape
     k = shifted_t.shape[1]
     G = np.empty((BLOCK_ROWS, k), dtype=X.dtype)
-    Xg = np.empty((BLOCK_ROWS, d), dtype=X.dtype)
-    Gg = np.empty((BLOCK_ROWS, k), dtype=X.dtype)
+    Xg = np.empty((BLOCK_ROWS, d), dtype=np.float64)
+    Gg = np.empty((BLOCK_ROWS, k), dtype=np.float64)
+    err64 = np.empty(BLOCK_ROWS, dtype=np.float64)
     v = np.empty(k, dtype=np.float64)
     sq = np.empty(BLOCK_ROWS, dtype=np.float64)
     err = np.empty(BLOCK_ROWS, dtype=np.float64)
@@ -201,7 +211,8 @@ def _bounds_kernel(
             for t in range(d):
                 xn2 += np.float64(X[row, t]) * np.float64(X[row, t])
             xn = np.sqrt(xn2)
-            err[i] = margin * xn + margin64 * (xn + radius) * (xn + radius)
+            err64[i] = margin64 * (xn + radius) * (xn + radius)
+            err[i] = margin * xn + err64[i]
             if full:
                 todo[nt] = i
                 nt += 1
@@ -222,14 +233,19 @@ def _bounds_kernel(
                 nt += 1
         # 2. distances of the rows the bounds could not settle
         if nt > 0:
-            plain = full or 2 * nt > m
+            # a partial product pays unless most rows need one, or near-ties keep sending
+            # this chunk's blocks back to the plain product anyway
+            plain = full or 2 * nt > m or 2.0 * tries[1] > tries[0] + 2.0
+            if not plain:
+                tries[0] += 1.0
             if plain:
                 np.dot(X[start:stop], shifted_t, G[:m])
                 computed += m * k
             else:
                 for r in range(nt):
-                    Xg[r] = X[start + todo[r]]
-                np.dot(Xg[:nt], shifted_t, Gg[:nt])
+                    for t in range(d):
+                        Xg[r, t] = np.float64(X[start + todo[r], t]) - ref[t]
+                np.dot(Xg[:nt], shifted64_t, Gg[:nt])
                 computed += nt * k
             for r in range(nt):
                 i = todo[r]
@@ -239,11 +255,12 @@ def _bounds_kernel(
                         v[j] = bias[j] - 2.0 * G[i, j]
                 else:
                     for j in range(k):
-                        v[j] = bias[j] - 2.0 * Gg[r, j]
+                        v[j] = centre_sq[j] - 2.0 * Gg[r, j]
                 bj, best, second = _best_two(v, k)
-                if not plain and not (second - best > 4.0 * err[i]):
+                if not plain and not (second - best > 2.0 * err[i] + 2.0 * err64[i]):
                     # too close to call from another product: the plain kernel's values decide
                     plain = True
+                    tries[1] += 1.0
                     np.dot(X[start:stop], shifted_t, G[:m])
                     computed += m * k
                     for j in range(k):
@@ -259,15 +276,12 @@ def _bounds_kernel(
                     sq[i] = _sq_to(X, row, C, bj, d)
                 labels[row] = bj
         # 3. partials in row order, with the plain kernel's statements
-        _accumulate(X, start, m, labels, sq, w, has_w, sums, wsum)
-        for i in range(m):
-            wi = w[start + i] if has_w else 1.0
-            inertia += wi * sq[i]
+        inertia = _accumulate(X, start, m, labels, sq, w, has_w, sums, wsum, inertia)
     return inertia, computed
 
 
 @njit(nogil=True, cache=True, fastmath=_FLAGS)
-def _accumulate(X, start, m, labels, sq, w, has_w, sums, wsum):
+def _accumulate(X, start, m, labels, sq, w, has_w, sums, wsum, inertia):
     d = X.shape[1]
     for i in range(m):
         row = start + i
@@ -276,3 +290,5 @@ def _accumulate(X, start, m, labels, sq, w, has_w, sums, wsum):
         for t in range(d):
             sums[bj, t] += wi * X[row, t]
         wsum[bj] += wi
+        inertia += wi * sq[i]
+    return inertia
