@@ -69,8 +69,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         distance to the second-closest centre (12 bytes) stay on the workers between
         iterations, and only rows whose bounds cannot exclude a change get their distances
         computed (``history_[i].n_skipped`` counts the distances spared). ``'auto'``:
-        ``'bounds'`` from 16 clusters on when the bounds are at most half a row's bytes,
-        else ``'lloyd'``. ``'minibatch'``: scikit-learn's
+        ``'bounds'`` from 16 clusters on in float64 and 64 in float32, when the bounds are
+        at most half a row's bytes; else ``'lloyd'``. ``'minibatch'``: scikit-learn's
         MiniBatchKMeans rule on batches drawn from a seeded sample pool (one pass, at most
         ``kmeans_dask.minibatch-pool-bytes`` of rows, default 64 MiB), then one pass for
         ``labels_`` and the exact ``inertia_``. ``init='k-means++'``/``'random'`` run on

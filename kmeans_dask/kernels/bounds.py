@@ -67,8 +67,8 @@ class BoundsStep:
     cluster was re-seeded).
     """
 
-    __slots__ = ("centre_sq", "cs", "drift", "drift_arg", "drift_second", "full", "half_sep",
-                 "margin", "margin64", "radius", "reference", "shifted64_t")
+    __slots__ = ("centre_sq", "cnorm", "cs", "drift", "drift_arg", "drift_second", "full",
+                 "half_sep", "margin", "margin64", "radius", "reference", "shifted64_t")
 
     def __init__(
         self,
@@ -86,6 +86,9 @@ class BoundsStep:
         shifted = cs.centres.astype(np.float64) - reference
         self.shifted64_t = np.ascontiguousarray(shifted.T)
         self.centre_sq = np.einsum("ij,ij->i", shifted, shifted)
+        c64 = cs.centres.astype(np.float64)
+        #: centre norms, rounded up: ``||x|| <= ||x - c_a|| + ||c_a||`` for the error bounds
+        self.cnorm = np.sqrt(np.einsum("ij,ij->i", c64, c64)) * (1 + PAD)
         self.drift = drift
         order = np.argsort(-drift, kind="stable")
         self.drift_arg = int(order[0])
@@ -150,7 +153,7 @@ def bounds_partials(
         X, step.cs.shifted_t, step.cs.bias, step.cs.centres, wa, w is not None,
         step.reference, labels, lower, step.drift, step.drift_arg, step.drift_second,
         step.half_sep, step.margin, step.margin64, step.radius, full, sums, wsum,
-        step.shifted64_t, step.centre_sq, tries,
+        step.shifted64_t, step.centre_sq, tries, step.cnorm,
     )
     return sums, wsum, float(inertia), int(computed), BoundsState(labels, lower, tries)
 
@@ -165,6 +168,14 @@ def _sq_to(X, row, C, j, d):
         diff = np.float64(X[row, t]) - np.float64(C[j, t])
         s += diff * diff
     return s
+
+
+@njit(nogil=True, cache=True)
+def _errors(xn, margin, margin64, radius, err, err64, i):
+    # error bounds of the plain kernel's values (err) and of float64 ones (err64) for a row
+    # of norm at most xn
+    err64[i] = margin64 * (xn + radius) * (xn + radius)
+    err[i] = margin * xn + err64[i]
 
 
 @njit(nogil=True, cache=True)
@@ -186,7 +197,7 @@ def _best_two(v, k):
 @njit(nogil=True, cache=True)
 def _bounds_kernel(
     X, shifted_t, bias, C, w, has_w, ref, labels, lower, drift, drift_arg, drift_second,
-    half_sep, margin, margin64, radius, full, sums, wsum, shifted64_t, centre_sq, tries,
+    half_sep, margin, margin64, radius, full, sums, wsum, shifted64_t, centre_sq, tries, cnorm,
 ):
     n, d = X.shape
     k = shifted_t.shape[1]
@@ -207,12 +218,6 @@ def _bounds_kernel(
         # 1. bounds test; exact distance to the assigned centre
         for i in range(m):
             row = start + i
-            xn2 = 0.0
-            for t in range(d):
-                xn2 += np.float64(X[row, t]) * np.float64(X[row, t])
-            xn = np.sqrt(xn2)
-            err64[i] = margin64 * (xn + radius) * (xn + radius)
-            err[i] = margin * xn + err64[i]
             if full:
                 todo[nt] = i
                 nt += 1
@@ -221,6 +226,7 @@ def _bounds_kernel(
             s = _sq_to(X, row, C, a, d)
             sq[i] = s
             du = np.sqrt(s) * (1.0 + 1e-9)
+            _errors(du + cnorm[a], margin, margin64, radius, err, err64, i)
             low = lower[row] - (drift_second if a == drift_arg else drift[drift_arg])
             low2 = 2.0 * half_sep[a] - du
             if low2 > low:
@@ -257,6 +263,10 @@ def _bounds_kernel(
                     for j in range(k):
                         v[j] = centre_sq[j] - 2.0 * Gg[r, j]
                 bj, best, second = _best_two(v, k)
+                if full:
+                    sq[i] = _sq_to(X, row, C, bj, d)
+                    _errors(np.sqrt(sq[i]) * (1.0 + 1e-9) + cnorm[bj], margin, margin64,
+                            radius, err, err64, i)
                 if not plain and not (second - best > 2.0 * err[i] + 2.0 * err64[i]):
                     # too close to call from another product: the plain kernel's values decide
                     plain = True
@@ -272,7 +282,7 @@ def _bounds_kernel(
                     xm2 += diff * diff
                 low2 = second + xm2 * (1.0 - 1e-9) - 2.0 * err[i]
                 lower[row] = np.sqrt(low2) * (1.0 - 1e-9) if low2 > 0.0 else 0.0
-                if full or bj != labels[row]:
+                if not full and bj != labels[row]:
                     sq[i] = _sq_to(X, row, C, bj, d)
                 labels[row] = bj
         # 3. partials in row order, with the plain kernel's statements
