@@ -221,3 +221,36 @@ def test_auto_rule_and_memory():
     lloyd = KMeans(16, algorithm="lloyd", init="random", random_state=0, max_iter=10).fit(X)
     _assert_same(lloyd, auto)
     assert sum(h.n_skipped for h in auto.history_) > 0  # 'auto' chose bounds here
+
+
+class _ArrayRecipe:
+    """A streamed block read again from an array on every pass (a stand-in for a file)."""
+
+    def __init__(self, X: np.ndarray) -> None:
+        self.X = X
+        self.loads = 0
+
+    def load(self):
+        from kmeans_dask.engine.block import make_block
+
+        self.loads += 1
+        return make_block(self.X.copy(), None, self.X.dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_streamed_blocks_keep_their_bounds_and_match_lloyd(dtype):
+    """Streamed blocks (read again every pass): the bounds stay in memory between passes;
+    the fit equals plain Lloyd's on the same stream and on the in-memory data."""
+    from kmeans_dask.engine.blocks import BlockSet
+
+    X = _data("separated", dtype, n=5_000)
+    fits = {}
+    for algorithm in ("lloyd", "bounds"):
+        recipes = [_ArrayRecipe(X[i : i + 1_700]) for i in range(0, len(X), 1_700)]
+        bs = BlockSet.from_recipes(recipes, X.shape[1], np.dtype(dtype), persist=False)
+        assert bs.streamed
+        km = KMeans(20, algorithm=algorithm, init="random", random_state=4, max_iter=30)
+        fits[algorithm] = km.fit(bs)
+        assert min(r.loads for r in recipes) >= km.n_iter_  # every pass read the blocks
+    _assert_same(fits["lloyd"], fits["bounds"])
+    assert sum(h.n_skipped for h in fits["bounds"].history_) > 0
