@@ -164,10 +164,10 @@ def _assert_same(plain, bounded):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
-    ("kind", "chunks"), [("separated", None), ("overlap", 1_777), ("far", 2_501)]
+    ("kind", "chunks"), [("separated", 6_000), ("overlap", 1_777), ("far", 2_501)]
 )
 def test_estimator_same_as_lloyd(kind, chunks, dtype, backend, keep_chunks):
-    X = _data(kind, dtype)
+    X = _data(kind, dtype)  # 6,000 rows: one block, or odd blocks of 1,777 / 2,501 rows
     plain, bounded = _fit_pair(
         X, chunks, dtype, n_clusters=20, init="random", random_state=4, max_iter=40, tol=1e-6
     )
