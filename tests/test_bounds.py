@@ -164,12 +164,12 @@ def _assert_same(plain, bounded):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
-    ("kind", "chunks"), [("separated", 6_000), ("overlap", 1_777), ("far", 2_501)]
+    ("kind", "chunks"), [("separated", 4_000), ("overlap", 1_777), ("far", 2_501)]
 )
 def test_estimator_same_as_lloyd(kind, chunks, dtype, backend, keep_chunks):
-    X = _data(kind, dtype)  # 6,000 rows: one block, or odd blocks of 1,777 / 2,501 rows
+    X = _data(kind, dtype, n=4_000)  # one block, or odd blocks of 1,777 / 2,501 rows
     plain, bounded = _fit_pair(
-        X, chunks, dtype, n_clusters=20, init="random", random_state=4, max_iter=40, tol=1e-6
+        X, chunks, dtype, n_clusters=20, init="random", random_state=4, max_iter=30, tol=1e-6
     )
     _assert_same(plain, bounded)
     if kind == "separated" and dtype == np.float64:
@@ -254,3 +254,47 @@ def test_streamed_blocks_keep_their_bounds_and_match_lloyd(dtype):
         assert min(r.loads for r in recipes) >= km.n_iter_  # every pass read the blocks
     _assert_same(fits["lloyd"], fits["bounds"])
     assert sum(h.n_skipped for h in fits["bounds"].history_) > 0
+
+
+def test_job_with_bounds_equals_job_with_lloyd(tmp_path, client):
+    """``kmeans.algorithm: bounds`` in a job (read, scale, sweep K = 3..4, assign): the same
+    K, inertia and assignments as ``lloyd``; the memory plan counts the bounds."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from kmeans_dask.job.config import parse_config
+    from kmeans_dask.job.demo import DEMO_FEATURES, make_customers
+    from kmeans_dask.job.pipeline import run
+
+    df, _ = make_customers(3000, seed=2)
+    (tmp_path / "in").mkdir()
+    for i, start in enumerate(range(0, len(df), 1100)):
+        part = df.drop(columns=["region"]).iloc[start : start + 1100]
+        part.to_parquet(tmp_path / "in" / f"part-{i}.parquet", index=False)
+    out = {}
+    for algorithm in ("lloyd", "bounds"):
+        data = {
+            "name": f"b-{algorithm}",
+            "input": {
+                "uri": str(tmp_path / "in"),
+                "id_column": "customer_id",
+                "columns": DEMO_FEATURES,
+            },
+            "kmeans": {"k": "auto", "k_min": 3, "k_max": 4, "algorithm": algorithm,
+                       "random_state": 0},
+            "output": {"uri": str(tmp_path / f"out-{algorithm}")},
+        }
+        res = run(parse_config(data), client=client)
+        results = Path(res.results_uri)
+        manifest = json.loads((results / "manifest.json").read_text())
+        assignments = pd.read_parquet(results / "assignments").sort_values("customer_id")
+        out[algorithm] = (res.k, manifest, assignments.reset_index(drop=True))
+    (k1, m1, a1), (k2, m2, a2) = out["lloyd"], out["bounds"]
+    assert k1 == k2
+    assert m1["metrics"]["inertia"] == m2["metrics"]["inertia"]
+    assert m1["metrics"]["n_iter"] == m2["metrics"]["n_iter"]
+    pd.testing.assert_frame_equal(a1, a2)
+    # two K alive at once in the sweep, 12 bytes a row each
+    assert m2["memory"]["state_bytes"] - m1["memory"]["state_bytes"] == len(df) * 12 * 2
