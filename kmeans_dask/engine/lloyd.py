@@ -157,11 +157,14 @@ def _iterate(
         stats = IterationStats(it, inertia, shift, n_empty, time.perf_counter() - t0, skipped)
         history.append(stats)
         logger.debug(
-            "Lloyd iteration %d: inertia %.6g, centre shift %.3g%s",
+            "Lloyd iteration %d: inertia %.6g, centre shift %.3g%s%s",
             it,
             inertia,
             shift,
             f", {n_empty} empty cluster(s) re-seeded" if n_empty else "",
+            f", bounds spared {skipped / (bs.n_samples * C.shape[0]):.0%} of the distances"
+            if passes is not None
+            else "",
         )
         bar.advance(status=f"inertia {inertia:.6g}")
         if callback is not None:

@@ -231,7 +231,9 @@ def _bounds_kernel(
             low2 = 2.0 * half_sep[a] - du
             if low2 > low:
                 low = low2
-            low = low * (1.0 - 1e-9)
+            # relative pad, and an absolute one at the row's scale (the subtractions above
+            # round by about eps64 times the distances involved, all <= ||x|| + radius)
+            low = low * (1.0 - 1e-9) - 1e-14 * (du + cnorm[a] + radius)
             if low > du and low * low - du * du > 2.0 * err[i]:
                 lower[row] = low
             else:
