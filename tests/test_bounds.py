@@ -298,3 +298,37 @@ def test_job_with_bounds_equals_job_with_lloyd(tmp_path, client):
     pd.testing.assert_frame_equal(a1, a2)
     # two K alive at once in the sweep, 12 bytes a row each
     assert m2["memory"]["state_bytes"] - m1["memory"]["state_bytes"] == len(df) * 12 * 2
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_kernel_matches_plain_on_random_problems(seed):
+    """Random small problems (a property test with seeded draws): sizes across the kernel's
+    1,024-row blocks, 1 to 40 centres, 1 to 9 features, grids with exact ties, scales and
+    offsets from tiny to far, float32 and float64, weights or not; Lloyd steps mixed with
+    random jumps of the centres."""
+    rng = np.random.default_rng(1000 + seed)
+    dtype = DTYPES[seed % 2]
+    n = int(rng.integers(50, 2_600))
+    d = int(rng.integers(1, 10))
+    k = int(rng.integers(1, 41))
+    scale = 10.0 ** rng.uniform(-3, 3)
+    offset = 10.0 ** rng.uniform(-3, 4) * rng.choice([0, 1])
+    if seed % 3 == 0:  # a grid: duplicates and exact ties
+        X = rng.integers(-3, 4, size=(n, d)).astype(np.float64) * scale + offset
+    else:
+        X = rng.normal(size=(n, d)) * scale + offset
+    X = np.ascontiguousarray(X, dtype=dtype)
+    w = rng.uniform(0, 2, n) if seed % 4 == 1 else None
+    ref = X.astype(np.float64).mean(axis=0)
+    C = X[rng.choice(n, min(k, n), replace=False)].copy()
+    seq = []
+    for t in range(15):
+        seq.append(C)
+        if t % 4 == 3:
+            C = C.copy()
+            j = rng.integers(len(C))
+            C[j] = X[rng.integers(n)]  # a jump (may coincide with another centre)
+            continue
+        sums, wsum, _ = lloyd_partials(X, CentreSet(C, ref), w)
+        C, _, _ = m_step(C, sums, wsum, lambda m: (X[:m], np.zeros(m, int), np.ones(m)))
+    _run_kernel(X, w, seq, ref)
