@@ -17,7 +17,8 @@ from the true ``||x - c_j||^2 - ||x - mu||^2`` by rounding. ``E`` bounds that er
 ``R = max_j ||c_j - mu||``: the product (any summation order, FMA or not) is off by at most
 ``d eps / 2 ||x|| ||c_j - mu||`` (plus ``eps / 2`` of the same for rounding ``c_j - mu`` to
 the dtype), doubled in ``v_j``; the float64 terms (``bias_j``, the subtraction) are far below
-the second term. The constants leave a factor of 2 over the worst case.
+the second term. The constants leave a factor of 2 over the worst case. ``||x||`` is bounded
+by ``||x - c_a|| + ||c_a||`` (no extra pass over the row).
 When the true gap exceeds ``2 E`` the plain kernel's argmin is ``a`` whatever its rounding,
 so skipping is safe; exact ties (duplicates, coincident centres) are never skipped. Rows that
 are not skipped get their distances from a product: the whole 1,024-row block's product
@@ -26,7 +27,9 @@ bit), or, when few rows of a block need it, a float64 product of just those rows
 ``mu`` (error far below ``E``), accepted only when its best and second-best values differ by
 more than ``2 E`` plus its own error bound (else the block's plain product decides; a block
 whose near-ties keep needing it goes straight to the plain product). All bound arithmetic is
-in float64 and padded (relative ``1e-9``) the safe way.
+in float64 and padded the safe way (relative ``1e-9``, plus an absolute term at the row's
+scale). Where the plain kernel's own rounding is coarse (float32 data far from the origin,
+``E`` large), near-ties are common, most blocks take the plain product and little is saved.
 Partial sums and inertia are accumulated in row order with the plain kernel's statements, so
 the per-block partials, hence the centres, are bit-identical to the plain path's.
 """
@@ -117,7 +120,7 @@ def bounds_step(
     if k > 1:
         cc = np.sqrt(np.maximum(_pairwise_sq(c64), 0.0))
         np.fill_diagonal(cc, np.inf)
-        # the pairwise form may round; subtract an absolute pad at the centres' scale
+        # the differences round at the centres' scale: pad down by a relative and an absolute term
         scale = float(np.abs(c64).max(initial=0.0))
         half_sep = np.maximum(0.5 * cc.min(axis=1) * (1 - PAD) - PAD * scale, 0.0)
     else:
