@@ -28,6 +28,17 @@ What is measured:
   * marginal: ``(fit(max_iter=iters) - fit(max_iter=1)) / (n_iter_ - 1)``.
 
 Untimed warm-up fits run first so that numba compilation (workers and client) is not timed.
+
+``--converge`` (issue 13, the pruned exact Lloyd) instead runs the Lloyd phase to convergence
+(``--tol``, ``--max-iter``) from one k-means++ start for every k of ``--ks`` (blobs with
+``centers=k`` and ``--cluster-std``): kmeans_dask ``algorithm="lloyd"`` and ``"bounds"``
+against scikit-learn's ``lloyd`` and ``elkan`` (same start, same tol). Reported per method:
+fit wall time, Lloyd phase (kmeans_dask: the sum of its per-iteration times; scikit-learn:
+its fit, which also includes input checks and a final labelling pass), n_iter, inertia, and
+for bounds the distances spared and whether its centres equal plain Lloyd's bit for bit::
+
+    .venv/bin/python benchmarks/bench_kmeans.py --converge --ks 16,64,256
+    .venv/bin/python benchmarks/bench_kmeans.py --converge --ks 16 --rows 20000   # smoke
 """
 
 from __future__ import annotations
@@ -439,7 +450,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="rows per chunk of the persisted dask array (0: about 64 MiB of float64 per "
         "chunk and at least 2 chunks per worker)",
     )
+    p.add_argument(
+        "--converge",
+        action="store_true",
+        help="Lloyd to convergence for every k of --ks: plain and bounds vs scikit-learn's "
+        "lloyd and elkan (issue 13)",
+    )
+    p.add_argument("--ks", default="", help="comma list of k for --converge (default: --k)")
+    p.add_argument("--tol", type=float, default=1e-4, help="--converge tolerance (1e-4)")
+    p.add_argument("--max-iter", type=int, default=300, help="--converge max_iter (300)")
+    p.add_argument(
+        "--cluster-std", type=float, default=8.0, help="blob standard deviation (default 8)"
+    )
     args = p.parse_args(argv)
+    if args.converge:
+        args.k_list = [int(x) for x in args.ks.split(",") if x.strip()] if args.ks else [args.k]
     if args.iters < 2:
         p.error("--iters must be >= 2 (per-iteration times come from iteration differences)")
     args.dtype_list = [np.dtype(s.strip()) for s in args.dtypes.split(",") if s.strip()]
@@ -466,7 +491,7 @@ def run_dtype(client: Any, dtype: np.dtype, args: argparse.Namespace) -> None:
         n_samples=args.rows,
         n_features=args.features,
         centers=args.k,
-        cluster_std=8.0,
+        cluster_std=args.cluster_std,
         chunk_rows=args.chunk_rows,
         random_state=args.seed,
         dtype=dtype,
@@ -509,6 +534,83 @@ def run_dtype(client: Any, dtype: np.dtype, args: argparse.Namespace) -> None:
         if r.centres is not None:
             r.inertia = sq_inertia(Xn, r.centres)
     print_table(dtype, args, gemm, rows)
+
+
+def run_converge(client: Any, dtype: np.dtype, k: int, args: argparse.Namespace) -> None:
+    """Lloyd to convergence from one start: kmeans_dask plain and bounds, scikit-learn's
+    lloyd and elkan (see the module docstring)."""
+    from distributed import wait
+    from sklearn.cluster import KMeans as SKKMeans
+    from sklearn.cluster import kmeans_plusplus
+
+    from kmeans_dask import KMeans
+    from kmeans_dask.synthetic import make_blobs
+
+    X, _, _ = make_blobs(
+        n_samples=args.rows,
+        n_features=args.features,
+        centers=k,
+        cluster_std=args.cluster_std,
+        chunk_rows=args.chunk_rows,
+        random_state=args.seed,
+        dtype=dtype,
+    )
+    X = X.map_blocks(np.ascontiguousarray, dtype=dtype, meta=np.empty((0, 0), dtype=dtype))
+    X = X.persist()
+    wait(X)
+    Xn = X.compute()
+    C0, _ = kmeans_plusplus(Xn, k, random_state=args.seed)
+    C0 = np.ascontiguousarray(C0, dtype=dtype)
+
+    def ours(algorithm: str, max_iter: int) -> KMeans:
+        return KMeans(k, init=C0, algorithm=algorithm, max_iter=max_iter, tol=args.tol)
+
+    def theirs(algorithm: str, max_iter: int) -> SKKMeans:
+        return SKKMeans(k, init=C0, n_init=1, algorithm=algorithm, max_iter=max_iter,
+                        tol=args.tol, random_state=args.seed)
+
+    for algorithm in ("lloyd", "bounds"):  # warm-up: numba kernels on the workers
+        ours(algorithm, 2).fit(X)
+    for algorithm in ("lloyd", "elkan"):
+        theirs(algorithm, 2).fit(Xn)
+
+    results: list[tuple[str, float, float, int, float, str]] = []
+    centres: dict[str, np.ndarray] = {}
+    for algorithm in ("lloyd", "bounds"):
+        wall, km = timed(lambda a=algorithm: ours(a, args.max_iter).fit(X))
+        lloyd_s = sum(h.seconds for h in km.history_)
+        spared = sum(h.n_skipped for h in km.history_) / (args.rows * k * km.n_iter_)
+        centres[algorithm] = km.cluster_centers_
+        note = f"spared {spared:.1%} of the distances" if algorithm == "bounds" else ""
+        results.append((f"ours {algorithm}", wall, lloyd_s, km.n_iter_, km.inertia_, note))
+        del km
+        gc.collect()
+    for algorithm in ("lloyd", "elkan"):
+        wall, km = timed(lambda a=algorithm: theirs(a, args.max_iter).fit(Xn))
+        results.append((f"sklearn {algorithm}", wall, wall, km.n_iter_, km.inertia_, ""))
+        del km
+        gc.collect()
+
+    print()
+    print(
+        f"=== converge dtype {dtype.name}: {args.rows:,} rows x {args.features} features, "
+        f"k={k}, cluster_std={args.cluster_std}, tol={args.tol}, max_iter={args.max_iter}, "
+        f"one k-means++ start ==="
+    )
+    print(f"{'method':<15} {'fit s':>9} {'Lloyd s':>9} {'n_iter':>6} {'inertia':>17}  notes")
+    for name, wall, lloyd_s, n_iter, inertia, note in results:
+        print(f"{name:<15} {wall:>9.4g} {lloyd_s:>9.4g} {n_iter:>6d} {inertia:>17.10g}  {note}")
+    same = np.array_equal(centres["lloyd"], centres["bounds"])
+    print(f"bounds centres equal plain Lloyd's bit for bit: {same}")
+    by = {r[0]: r for r in results}
+    for mine in ("ours lloyd", "ours bounds"):
+        for peer in ("sklearn lloyd", "sklearn elkan"):
+            print(
+                f"  {mine} / {peer}: Lloyd phase {ratio(by[mine][2], by[peer][2])}, "
+                f"fit {ratio(by[mine][1], by[peer][1])}"
+            )
+    print(f"  ours bounds / ours lloyd: Lloyd phase "
+          f"{ratio(by['ours bounds'][2], by['ours lloyd'][2])}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -556,6 +658,11 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         t0 = time.perf_counter()
         for dtype in args.dtype_list:
+            if args.converge:
+                for k in args.k_list:
+                    run_converge(client, dtype, k, args)
+                    client.run(gc.collect)
+                continue
             run_dtype(client, dtype, args)
             client.run(gc.collect)
         print(f"\ntotal benchmark time: {time.perf_counter() - t0:.1f} s")

@@ -237,7 +237,8 @@ def test_same_result_on_the_cluster_as_locally(_session_client):
     [
         (
             {"algorithm": "elkan"},
-            "The 'algorithm' parameter of KMeans must be one of 'lloyd', 'minibatch'. "
+            "The 'algorithm' parameter of KMeans must be one of 'lloyd', 'bounds', 'auto', "
+            "'minibatch'. "
             "Got 'elkan' instead.",
         ),
         (

@@ -26,6 +26,7 @@ import numpy as np
 from dask.utils import format_bytes
 
 from ..exceptions import MemoryBudgetError
+from ..kernels.bounds import BoundsState
 from ..progress import in_context
 
 __all__ = [
@@ -76,7 +77,7 @@ def _warm_up() -> int:
     as in use; returns the process's resident bytes."""
     import psutil
 
-    from ..kernels import assignment, init, knn, lloyd, metrics, moments  # noqa: F401
+    from ..kernels import assignment, bounds, init, knn, lloyd, metrics, moments  # noqa: F401
 
     moments.moments(np.zeros((1, 1)))
     return int(psutil.Process().memory_info().rss)
@@ -111,12 +112,15 @@ def worker_memory(client: Any | None) -> list[WorkerMemory]:
     ]
 
 
-def state_bytes_per_row(n_labellings: int) -> int:
+def state_bytes_per_row(n_labellings: int, bounds_fits: int = 0) -> int:
     """Bytes per row of the results kept between passes, at their peak: the int32 labels of
     every labelling alive at once (a K sweep keeps one per K until its metrics are done) plus
     16 for the silhouette sample's int64 codes and strata (or the KNN reference's codes); the
-    k-means|| costs and nearest candidates (16) are released before the labels exist."""
-    return 4 * max(1, n_labellings) + 16
+    k-means|| costs and nearest candidates (16) are released before the labels exist. Each
+    Lloyd run pruned by bounds (``bounds_fits`` of them at once: a sweep runs its K together)
+    keeps 12 more during its iterations (an int32 label and a float64 lower bound,
+    :class:`kmeans_dask.kernels.bounds.BoundsState`)."""
+    return 4 * max(1, n_labellings) + 16 + BoundsState.BYTES_PER_ROW * max(0, bounds_fits)
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,7 @@ def plan_memory(
     n_labellings: int,
     fraction: float = DEFAULT_FRACTION,
     persist: str = "auto",
+    bounds_fits: int = 0,
 ) -> MemoryPlan:
     """Decide persisted or streamed blocks (see the module docstring).
 
@@ -194,6 +199,8 @@ def plan_memory(
     fraction : float
         Share of each worker's limit to fill.
     persist : {'auto', 'always', 'never'}
+    bounds_fits : int
+        Lloyd runs pruned by bounds at once (their per-row bounds count as state).
 
     Raises
     ------
@@ -201,7 +208,7 @@ def plan_memory(
         ``always`` that does not fit, or data that cannot even be streamed.
     """
     data = n_rows * row_bytes
-    state = n_rows * state_bytes_per_row(n_labellings)
+    state = n_rows * state_bytes_per_row(n_labellings, bounds_fits)
     budget = sum(w.budget(fraction) for w in workers)
     plan = MemoryPlan(False, data, state, block_bytes, budget, tuple(workers), fraction)
     persist_ok = _fits(workers, fraction, data, state, block_bytes, WORKING_SET_FACTOR - 1)

@@ -1,0 +1,334 @@
+"""Bounds-pruned Lloyd (``algorithm="bounds"``) gives exactly plain Lloyd's results.
+
+The kernel is compared with the plain kernel on sequences of centres (Lloyd's own and
+adversarial jumps): bit-identical partial sums, weights and inertia, the plain labels, and
+lower bounds that never exceed the true distance to the second-closest centre. The estimator
+is compared with ``algorithm="lloyd"`` on several data sets (separated, overlapping, duplicate
+rows with coincident centres, an empty cluster re-seeded), chunkings, dtypes, locally and on
+the LocalCluster: the same labels, ``n_iter_``, centres (bit for bit), inertia and history.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from kmeans_dask import KMeans
+from kmeans_dask.engine.fit import use_bounds
+from kmeans_dask.engine.memory import state_bytes_per_row
+from kmeans_dask.kernels.bounds import bounds_partials, bounds_step
+from kmeans_dask.kernels.lloyd import CentreSet, assign, lloyd_partials, m_step
+
+DTYPES = [np.float64, np.float32]
+
+
+def _data(kind: str, dtype, n: int = 6_000, seed: int = 0) -> np.ndarray:
+    if kind == "separated":
+        X, _ = make_blobs(n, n_features=6, centers=20, cluster_std=0.5, center_box=(-30, 30),
+                          random_state=seed)
+    elif kind == "overlap":
+        X, _ = make_blobs(n, n_features=6, centers=20, cluster_std=3.0, center_box=(-5, 5),
+                          random_state=seed)
+    elif kind == "far":  # far from the origin: float32 products are coarse there
+        X, _ = make_blobs(n, n_features=4, centers=8, cluster_std=1.0, center_box=(-8, 8),
+                          random_state=seed)
+        X = X + 3_000.0
+    elif kind == "duplicates":  # every row four times, on a coarse grid: exact ties
+        rng = np.random.default_rng(seed)
+        X = np.repeat(rng.integers(-4, 5, size=(n // 4, 3)).astype(np.float64), 4, axis=0)
+        X = X[rng.permutation(len(X))]
+    else:
+        raise AssertionError(kind)
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
+# ------------------------------------------------------------------ the kernel
+
+
+def _run_kernel(X, w, centre_seq, ref):
+    """Feed a sequence of centres to both kernels; check every step; return the skips."""
+    state, prev, skipped = None, None, 0
+    n, k = X.shape[0], centre_seq[0].shape[0]
+    for it, C in enumerate(centre_seq):
+        s1, w1, i1 = lloyd_partials(X, CentreSet(C, ref), w)
+        step = bounds_step(C, prev, ref, False)
+        s2, w2, i2, computed, state = bounds_partials(X, w, step, state)
+        np.testing.assert_array_equal(s2, s1, err_msg=f"sums, step {it}")
+        np.testing.assert_array_equal(w2, w1, err_msg=f"weights, step {it}")
+        assert i2 == i1, (it, i2, i1)
+        labels, _, _ = assign(X, CentreSet(C, ref), w)
+        np.testing.assert_array_equal(state.labels, labels, err_msg=f"labels, step {it}")
+        # the lower bounds are true lower bounds of the second-closest distance
+        D = np.sqrt(((X[:, None, :].astype(np.float64) - C[None].astype(np.float64)) ** 2)
+                    .sum(axis=2))
+        D[np.arange(n), labels] = np.inf
+        second = D.min(axis=1) if k > 1 else np.full(n, np.inf)
+        assert np.all(state.lower <= second * (1 + 1e-12)), it
+        skipped += n * k - computed
+        prev = C
+    return skipped
+
+
+def _lloyd_sequence(X, C0, ref, n_iter, w=None):
+    seq, C = [], C0
+    for _ in range(n_iter):
+        seq.append(C)
+        sums, wsum, _ = lloyd_partials(X, CentreSet(C, ref), w)
+        C, _, _ = m_step(C, sums, wsum, lambda m: (X[:m], np.zeros(m, int), np.ones(m)))
+    return seq
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["separated", "overlap", "far", "duplicates"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_kernel_matches_plain_on_lloyd_iterations(kind, dtype, weighted):
+    X = _data(kind, dtype, n=4_000)
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0.1, 3.0, len(X)) if weighted else None
+    ref = X.astype(np.float64).mean(axis=0)
+    k = 16
+    C0 = X[rng.choice(len(X), k, replace=False)].copy()
+    if kind == "duplicates":
+        C0[1] = C0[0]  # coincident centres: every distance to them is an exact tie
+    skipped = _run_kernel(X, w, _lloyd_sequence(X, C0, ref, 12, w), ref)
+    if not (kind == "far" and dtype == np.float32):
+        assert skipped > 0.1 * len(X) * k * 12, skipped
+    # float32 far from the origin: the plain kernel's own rounding is coarse there, near-ties
+    # are everywhere, and the blocks take the plain product (exact, no saving)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernel_bounds_hold_under_arbitrary_centre_jumps(dtype):
+    """Centres that move anywhere (not by a mean update): jumps, swaps, coincidences, one
+    centre, and back; the bounds must stay valid and the results the plain kernel's."""
+    X = _data("overlap", dtype, n=3_000, seed=1)
+    ref = X.astype(np.float64).mean(axis=0)
+    rng = np.random.default_rng(5)
+    C = X[rng.choice(len(X), 8, replace=False)].copy()
+    seq = [C]
+    for t in range(25):
+        C = C.copy()
+        if t % 5 == 0:
+            C[rng.integers(8)] = X[rng.integers(len(X))]  # a jump to a data row
+        elif t % 5 == 1:
+            C[[0, 1]] = C[[1, 0]]  # a swap: large shifts, the same set
+        elif t % 5 == 2:
+            C[2] = C[3]  # coincident
+        else:
+            C += rng.normal(scale=0.05 * (t % 3), size=C.shape).astype(dtype)
+        seq.append(C)
+    _run_kernel(X, None, seq, ref)
+    one = [X[:1].copy(), X[1:2].copy(), X[1:2].copy()]  # k = 1
+    _run_kernel(X, None, one, ref)
+
+
+def test_kernel_full_step_is_plain():
+    X = _data("overlap", np.float32, n=2_500)
+    ref = X.astype(np.float64).mean(axis=0)
+    C = X[:5].copy()
+    s1, w1, i1 = lloyd_partials(X, CentreSet(C, ref))
+    s2, w2, i2, computed, _ = bounds_partials(X, None, bounds_step(C, C, ref, True), None)
+    np.testing.assert_array_equal(s2, s1)
+    np.testing.assert_array_equal(w2, w1)
+    assert i2 == i1 and computed == len(X) * 5
+
+
+# ------------------------------------------------------------------ the estimator
+
+
+def _fit_pair(X, backend_chunks, dtype, **params):
+    fits = {}
+    for algorithm in ("lloyd", "bounds"):
+        km = KMeans(algorithm=algorithm, **params)
+        Xin = X if backend_chunks is None else da.from_array(X, chunks=(backend_chunks, -1))
+        km.fit(Xin)
+        fits[algorithm] = km
+    return fits["lloyd"], fits["bounds"]
+
+
+def _assert_same(plain, bounded):
+    np.testing.assert_array_equal(bounded.cluster_centers_, plain.cluster_centers_)
+    np.testing.assert_array_equal(
+        np.asarray(bounded.labels_.compute()), np.asarray(plain.labels_.compute())
+    )
+    assert bounded.n_iter_ == plain.n_iter_
+    assert bounded.inertia_ == plain.inertia_
+    assert bounded.converged_ == plain.converged_
+    assert [h.inertia for h in bounded.history_] == [h.inertia for h in plain.history_]
+    assert [h.center_shift for h in bounded.history_] == [h.center_shift for h in plain.history_]
+    assert [h.n_empty for h in bounded.history_] == [h.n_empty for h in plain.history_]
+    assert all(h.n_skipped == 0 for h in plain.history_)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("kind", "chunks"), [("separated", 4_000), ("overlap", 1_777), ("far", 2_501)]
+)
+def test_estimator_same_as_lloyd(kind, chunks, dtype, backend, keep_chunks):
+    X = _data(kind, dtype, n=4_000)  # one block, or odd blocks of 1,777 / 2,501 rows
+    plain, bounded = _fit_pair(
+        X, chunks, dtype, n_clusters=20, init="random", random_state=4, max_iter=30, tol=1e-6
+    )
+    _assert_same(plain, bounded)
+    if kind == "separated" and dtype == np.float64:
+        spared = sum(h.n_skipped for h in bounded.history_)
+        assert spared > 0.5 * len(X) * 20 * (bounded.n_iter_ - 1), spared
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_estimator_ties_and_empty_cluster_relocation(dtype, backend, keep_chunks):
+    """Duplicate rows and two coincident initial centres: the second one ties with the first
+    for every row (the lowest index wins), is empty, and is re-seeded (farthest rows); a
+    centre far away is empty too."""
+    X = _data("duplicates", dtype, n=4_000)
+    rng = np.random.default_rng(2)
+    init = X[rng.choice(len(X), 10, replace=False)].copy()
+    init[1] = init[0]
+    init[9] = 50.0
+    plain, bounded = _fit_pair(
+        X, 1_333, dtype, n_clusters=10, init=init, max_iter=30, tol=0.0
+    )
+    assert plain.history_[0].n_empty >= 2
+    _assert_same(plain, bounded)
+
+
+def test_estimator_sample_weight_and_one_block(backend):
+    X = _data("overlap", np.float64, n=3_000)
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(X))
+    fits = [
+        KMeans(16, algorithm=a, init="random", random_state=1, max_iter=25).fit(
+            X, sample_weight=w
+        )
+        for a in ("lloyd", "bounds")
+    ]
+    _assert_same(*fits)
+
+
+def test_auto_rule_and_memory():
+    assert use_bounds("bounds", 2, 1, np.float32)
+    assert not use_bounds("lloyd", 256, 32, np.float64)
+    assert use_bounds("auto", 16, 32, np.float64)
+    assert not use_bounds("auto", 16, 32, np.float32)
+    assert use_bounds("auto", 64, 32, np.float32)
+    assert not use_bounds("auto", 15, 32, np.float64)
+    assert not use_bounds("auto", 64, 2, np.float32)  # bounds > half a row's bytes
+    assert state_bytes_per_row(1, 1) == state_bytes_per_row(1) + 12
+    assert state_bytes_per_row(9, 9) == state_bytes_per_row(9) + 108
+    X = _data("separated", np.float64, n=2_000)
+    auto = KMeans(16, algorithm="auto", init="random", random_state=0, max_iter=10).fit(X)
+    lloyd = KMeans(16, algorithm="lloyd", init="random", random_state=0, max_iter=10).fit(X)
+    _assert_same(lloyd, auto)
+    assert sum(h.n_skipped for h in auto.history_) > 0  # 'auto' chose bounds here
+
+
+class _ArrayRecipe:
+    """A streamed block read again from an array on every pass (a stand-in for a file)."""
+
+    def __init__(self, X: np.ndarray) -> None:
+        self.X = X
+        self.loads = 0
+
+    def load(self):
+        from kmeans_dask.engine.block import make_block
+
+        self.loads += 1
+        return make_block(self.X.copy(), None, self.X.dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_streamed_blocks_keep_their_bounds_and_match_lloyd(dtype):
+    """Streamed blocks (read again every pass): the bounds stay in memory between passes;
+    the fit equals plain Lloyd's on the same stream and on the in-memory data."""
+    from kmeans_dask.engine.blocks import BlockSet
+
+    X = _data("separated", dtype, n=5_000)
+    fits = {}
+    for algorithm in ("lloyd", "bounds"):
+        recipes = [_ArrayRecipe(X[i : i + 1_700]) for i in range(0, len(X), 1_700)]
+        bs = BlockSet.from_recipes(recipes, X.shape[1], np.dtype(dtype), persist=False)
+        assert bs.streamed
+        km = KMeans(20, algorithm=algorithm, init="random", random_state=4, max_iter=30)
+        fits[algorithm] = km.fit(bs)
+        assert min(r.loads for r in recipes) >= km.n_iter_  # every pass read the blocks
+    _assert_same(fits["lloyd"], fits["bounds"])
+    assert sum(h.n_skipped for h in fits["bounds"].history_) > 0
+
+
+def test_job_with_bounds_equals_job_with_lloyd(tmp_path, client):
+    """``kmeans.algorithm: bounds`` in a job (read, scale, sweep K = 3..4, assign): the same
+    K, inertia and assignments as ``lloyd``; the memory plan counts the bounds."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from kmeans_dask.job.config import parse_config
+    from kmeans_dask.job.demo import DEMO_FEATURES, make_customers
+    from kmeans_dask.job.pipeline import run
+
+    df, _ = make_customers(3000, seed=2)
+    (tmp_path / "in").mkdir()
+    for i, start in enumerate(range(0, len(df), 1100)):
+        part = df.drop(columns=["region"]).iloc[start : start + 1100]
+        part.to_parquet(tmp_path / "in" / f"part-{i}.parquet", index=False)
+    out = {}
+    for algorithm in ("lloyd", "bounds"):
+        data = {
+            "name": f"b-{algorithm}",
+            "input": {
+                "uri": str(tmp_path / "in"),
+                "id_column": "customer_id",
+                "columns": DEMO_FEATURES,
+            },
+            "kmeans": {"k": "auto", "k_min": 3, "k_max": 4, "algorithm": algorithm,
+                       "random_state": 0},
+            "output": {"uri": str(tmp_path / f"out-{algorithm}")},
+        }
+        res = run(parse_config(data), client=client)
+        results = Path(res.results_uri)
+        manifest = json.loads((results / "manifest.json").read_text())
+        assignments = pd.read_parquet(results / "assignments").sort_values("customer_id")
+        out[algorithm] = (res.k, manifest, assignments.reset_index(drop=True))
+    (k1, m1, a1), (k2, m2, a2) = out["lloyd"], out["bounds"]
+    assert k1 == k2
+    assert m1["metrics"]["inertia"] == m2["metrics"]["inertia"]
+    assert m1["metrics"]["n_iter"] == m2["metrics"]["n_iter"]
+    pd.testing.assert_frame_equal(a1, a2)
+    # two K alive at once in the sweep, 12 bytes a row each
+    assert m2["memory"]["state_bytes"] - m1["memory"]["state_bytes"] == len(df) * 12 * 2
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_kernel_matches_plain_on_random_problems(seed):
+    """Random small problems (a property test with seeded draws): sizes across the kernel's
+    1,024-row blocks, 1 to 40 centres, 1 to 9 features, grids with exact ties, scales and
+    offsets from tiny to far, float32 and float64, weights or not; Lloyd steps mixed with
+    random jumps of the centres."""
+    rng = np.random.default_rng(1000 + seed)
+    dtype = DTYPES[seed % 2]
+    n = int(rng.integers(50, 2_600))
+    d = int(rng.integers(1, 10))
+    k = int(rng.integers(1, 41))
+    scale = 10.0 ** rng.uniform(-3, 3)
+    offset = 10.0 ** rng.uniform(-3, 4) * rng.choice([0, 1])
+    if seed % 3 == 0:  # a grid: duplicates and exact ties
+        X = rng.integers(-3, 4, size=(n, d)).astype(np.float64) * scale + offset
+    else:
+        X = rng.normal(size=(n, d)) * scale + offset
+    X = np.ascontiguousarray(X, dtype=dtype)
+    w = rng.uniform(0, 2, n) if seed % 4 == 1 else None
+    ref = X.astype(np.float64).mean(axis=0)
+    C = X[rng.choice(n, min(k, n), replace=False)].copy()
+    seq = []
+    for t in range(15):
+        seq.append(C)
+        if t % 4 == 3:
+            C = C.copy()
+            j = rng.integers(len(C))
+            C[j] = X[rng.integers(n)]  # a jump (may coincide with another centre)
+            continue
+        sums, wsum, _ = lloyd_partials(X, CentreSet(C, ref), w)
+        C, _, _ = m_step(C, sums, wsum, lambda m: (X[:m], np.zeros(m, int), np.ones(m)))
+    _run_kernel(X, w, seq, ref)
