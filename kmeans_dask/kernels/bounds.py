@@ -198,6 +198,41 @@ def _best_two(v, k):
 
 
 @njit(nogil=True, cache=True)
+def _bounds_test(
+    X, start, m, C, labels, lower, drift, drift_arg, drift_second, half_sep, margin, margin64,
+    radius, full, cnorm, sq, err, err64, todo,
+):
+    # the rows of X[start:start + m] whose bounds cannot exclude a change go to todo (their
+    # count is returned); the others keep their label, with sq their exact distance to it
+    d = X.shape[1]
+    nt = 0
+    for i in range(m):
+        row = start + i
+        if full:
+            todo[nt] = i
+            nt += 1
+            continue
+        a = labels[row]
+        s = _sq_to(X, row, C, a, d)
+        sq[i] = s
+        du = np.sqrt(s) * (1.0 + 1e-9)
+        _errors(du + cnorm[a], margin, margin64, radius, err, err64, i)
+        low = lower[row] - (drift_second if a == drift_arg else drift[drift_arg])
+        low2 = 2.0 * half_sep[a] - du
+        if low2 > low:
+            low = low2
+        # relative pad, and an absolute one at the row's scale (the subtractions above
+        # round by about eps64 times the distances involved, all <= ||x|| + radius)
+        low = low * (1.0 - 1e-9) - 1e-14 * (du + cnorm[a] + radius)
+        if low > du and low * low - du * du > 2.0 * err[i]:
+            lower[row] = low
+        else:
+            todo[nt] = i
+            nt += 1
+    return nt
+
+
+@njit(nogil=True, cache=True)
 def _bounds_kernel(
     X, shifted_t, bias, C, w, has_w, ref, labels, lower, drift, drift_arg, drift_second,
     half_sep, margin, margin64, radius, full, sums, wsum, shifted64_t, centre_sq, tries, cnorm,
@@ -217,31 +252,11 @@ def _bounds_kernel(
     for start in range(0, n, BLOCK_ROWS):
         stop = min(start + BLOCK_ROWS, n)
         m = stop - start
-        nt = 0
         # 1. bounds test; exact distance to the assigned centre
-        for i in range(m):
-            row = start + i
-            if full:
-                todo[nt] = i
-                nt += 1
-                continue
-            a = labels[row]
-            s = _sq_to(X, row, C, a, d)
-            sq[i] = s
-            du = np.sqrt(s) * (1.0 + 1e-9)
-            _errors(du + cnorm[a], margin, margin64, radius, err, err64, i)
-            low = lower[row] - (drift_second if a == drift_arg else drift[drift_arg])
-            low2 = 2.0 * half_sep[a] - du
-            if low2 > low:
-                low = low2
-            # relative pad, and an absolute one at the row's scale (the subtractions above
-            # round by about eps64 times the distances involved, all <= ||x|| + radius)
-            low = low * (1.0 - 1e-9) - 1e-14 * (du + cnorm[a] + radius)
-            if low > du and low * low - du * du > 2.0 * err[i]:
-                lower[row] = low
-            else:
-                todo[nt] = i
-                nt += 1
+        nt = _bounds_test(
+            X, start, m, C, labels, lower, drift, drift_arg, drift_second, half_sep, margin,
+            margin64, radius, full, cnorm, sq, err, err64, todo,
+        )
         # 2. distances of the rows the bounds could not settle
         if nt > 0:
             # a partial product pays unless most rows need one, or near-ties keep sending
