@@ -69,11 +69,11 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         distance to the second-closest centre (12 bytes) stay on the workers between
         iterations, and only rows whose bounds cannot exclude a change get their distances
         computed (``history_[i].n_skipped`` counts the distances spared). ``'auto'``:
-        ``'bounds'`` from 16 clusters on in float64 and 64 in float32, when the bounds are
-        at most half a row's bytes; else ``'lloyd'``. ``'minibatch'``: scikit-learn's
-        MiniBatchKMeans rule on batches drawn from a seeded sample pool (one pass, at most
-        ``kmeans_dask.minibatch-pool-bytes`` of rows, default 64 MiB), then one pass for
-        ``labels_`` and the exact ``inertia_``. ``init='k-means++'``/``'random'`` run on
+        ``'bounds'`` from 16 clusters on in float64 (never in float32: slower there), when
+        the bounds are at most half a row's bytes; else ``'lloyd'``. ``'minibatch'``:
+        scikit-learn's MiniBatchKMeans rule on batches drawn from a seeded sample pool (one
+        pass, at most ``kmeans_dask.minibatch-pool-bytes`` of rows, default 64 MiB), then one
+        pass for ``labels_`` and the exact ``inertia_``. ``init='k-means++'``/``'random'`` on
         ``3 * batch_size`` pool rows (two passes in all); ``'k-means||'`` on all the data.
     batch_size : int, default=1024
         Rows per mini-batch ('minibatch' only, as are the next three).

@@ -32,7 +32,9 @@ INIT_METHODS = ("k-means||", "k-means++", "random")
 #: the algorithms by name
 ALGORITHMS = ("lloyd", "bounds", "auto", "minibatch")
 #: 'auto' prunes with bounds from this many clusters on, by dtype (see :func:`use_bounds`)
-AUTO_BOUNDS_MIN_K = {"float64": 16, "float32": 64}
+#: fewest clusters from which ``algorithm="auto"`` prunes with bounds, per dtype (float32: never;
+#: to convergence on 2M x 32 it took 1.49x / 1.32x plain's Lloyd time at k = 16 / 64)
+AUTO_BOUNDS_MIN_K = {"float64": 16}
 
 
 @dataclass(frozen=True)
@@ -157,11 +159,11 @@ def fit_blocks(
 def use_bounds(algorithm: str, n_clusters: int, n_features: int, dtype: np.dtype) -> bool:
     """Whether Lloyd prunes its E-steps with bounds (the same results either way).
 
-    ``'bounds'``: always. ``'auto'``: from :data:`AUTO_BOUNDS_MIN_K` clusters on (16 for
-    float64, 64 for float32: measured on 100k x 32 blobs, one thread, the bounded E-step took
-    0.73x / 0.51x / 0.46x plain's time at k = 16 / 64 / 256 in float64 and 1.24x / 0.74x /
-    0.58x in float32, whose cheaper product and coarser rounding leave the bounds less to
-    save), and only when the per-row bounds (:attr:`BoundsState.BYTES_PER_ROW`) are at most
+    ``'bounds'``: always. ``'auto'``: from :data:`AUTO_BOUNDS_MIN_K` clusters on in float64
+    (16: to convergence on 2M x 32 blobs, ``benchmarks/bench_kmeans.py --converge``, bounds took
+    0.87x / 0.73x plain's Lloyd time at k = 16 / 64), never in float32 (1.49x / 1.32x there:
+    its cheaper product and coarser rounding leave the bounds less to save), and only when
+    the per-row bounds (:attr:`BoundsState.BYTES_PER_ROW`) are at most
     half the bytes of a row of data, so keeping them never adds more than half the blocks'
     memory.
     """
@@ -171,7 +173,9 @@ def use_bounds(algorithm: str, n_clusters: int, n_features: int, dtype: np.dtype
         return False
     dt = np.dtype(dtype)
     row_bytes = n_features * dt.itemsize
-    min_k = AUTO_BOUNDS_MIN_K.get(dt.name, AUTO_BOUNDS_MIN_K["float64"])
+    min_k = AUTO_BOUNDS_MIN_K.get(dt.name)
+    if min_k is None:
+        return False
     return n_clusters >= min_k and 2 * BoundsState.BYTES_PER_ROW <= row_bytes
 
 
