@@ -1,14 +1,16 @@
 """Lloyd iterations as map-reduce over persisted row blocks.
 
 Per iteration: the centres (small) go to every block; each block returns
-``(sums, weights, inertia)`` from one fused compiled pass (:func:`kernels.lloyd_partials`);
-the caller adds the partials and divides. Empty clusters take the rows farthest from their
-centre (scikit-learn's rule), found by an extra pass only in the iterations that need it.
+``(sums, weights, inertia)`` from one fused compiled pass (:func:`kernels.lloyd_partials`),
+added up on the workers along a fixed tree over the blocks (one call per worker on a
+cluster: :mod:`.estep`); the caller completes the sum and divides. Empty clusters take
+the rows farthest from their centre (scikit-learn's rule), found by an extra pass only in
+the iterations that need it.
 Convergence: the squared centre shift is at most ``tol_abs`` (scikit-learn's meaning, with
 ``tol_abs = tol * mean feature variance``), or ``max_iter`` iterations.
 
 With ``bounds=True`` the E-steps are pruned by per-row bounds kept on the workers
-(:class:`.bounds.BoundedPasses`, Hamerly's algorithm); their partials are bit-identical to the
+(:class:`.estep.EStep`, Hamerly's algorithm); their partials are bit-identical to the
 plain ones, so everything else (the M-step, relocation, convergence) is shared and the results
 are plain Lloyd's.
 
@@ -28,7 +30,7 @@ import numpy as np
 from .. import progress
 from ..kernels import lloyd as kernels
 from .blocks import Block, BlockSet
-from .bounds import BoundedPasses
+from .estep import EStep
 
 __all__ = ["IterationStats", "LloydResult", "assign_blocks", "lloyd"]
 
@@ -59,10 +61,6 @@ class LloydResult:
     n_iter: int
     converged: bool
     history: list[IterationStats] = field(default_factory=list)
-
-
-def _partials(block: Block, cs: kernels.CentreSet) -> tuple[np.ndarray, np.ndarray, float]:
-    return kernels.lloyd_partials(block.X, cs, block.w)
 
 
 def _farthest(block: Block, offset: int, cs: kernels.CentreSet, m: int) -> tuple:
@@ -117,13 +115,12 @@ def lloyd(
         Prune the E-steps with per-row bounds kept on the workers (same results).
     """
     C = np.ascontiguousarray(centres, dtype=bs.dtype)
-    passes = BoundedPasses(bs, reference) if bounds else None
+    estep = EStep(bs, reference, bounds)
     try:
         with progress.task(f"Lloyd K={C.shape[0]}", total=max_iter) as bar:
-            return _iterate(bs, C, max_iter, tol_abs, reference, callback, bar, passes)
+            return _iterate(bs, C, max_iter, tol_abs, reference, callback, bar, estep)
     finally:
-        if passes is not None:
-            passes.close()
+        estep.close()
 
 
 def _iterate(
@@ -134,26 +131,19 @@ def _iterate(
     reference: np.ndarray,
     callback: Callable[[IterationStats], None] | None,
     bar: progress.ProgressTask,
-    passes: BoundedPasses | None = None,
+    estep: EStep,
 ) -> LloydResult:
     history: list[IterationStats] = []
     converged = False
     for it in range(1, max_iter + 1):
         t0 = time.perf_counter()
         cs = kernels.CentreSet(C, reference)
-        skipped = 0
-        if passes is None:
-            parts = bs.map(_partials, cs=cs)
-        else:
-            parts, skipped = passes.partials(C)
-        sums = np.sum([p[0] for p in parts], axis=0)
-        wsum = np.sum([p[1] for p in parts], axis=0)
-        inertia = float(sum(p[2] for p in parts))
+        sums, wsum, inertia, skipped = estep(C)
         C_new, shift, n_empty = kernels.m_step(
             C, sums, wsum, lambda m, cs=cs: _global_farthest(bs, cs, m)
         )
-        if n_empty and passes is not None:
-            passes.reset()  # the bounds stay valid, but a relocation moves centres far
+        if n_empty:
+            estep.reset()  # the bounds stay valid, but a relocation moves centres far
         stats = IterationStats(it, inertia, shift, n_empty, time.perf_counter() - t0, skipped)
         history.append(stats)
         logger.debug(
@@ -163,7 +153,7 @@ def _iterate(
             shift,
             f", {n_empty} empty cluster(s) re-seeded" if n_empty else "",
             f", bounds spared {skipped / (bs.n_samples * C.shape[0]):.0%} of the distances"
-            if passes is not None
+            if estep.bounds
             else "",
         )
         bar.advance(status=f"inertia {inertia:.6g}")
