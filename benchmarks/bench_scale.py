@@ -71,14 +71,15 @@ def _worker_stats() -> tuple[int, int]:
 class _Sampler:
     """Peak resident memory of every worker, sampled on the workers every 0.1 s."""
 
-    def __init__(self, client) -> None:
+    def __init__(self, client, interval: float = 0.1) -> None:
         self.client = client
+        self.interval = interval
         self.peak: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.1):
+        while self.interval > 0 and not self._stop.wait(self.interval):
             try:
                 for w, (rss, _) in self.client.run(_worker_stats).items():
                     self.peak[w] = max(self.peak.get(w, 0), rss)
@@ -140,7 +141,9 @@ def _rows(block) -> int:
     return int(block.X.shape[0])
 
 
-def _one(client, folder: Path, out: Path, mode: str, k: int, iters: int) -> dict:
+def _one(
+    client, folder: Path, out: Path, mode: str, k: int, iters: int, interval: float
+) -> dict:
     from kmeans_dask.job.config import parse_config
     from kmeans_dask.job.pipeline import run
 
@@ -164,7 +167,7 @@ def _one(client, folder: Path, out: Path, mode: str, k: int, iters: int) -> dict
     logging.getLogger("kmeans_dask.lloyd").addHandler(handler)
     logging.getLogger("kmeans_dask.lloyd").setLevel(logging.DEBUG)  # iterations are DEBUG
     try:
-        with _Sampler(client) as sampler:
+        with _Sampler(client, interval) as sampler:
             t0 = time.perf_counter()
             result = run(config, client=client)
             total = time.perf_counter() - t0
@@ -195,6 +198,13 @@ def main() -> None:
     p.add_argument("--features", type=int, default=32)
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument(
+        "--sample",
+        type=float,
+        default=0.1,
+        help="seconds between worker memory samples (0: no sampling, no peak memory; the "
+        "samples are client.run calls that share the 2 cores with the job)",
+    )
     args = p.parse_args()
 
     from distributed import Client, LocalCluster
@@ -221,7 +231,7 @@ def main() -> None:
             for mode in ("always", "never"):
                 out = Path(tempfile.mkdtemp(prefix="bench-scale-"))
                 try:
-                    r = _one(client, folder, out, mode, args.k, args.iters)
+                    r = _one(client, folder, out, mode, args.k, args.iters, args.sample)
                 finally:
                     shutil.rmtree(out, ignore_errors=True)
                 t = r["timings"]

@@ -36,6 +36,17 @@ def test_plan_units_joins_consecutive_units_up_to_the_target_and_never_splits_on
     ]
 
 
+def test_plan_units_balances_the_blocks():
+    # 16 files of 61 MiB, 256 MiB blocks: 4 blocks of 4 files (a greedy join gave 5, 5, 5, 1)
+    groups = plan_units([61] * 16, [0] * 16, row_bytes=1 << 20, target=256 << 20, least=1)
+    assert [len(g) for g in groups] == [4, 4, 4, 4]
+    assert [i for g in groups for i in g] == list(range(16))
+    # uneven units: the largest block is as small as consecutive runs allow
+    sizes = [50, 10, 10, 10, 40, 30, 30, 5]
+    groups = plan_units(sizes, [0] * 8, row_bytes=1, target=70, least=1)
+    assert len(groups) == 3 and max(sum(sizes[i] for i in g) for g in groups) == 65
+
+
 def test_plan_units_splits_runs_to_reach_the_least_number_of_blocks_by_bytes():
     groups = plan_units([10, 10, 10, 10, 40], [0] * 5, row_bytes=1, target=10**9, least=2)
     assert groups == [[0, 1, 2, 3], [4]]  # halves by bytes, not by unit count

@@ -19,6 +19,7 @@ from dask.utils import parse_bytes
 __all__ = [
     "BLOCK_BYTES_KEY",
     "MIN_BLOCKS_KEY",
+    "balanced_runs",
     "group_consecutive",
     "min_blocks",
     "plan_sizes",
@@ -82,6 +83,32 @@ def group_consecutive(sizes: Sequence[int], row_bytes: int, target: int) -> list
     return groups
 
 
+def _fill(sizes: Sequence[int], capacity: int) -> list[list[int]]:
+    # consecutive runs, each closed before it would exceed capacity (a unit alone may)
+    groups: list[list[int]] = [[]]
+    held = 0
+    for i, s in enumerate(sizes):
+        if groups[-1] and held + s > capacity:
+            groups.append([])
+            held = 0
+        groups[-1].append(i)
+        held += s
+    return groups
+
+
+def balanced_runs(sizes: Sequence[int], n: int) -> list[list[int]]:
+    """At most ``n`` runs of consecutive indices whose largest sum of ``sizes`` is the
+    smallest possible (binary search on that largest sum, greedy fill)."""
+    lo, hi = max(sizes), sum(sizes)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(_fill(sizes, mid)) <= n:
+            hi = mid
+        else:
+            lo = mid + 1
+    return _fill(sizes, lo)
+
+
 def plan_units(
     unit_rows: Sequence[int | None],
     unit_bytes: Sequence[int],
@@ -92,10 +119,13 @@ def plan_units(
     """Blocks as runs of consecutive read units (Parquet row groups, files), from the data.
 
     A unit's size is its rows x ``row_bytes`` when its row count is known (Parquet footers),
-    else its stored bytes. Consecutive units are joined until a block reaches ``target``
-    bytes; then the largest runs are split until there are ``least`` blocks (default
-    :func:`min_blocks`) when the units allow it. A unit is never split: a block reads each
-    of its units exactly once, so a streamed pass reads the data exactly once.
+    else its stored bytes. The data makes ``ceil(total / target)`` blocks of consecutive
+    units, cut so that the largest block is as small as the units allow (16 files of 61 MiB
+    with a 256 MiB target give 4 blocks of 4 files, not 5, 5, 5 and 1: every iteration waits
+    for the worker with the largest block); then the largest runs are split until there are
+    ``least`` blocks (default :func:`min_blocks`) when the units allow it. A unit is never
+    split: a block reads each of its units exactly once, so a streamed pass reads the data
+    exactly once.
     """
     least = min_blocks() if least is None else least
     sizes = [
@@ -104,7 +134,7 @@ def plan_units(
     ]
     if not sizes:
         return []
-    groups = group_consecutive(sizes, 1, target)
+    groups = balanced_runs(sizes, min(len(sizes), max(1, math.ceil(sum(sizes) / target))))
     while len(groups) < least:
         splittable = [i for i in range(len(groups)) if len(groups[i]) >= 2]
         if not splittable:
