@@ -2,6 +2,7 @@
 
     python benchmarks/bench_job.py [--rows 4000000] [--files 16] [--ks 2..10]
                                    [--queries 10000] [--skip-sklearn] [--keep-data]
+                                   [--set kmeans.block_bytes=240MiB ...]
     python benchmarks/bench_job.py --rows 200000 --files 4    # quick check
 
 Data (not timed): ``--rows`` x 32 float64 features (``f00``..``f31``) and an int64 ``id``
@@ -189,7 +190,7 @@ class _Trace(logging.Handler):
         }
 
 
-def _run_cli(config: Path) -> tuple[float, _Trace]:
+def _run_cli(config: Path, overrides: list[str]) -> tuple[float, _Trace]:
     from kmeans_dask.cli import main as cli_main
 
     env = {k: os.environ.get(k) for k in THREAD_ENV}
@@ -200,7 +201,7 @@ def _run_cli(config: Path) -> tuple[float, _Trace]:
         log.addHandler(handler)
     t0 = time.perf_counter()
     try:
-        code = cli_main(["run", str(config), "--no-prefect"])
+        code = cli_main(["run", str(config), "--no-prefect", *(f"--set={o}" for o in overrides)])
     finally:
         wall = time.perf_counter() - t0
         for log in logs:
@@ -216,24 +217,25 @@ def _run_cli(config: Path) -> tuple[float, _Trace]:
     return wall, handler
 
 
-def _job(data: Path, work: Path, ks: tuple[int, int]) -> dict:
+def _job(data: Path, work: Path, ks: tuple[int, int], overrides: list[str]) -> dict:
     """Warm-up on tiny data (untimed), then the timed job; its timings, sweep and labels."""
     import pandas as pd
 
     from kmeans_dask.io import read_manifest
-    from kmeans_dask.job.config import load_config
+    from kmeans_dask.job.config import load_config, parse_overrides
 
     warm = work / "warmup-data"
     _generate(warm, 20_000, 2, 200)
     _write_config(work / "warmup.yaml", warm, work / "warmup-results", ks, "bench-warmup")
     print("\n--- untimed warm-up run (20,000 rows: numba kernels into their disk cache) ---")
-    _run_cli(work / "warmup.yaml")
+    _run_cli(work / "warmup.yaml", overrides)
 
     cfg = work / "job.yaml"
     _write_config(cfg, data, work / "results", ks, "bench-job")
-    print(f"\n--- our job: kmeans-dask run {cfg} --no-prefect (in-process) ---")
+    sets = "".join(f" --set {o}" for o in overrides)
+    print(f"\n--- our job: kmeans-dask run {cfg} --no-prefect{sets} (in-process) ---")
     print(cfg.read_text())
-    wall, trace = _run_cli(cfg)
+    wall, trace = _run_cli(cfg, overrides)
     timings = trace.timings
     manifest = read_manifest(str(work / "results"))
     for name, sec in manifest["timings"].items():  # the same figures, rounded to 1 ms
@@ -244,7 +246,7 @@ def _job(data: Path, work: Path, ks: tuple[int, int]) -> dict:
     scores = pd.read_parquet(folder / "scores")
     return {
         "wall": wall,
-        "config": load_config(str(cfg)),
+        "config": load_config(str(cfg), parse_overrides(overrides)),
         "timings": timings,
         "phases": trace.sweep_phases(),
         "k": manifest["k"],
@@ -540,6 +542,15 @@ def main() -> int:
     p.add_argument("--queries", type=int, default=10_000)
     p.add_argument("--skip-sklearn", action="store_true")
     p.add_argument("--keep-data", action="store_true", help="keep the generated data for reuse")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to `kmeans-dask run --set` (e.g. kmeans.block_bytes=240MiB); "
+        "scikit-learn takes the resolved values it mirrors",
+    )
     args = p.parse_args()
     ks = _ks(args.ks)
     _machine()
@@ -554,7 +565,7 @@ def main() -> int:
         read_times = _read_once(folder)
         print(f"read once: {', '.join(f'{x:.2f}' for x in read_times)} s")
         read_once = min(read_times)
-        job = _job(folder, work, ks)
+        job = _job(folder, work, ks, args.overrides)
         sk = None
         if not args.skip_sklearn:
             cores = len(os.sched_getaffinity(0))
