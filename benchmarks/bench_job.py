@@ -3,6 +3,7 @@
     python benchmarks/bench_job.py [--rows 4000000] [--files 16] [--ks 2..10]
                                    [--queries 10000] [--skip-sklearn] [--keep-data]
                                    [--set kmeans.block_bytes=240MiB ...]
+    python benchmarks/bench_job.py --prepare-only 256MiB     # the read stage, piece by piece
     python benchmarks/bench_job.py --rows 200000 --files 4    # quick check
 
 Data (not timed): ``--rows`` x 32 float64 features (``f00``..``f31``) and an int64 ``id``
@@ -28,6 +29,9 @@ In one run, one step at a time:
    (the thread variables the job's ``LocalCluster`` set to 1 are restored, and
    ``threadpoolctl`` pins 2): the same work the way a careful user would write it, with the
    job's resolved config values (see ``_sklearn``).
+
+``--prepare-only BLOCK_BYTES`` runs only step 1 and then the job's read stage on a fresh
+``LocalCluster(2 x 1)`` twice, and its pieces one at a time (see ``_prepare_breakdown``).
 
 Then it checks that both chose the same K and prints the adjusted Rand index of the two
 labellings of every row (and of each against the generating blobs), and of the KNN labels.
@@ -255,6 +259,97 @@ def _job(data: Path, work: Path, ks: tuple[int, int], overrides: list[str]) -> d
         "labels": assigned.sort_values("id").segment.to_numpy(),
         "knn": scores.sort_values("id").knn_label.to_numpy(),
     }
+
+
+def _prepare_breakdown(data: Path, block_bytes: str) -> None:
+    """``--prepare-only``: the read stage's pieces on a fresh ``LocalCluster(2 x 1)``, each
+    waited for: the whole stage (``read_and_scale``, as the job calls it) twice, then its
+    steps one at a time (load the blocks, summarise them, scale them in place), with the
+    tasks' own compute seconds from the task stream and the rows each worker holds."""
+    from dask.utils import parse_bytes
+    from distributed import Client, LocalCluster, get_task_stream, wait
+
+    from kmeans_dask.engine.block import load, scale_in_place, summarize
+    from kmeans_dask.engine.source import Affine, BlockSource
+    from kmeans_dask.io import open_dataset
+    from kmeans_dask.job.config import parse_config
+    from kmeans_dask.job.prepare import read_and_scale
+
+    env = {k: os.environ.get(k) for k in THREAD_ENV}
+    config = parse_config(
+        {
+            "name": "bench-prepare",
+            "input": {"uri": str(data / "input"), "id_column": "id", "columns": FEATURES},
+            "kmeans": {"block_bytes": block_bytes},
+            "output": {"uri": str(data.parent / "unused-output")},
+        }
+    )
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        for _ in range(2):
+            t0 = time.perf_counter()
+            prepared = read_and_scale(config, client)
+            wait(prepared.blocks.handles)
+            print(
+                f"read_and_scale (the job's read stage), waited: {time.perf_counter() - t0:.2f} s",
+                flush=True,
+            )
+            prepared.release()
+        ds = open_dataset(str(data / "input"), "parquet", FEATURES, "id")
+        reader, units = ds.read_units(np.dtype(np.float64), parse_bytes(block_bytes))
+        src = BlockSource(
+            reader,
+            units,
+            [u.n_rows for u in units],
+            [u.nbytes for u in units],
+            np.dtype(np.float64),
+            ds.info.features,
+        )
+        recipes = src.recipes(parse_bytes(block_bytes))
+        print(f"blocks: {[r.n_rows for r in recipes]} rows")
+        with get_task_stream(client) as ts:
+            t0 = time.perf_counter()
+            blocks = client.map(load, recipes, pure=False)
+            wait(blocks)
+            t1 = time.perf_counter()
+            sums = client.gather(client.map(summarize, blocks, pure=False))
+            t2 = time.perf_counter()
+            n = sum(x.n for x in sums)
+            mean = sum(x.mean * x.n for x in sums) / n
+            scaled = client.map(
+                scale_in_place, blocks, transform=Affine(mean, np.ones_like(mean)), pure=False
+            )
+            wait(scaled)
+            t3 = time.perf_counter()
+        where = client.who_has(blocks)
+        rows = {}
+        for f, r in zip(blocks, recipes, strict=True):
+            for w in where[f.key]:
+                rows[w] = rows.get(w, 0) + r.n_rows
+        print(
+            f"load (read + fill blocks) {t1 - t0:.2f} s, summarise {t2 - t1:.2f} s, "
+            f"scale in place {t3 - t2:.2f} s; rows per worker {sorted(rows.values())}"
+        )
+        busy: dict[str, float] = {}
+        for task in ts.data:
+            name = str(task["key"]).split("-")[0]
+            for ss in task["startstops"]:
+                if ss["action"] == "compute":
+                    busy[name] = busy.get(name, 0.0) + ss["stop"] - ss["start"]
+        print(
+            "task compute seconds (sum over tasks): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in busy.items())
+        )
+        client.cancel(blocks + scaled)
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 # ---------------------------------------------------------------------------- scikit-learn
@@ -543,6 +638,12 @@ def main() -> int:
     p.add_argument("--skip-sklearn", action="store_true")
     p.add_argument("--keep-data", action="store_true", help="keep the generated data for reuse")
     p.add_argument(
+        "--prepare-only",
+        metavar="BLOCK_BYTES",
+        default=None,
+        help="only the read-once time and the read stage's pieces at this block size",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -565,6 +666,9 @@ def main() -> int:
         read_times = _read_once(folder)
         print(f"read once: {', '.join(f'{x:.2f}' for x in read_times)} s")
         read_once = min(read_times)
+        if args.prepare_only:
+            _prepare_breakdown(folder, args.prepare_only)
+            return 0
         job = _job(folder, work, ks, args.overrides)
         sk = None
         if not args.skip_sklearn:
