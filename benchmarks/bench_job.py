@@ -221,18 +221,21 @@ def _run_cli(config: Path, overrides: list[str]) -> tuple[float, _Trace]:
     return wall, handler
 
 
-def _job(data: Path, work: Path, ks: tuple[int, int], overrides: list[str]) -> dict:
+def _job(
+    data: Path, work: Path, ks: tuple[int, int], overrides: list[str], warmup: bool = True
+) -> dict:
     """Warm-up on tiny data (untimed), then the timed job; its timings, sweep and labels."""
     import pandas as pd
 
     from kmeans_dask.io import read_manifest
     from kmeans_dask.job.config import load_config, parse_overrides
 
-    warm = work / "warmup-data"
-    _generate(warm, 20_000, 2, 200)
-    _write_config(work / "warmup.yaml", warm, work / "warmup-results", ks, "bench-warmup")
-    print("\n--- untimed warm-up run (20,000 rows: numba kernels into their disk cache) ---")
-    _run_cli(work / "warmup.yaml", overrides)
+    if warmup:
+        warm = work / "warmup-data"
+        _generate(warm, 20_000, 2, 200)
+        _write_config(work / "warmup.yaml", warm, work / "warmup-results", ks, "bench-warmup")
+        print("\n--- untimed warm-up run (20,000 rows: numba kernels into their disk cache) ---")
+        _run_cli(work / "warmup.yaml", overrides)
 
     cfg = work / "job.yaml"
     _write_config(cfg, data, work / "results", ks, "bench-job")
@@ -638,6 +641,11 @@ def main() -> int:
     p.add_argument("--skip-sklearn", action="store_true")
     p.add_argument("--keep-data", action="store_true", help="keep the generated data for reuse")
     p.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="skip the untimed warm-up run (numba's disk cache must be filled already)",
+    )
+    p.add_argument(
         "--prepare-only",
         metavar="BLOCK_BYTES",
         default=None,
@@ -669,7 +677,7 @@ def main() -> int:
         if args.prepare_only:
             _prepare_breakdown(folder, args.prepare_only)
             return 0
-        job = _job(folder, work, ks, args.overrides)
+        job = _job(folder, work, ks, args.overrides, not args.no_warmup)
         sk = None
         if not args.skip_sklearn:
             cores = len(os.sched_getaffinity(0))
