@@ -2,7 +2,7 @@
 
     python benchmarks/bench_job.py [--rows 4000000] [--files 16] [--ks 2..10]
                                    [--queries 10000] [--skip-sklearn] [--keep-data]
-                                   [--set kmeans.block_bytes=240MiB ...]
+                                   [--set kmeans.block_bytes=240MiB ...] [--no-warmup]
     python benchmarks/bench_job.py --prepare-only 256MiB     # the read stage, piece by piece
     python benchmarks/bench_job.py --rows 200000 --files 4    # quick check
 
