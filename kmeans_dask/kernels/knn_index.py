@@ -98,6 +98,20 @@ def _landmarks(X: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     return C
 
 
+def _chain(C: np.ndarray) -> np.ndarray:
+    """A greedy nearest-neighbour path through the centres, so that near clusters get near
+    numbers: queries sorted by nearest cluster then fill a tile from one region."""
+    cn = np.einsum("ij,ij->i", C, C)
+    D2 = cn[:, None] - 2.0 * (C @ C.T) + cn[None, :]
+    path = np.empty(C.shape[0], dtype=np.int64)
+    cur = 0
+    for step in range(C.shape[0]):
+        path[step] = cur
+        D2[:, cur] = np.inf
+        cur = int(np.argmin(D2[cur]))
+    return path
+
+
 @njit(nogil=True, cache=True)
 def _cluster_stats(X, order, starts, mu, centroids, radii, rows, norms):
     """Centroid (member mean) and radius per cluster, and the grouped selection operands.
@@ -159,7 +173,8 @@ def build_index(
     n_clusters = n // max(int(cluster_rows), 1)
     if n_clusters < MIN_CLUSTERS:
         return None
-    labels = _nearest(X, _landmarks(X, n_clusters, seed))
+    centres = _landmarks(X, n_clusters, seed)
+    labels = _nearest(X, centres[_chain(centres)])
     counts = np.bincount(labels, minlength=n_clusters)
     order = np.argsort(labels, kind="stable").astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(counts[counts > 0])]).astype(np.int64)
