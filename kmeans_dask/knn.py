@@ -68,12 +68,12 @@ class KNeighborsScorer(BaseEstimator):
         Vote over labels (e.g. k-means segments) or average a numeric target.
     algorithm : {'auto', 'brute', 'pruned'}, default='auto'
         ``'brute'`` computes every query-reference distance. ``'pruned'`` groups each
-        persisted reference block by a small k-means of its own (about 1,024 rows per
+        persisted reference block by a small k-means of its own (about 2,048 rows per
         cluster, built in ``fit``) and skips, per tile of 128 query rows, every cluster whose
         bound ``||q - c|| - radius_c`` exceeds the rows' current candidate distance (same
         neighbours, ties and distances as ``'brute'``). ``'auto'`` prunes, but a pair task
         whose probe of 256 queries skips under 40% of the distances searches the rest of its
-        block by brute force. Streamed reference blocks and blocks under 4,096 rows are
+        block by brute force. Streamed reference blocks and blocks under 8,192 rows are
         always searched by brute force.
 
     Attributes

@@ -23,7 +23,7 @@ from numba import njit
 __all__ = ["CLUSTER_ROWS", "MIN_CLUSTERS", "ClusterIndex", "build_index"]
 
 #: Target rows per landmark cluster (the pruning granularity on the reference side).
-CLUSTER_ROWS = 1024
+CLUSTER_ROWS = 2048
 #: A block that would get fewer clusters gets no index: pruning cannot pay.
 MIN_CLUSTERS = 4
 _ITERATIONS = 6  # Lloyd iterations on the sample: the landmarks need not be converged

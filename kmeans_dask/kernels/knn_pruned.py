@@ -113,8 +113,7 @@ def _select_pruned(Qs, qn2, lbd2, cd2, qorder, rows, norms, starts, hv, hi):
                 for a in range(na):
                     qi = act[a]
                     thr = hv[qi, 0]
-                    row = g[a]
-                    flags[:] = 0
+                    row = g[a]  # flags past m are never read: no need to clear them
                     for j in range(m):
                         flags[j] = np.uint8(row[j] + norms[r0 + j] < thr)
                     for w in range(n_words):
