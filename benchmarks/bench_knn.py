@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 lambda a=algo: KNeighborsScorer(n_neighbors=k, algorithm=a).fit(X_ref, labels)
             )
             t_pred, (pred, stats) = timed(
-                lambda knn=knn: da.compute(knn.predict(X_q), knn.search_stats_)
+                lambda knn=knn: da.compute(knn.predict(X_q), knn.search_stats_["delayed"])
             )
             rss1 = client.run(_peak_rss)
             runs[algo] = (knn, t_fit, t_pred, pred, rss0, rss1)

@@ -85,11 +85,12 @@ class KNeighborsScorer(BaseEstimator):
         Reference rows.
     feature_names_in_ : ndarray of str
         Only when ``X`` in ``fit`` was a DataFrame; DataFrame queries are selected by these names.
-    search_stats_ : dict or dask.delayed.Delayed
+    search_stats_ : dict
         Distances of the last search: ``computed``, ``total`` (queries x reference rows),
-        ``skipped`` and ``skipped_fraction``. A dict after in-memory queries; for dask
-        queries, a Delayed to compute together with the results
-        (``dask.compute(pred, scorer.search_stats_)``: they share the search's tasks).
+        ``skipped`` and ``skipped_fraction``, after in-memory queries. After dask queries
+        only ``'delayed'``: a Delayed of those counts, to compute together with the results
+        (``dask.compute(pred, scorer.search_stats_["delayed"])``: they share the search's
+        tasks, so it runs once). Updated in place by every query.
 
     Examples
     --------
@@ -194,6 +195,7 @@ class KNeighborsScorer(BaseEstimator):
             del self.classes_
         self.n_features_in_ = bs.n_features
         self.n_samples_fit_ = bs.n_samples
+        self.search_stats_: dict[str, Any] = {}
         if names is not None:
             self.feature_names_in_ = np.asarray(names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
@@ -230,6 +232,11 @@ class KNeighborsScorer(BaseEstimator):
         self._check_k(n_neighbors, self.n_samples_fit_)
         return int(n_neighbors)
 
+    def _last_search(self, stats: Any) -> None:
+        # updated in place: a query does not change the estimator's attributes (__dict__)
+        self.search_stats_.clear()
+        self.search_stats_.update(stats if isinstance(stats, dict) else {"delayed": stats})
+
     def _feature_names(self) -> list[str] | None:
         names = getattr(self, "feature_names_in_", None)
         return None if names is None else list(names)
@@ -241,11 +248,11 @@ class KNeighborsScorer(BaseEstimator):
         merged = kg.search(self._ref, Xq, k, self._feature_names())
         results = kg.per_block(merged, func, *args)
         arrays = kg.to_arrays(results, Xq.chunks[0], specs)
-        self.search_stats_ = kg.search_stats(merged)
+        self._last_search(kg.search_stats(merged))
         if not in_memory:
             return arrays
-        *arrays, self.search_stats_ = dask.compute(*arrays, self.search_stats_)
-        stats = self.search_stats_
+        *arrays, stats = dask.compute(*arrays, self.search_stats_["delayed"])
+        self._last_search(stats)
         logger.debug(
             "KNN search (%s): %d of %d distances computed, pruning skipped %.1f%%",
             self._ref.mode,
@@ -323,7 +330,7 @@ class KNeighborsScorer(BaseEstimator):
         check_is_fitted(self, "n_samples_fit_")
         Xq, _ = self._query_array(X)
         merged = kg.search(self._ref, Xq, self.n_neighbors, self._feature_names())
-        self.search_stats_ = kg.search_stats(merged)
+        self._last_search(kg.search_stats(merged))
         if self.task == "classify":
             args = (kg.vote_columns, self.classes_, self.weights)
             cols = {"knn_label": self.classes_.dtype, "vote_share": np.float64}

@@ -121,7 +121,7 @@ def test_kneighbors_equals_sklearn_brute_and_the_plain_path(backend, keep_chunks
     pruned = KNeighborsScorer(n_neighbors=k, algorithm="pruned").fit(Xr, y)
     brute = KNeighborsScorer(n_neighbors=k, algorithm="brute").fit(Xr, y)
     assert pruned._ref.blocks.sizes == list(ref_chunks)
-    (dist, ind), stats = dask.compute(pruned.kneighbors(Xq), pruned.search_stats_)
+    (dist, ind), stats = dask.compute(pruned.kneighbors(Xq), pruned.search_stats_["delayed"])
     ref_dist, ref_ind = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(R).kneighbors(Q)
     np.testing.assert_array_equal(ind, ref_ind)
     np.testing.assert_allclose(dist, ref_dist, rtol=0, atol=1e-9)

@@ -9,7 +9,12 @@ For every query block::
 A ``pair`` task reads one query block and one reference block and returns their exact top-k,
 ``(squared distance, global row, label)`` each of shape ``(n_query_block, k)``
 (:func:`kmeans_dask.knn_kernels.block_topk`, which itself never holds more than a
-``TILE_QUERY x TILE_REF`` tile of distances). ``merge`` tasks keep the k smallest by
+``TILE_QUERY x TILE_REF`` tile of distances), or, when the reference carries landmark
+indexes (``algorithm`` 'pruned' / 'auto': one
+:class:`~kmeans_dask.kernels.knn_index.ClusterIndex` per block, built once in ``fit`` by a
+task on the block's worker and kept there), the same top-k from
+:func:`kmeans_dask.kernels.knn_pruned.pruned_topk`; every pair also returns its distance
+counts ``[computed, total]``, summed by the merges. ``merge`` tasks keep the k smallest by
 (distance, index); the output task votes or averages. The reference blocks stay where they
 were persisted (futures on the workers, so pair tasks run there); queries stay lazy; nothing
 but small metadata reaches the caller. Task keys are ``knn-{query,pair,merge}-<token>-...``.
