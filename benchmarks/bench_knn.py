@@ -5,14 +5,19 @@ Run (defaults: 500,000 reference x 100,000 query rows, d = 32, k = 15, float64):
     .venv/bin/python benchmarks/bench_knn.py
     .venv/bin/python benchmarks/bench_knn.py --ref 20000 --query 5000   # quick check
 
-Seeded, overlapping Gaussian blobs (``make_blobs``, ``cluster_std=8``) are generated on a
-``LocalCluster`` (2 worker processes x 1 thread); the first ``--ref`` rows are the reference,
+Seeded data is generated on a ``LocalCluster`` (2 worker processes x 1 thread), by
+``--data``: ``overlapping`` Gaussian blobs (``make_blobs``, ``cluster_std=8``, the default),
+``clustered`` (well separated blobs, ``cluster_std=1``: centres at least 8 std apart) or
+``uniform`` (structureless, uniform in a cube); the first ``--ref`` rows are the reference,
 the next ``--query`` rows the queries. Both are scaled with the reference's
 ``StandardScaler`` and the reference is labelled by ``KMeans(--clusters)``, as the pipeline
 does. Then, one after the other:
 
-- kmeans_dask: ``KNeighborsScorer(k).fit(X_ref, labels)`` (persists the reference blocks)
-  and ``predict(X_query).compute()`` on the cluster (query chunks of ``--query-chunk`` rows);
+- kmeans_dask: ``KNeighborsScorer(k, algorithm=a).fit(X_ref, labels)`` (persists the
+  reference blocks; builds the landmark index unless ``a='brute'``) and
+  ``predict(X_query).compute()`` on the cluster (query chunks of ``--query-chunk`` rows),
+  for each ``a`` of ``--algorithm`` (a comma list, e.g. ``brute,pruned,auto``), one after the
+  other; every algorithm's labels and checked neighbours must equal the first one's;
 - scikit-learn: ``KNeighborsClassifier(k, algorithm="brute").fit(R, y).predict(Q)`` in the
   client on the gathered numpy arrays, with the client's thread pools (2 threads);
 - FAISS: ``IndexFlatL2`` (float32 only) ``add`` + ``search``, then a uniform vote, in the
@@ -62,6 +67,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-faiss", action="store_true", help="skip FAISS")
+    p.add_argument(
+        "--algorithm", default="brute", help="KNeighborsScorer algorithms, comma separated"
+    )
+    p.add_argument("--data", choices=["overlapping", "clustered", "uniform"], default="overlapping")
+    p.add_argument(
+        "--no-sklearn", action="store_true", help="skip scikit-learn's predict (keep the check)"
+    )
     return p.parse_args(argv)
 
 
@@ -107,10 +119,17 @@ def make_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
     n = args.ref + args.query
     dtype = np.dtype(args.dtype)
-    X, _, _ = make_blobs(
-        n, args.d, centers=args.clusters, cluster_std=8.0, chunk_rows=50_000,
-        random_state=args.seed, dtype=dtype,
-    )  # fmt: skip
+    if args.data == "uniform":
+        import dask.array as da
+
+        rng = da.random.default_rng(args.seed)
+        X = rng.uniform(-1.0, 1.0, size=(n, args.d), chunks=(50_000, args.d)).astype(dtype)
+    else:
+        std = 8.0 if args.data == "overlapping" else 1.0
+        X, _, _ = make_blobs(
+            n, args.d, centers=args.clusters, cluster_std=std, chunk_rows=50_000,
+            random_state=args.seed, dtype=dtype,
+        )  # fmt: skip
     # persist first: every later graph starts from the same keys
     X_ref, X_q = dask.persist(X[: args.ref], X[args.ref :].rechunk((args.query_chunk, -1)))
     scaler = StandardScaler().fit(X_ref)
@@ -144,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         faiss = None
     from kmeans_dask import KNeighborsScorer
     from kmeans_dask.kernels.knn import TILE_QUERY, TILE_REF, n_candidates
+    from kmeans_dask.kernels.knn_index import CLUSTER_ROWS
+    from kmeans_dask.kernels.knn_pruned import QUERY_SLAB
 
     env_before = {k: os.environ.get(k) for k in THREAD_ENV}
     with (
@@ -176,18 +197,38 @@ def main(argv: list[str] | None = None) -> int:
         client.run(gc.collect)
 
         # ---------------------------------------------------------------- kmeans_dask
-        rss0 = client.run(_peak_rss)
-        t_fit, knn = timed(lambda: KNeighborsScorer(n_neighbors=k).fit(X_ref, labels))
-        t_pred, pred = timed(lambda: knn.predict(X_q).compute())
-        rss1 = client.run(_peak_rss)
-        ref_blocks = knn._ref.blocks.sizes
-        print(
-            f"kmeans_dask: fit {t_fit:.2f} s ({len(ref_blocks)} reference blocks of "
-            f"{max(ref_blocks):,} rows), predict {t_pred:.2f} s "
-            f"({len(X_q.chunks[0]) * len(ref_blocks)} pair tasks)"
-        )
-        n_dist = args.ref * args.query
-        print(f"  {t_pred / n_dist * 1e9 * N_WORKERS:.3f} ns per distance per core")
+        runs = {}
+        for algo in args.algorithm.split(","):
+            rss0 = client.run(_peak_rss)
+            t_fit, knn = timed(
+                lambda a=algo: KNeighborsScorer(n_neighbors=k, algorithm=a).fit(X_ref, labels)
+            )
+            t_pred, (pred, stats) = timed(
+                lambda knn=knn: da.compute(knn.predict(X_q), knn.search_stats_["delayed"])
+            )
+            rss1 = client.run(_peak_rss)
+            runs[algo] = (knn, t_fit, t_pred, pred, rss0, rss1)
+            ref_blocks = knn._ref.blocks.sizes
+            print(
+                f"kmeans_dask algorithm={algo!r}: fit {t_fit:.2f} s ({len(ref_blocks)} "
+                f"reference blocks of {max(ref_blocks):,} rows), predict {t_pred:.2f} s "
+                f"({len(X_q.chunks[0]) * len(ref_blocks)} pair tasks); distances skipped "
+                f"{stats['skipped_fraction']:.4f} ({stats['computed']:,} of {stats['total']:,} "
+                "computed)"
+            )
+            n_dist = args.ref * args.query
+            print(f"  {t_pred / n_dist * 1e9 * N_WORKERS:.3f} ns per distance per core")
+            del knn
+            client.run(gc.collect)
+        first = next(iter(runs))
+        knn, t_fit, t_pred, pred, rss0, rss1 = runs[first]
+        for algo, run in runs.items():
+            if algo != first:
+                print(
+                    f"  {first} / {algo}: predict {t_pred / run[2]:.2f}x, fit + predict "
+                    f"{(t_fit + t_pred) / (run[1] + run[2]):.2f}x; labels equal "
+                    f"{np.mean(run[3] == pred):.6f}"
+                )
 
         # ---------------------------------------------------------------- peers (client)
         R, Q, y = da.compute(X_ref, X_q, labels)
@@ -195,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
 
         sk = KNeighborsClassifier(n_neighbors=k, algorithm="brute")
         t_sk_fit, _ = timed(lambda: sk.fit(R, y))
-        t_sk, sk_pred = timed(lambda: sk.predict(Q))
-        print(f"scikit-learn brute: fit {t_sk_fit:.2f} s, predict {t_sk:.2f} s")
+        t_sk, sk_pred = (None, None) if args.no_sklearn else timed(lambda: sk.predict(Q))
+        if t_sk is not None:
+            print(f"scikit-learn brute: fit {t_sk_fit:.2f} s, predict {t_sk:.2f} s")
         t_fs = None
         if faiss is not None and not args.no_faiss:
             faiss.omp_set_num_threads(os.cpu_count() or 1)
@@ -214,19 +256,27 @@ def main(argv: list[str] | None = None) -> int:
 
         # ---------------------------------------------------------------- checks
         m = min(args.check, args.query)
-        d_ours, i_ours = knn.kneighbors(Q[:m])
         d_sk, i_sk = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(R).kneighbors(Q[:m])
         print("\nchecks")
-        print(f"  predicted labels equal to scikit-learn: {np.mean(pred == sk_pred):.6f}")
-        print(
-            f"  first {m} queries: indices equal {np.mean(i_ours == i_sk):.6f}, "
-            f"max |distance diff| {np.abs(d_ours - d_sk).max():.2e}"
-        )
+        for algo, run in runs.items():
+            d_ours, i_ours = run[0].kneighbors(Q[:m])
+            if sk_pred is not None:
+                print(f"  {algo}: predicted labels equal to scikit-learn: "
+                      f"{np.mean(run[3] == sk_pred):.6f}")  # fmt: skip
+            print(
+                f"  {algo}: first {m} queries: indices equal {np.mean(i_ours == i_sk):.6f}, "
+                f"max |distance diff| {np.abs(d_ours - d_sk).max():.2e}"
+            )
+            if algo != first:
+                d0, i0 = knn.kneighbors(Q[:m])
+                same = np.array_equal(i0, i_ours) and np.array_equal(d0, d_ours)
+                print(f"  {algo}: first {m} queries identical to {first} (bit for bit): {same}")
         if t_fs is not None:
             recall = np.mean(
                 [len(set(a) & set(b)) / k for a, b in zip(fs_ind[:m], i_sk, strict=True)]
             )
-            print(f"  FAISS labels equal to scikit-learn: {np.mean(fs_pred == sk_pred):.6f}")
+            if sk_pred is not None:
+                print(f"  FAISS labels equal to scikit-learn: {np.mean(fs_pred == sk_pred):.6f}")
             print(f"  FAISS recall@{k} (first {m} queries, float32): {recall:.6f}")
 
         print("\nmemory")
@@ -242,17 +292,32 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"  worker peak RSS {peak / 2**20:,.0f} MiB (grew by at most "
-            f"{grew / 2**20:,.0f} MiB during fit + predict)"
+            f"{grew / 2**20:,.0f} MiB during the first fit + predict)"
         )
+        n_blk = max(knn._ref.blocks.sizes)
+        n_cl = n_blk // CLUSTER_ROWS
+        index = n_blk * (args.d * 4 + 4 + 8) + n_cl * (args.d + 1) * 8
+        slab = min(q_block, QUERY_SLAB)
+        print(
+            f"  pruned: landmark index {index / 2**20:.1f} MiB per reference block "
+            f"(float32 rows + order, {n_cl} clusters); per pair task, besides the above, "
+            f"bounds of {slab} queries x {n_cl} clusters = {2 * slab * n_cl * 8 / 2**20:.1f} MiB"
+        )
+        for algo, run in runs.items():
+            print(
+                f"  {algo}: workers' peak RSS after its fit + predict "
+                f"{max(run[5].values()) / 2**20:,.0f} MiB"
+            )
 
         print("\nratios (scoring = predict; fit + predict in brackets)")
-        print(
-            f"  scikit-learn / kmeans_dask: {t_sk / t_pred:.2f}x "
-            f"({(t_sk + t_sk_fit) / (t_pred + t_fit):.2f}x)"
-        )
+        if t_sk is not None:
+            print(
+                f"  scikit-learn / kmeans_dask ({first}): {t_sk / t_pred:.2f}x "
+                f"({(t_sk + t_sk_fit) / (t_pred + t_fit):.2f}x)"
+            )
         if t_fs is not None:
             both = t_fs / (t_pred + t_fit)
-            print(f"  FAISS / kmeans_dask:        {t_fs / t_pred:.2f}x ({both:.2f}x)")
+            print(f"  FAISS / kmeans_dask ({first}):        {t_fs / t_pred:.2f}x ({both:.2f}x)")
     return 0
 
 

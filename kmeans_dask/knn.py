@@ -12,6 +12,7 @@ in-memory queries).
 
 from __future__ import annotations
 
+import logging
 import numbers
 from typing import Any
 
@@ -25,12 +26,14 @@ from .engine.blocks import Block, BlockSet
 from .engine.knn_graph import MERGE_FAN_IN
 from .engine.prepare import load_blocks, prepare_input
 from .exceptions import InputError, InvalidParameterError
-from .validation import (
-    as_feature_array,
-    check_interval,
-    check_options,
-    is_dask_array,
-    is_dask_frame,
+from .validation import as_feature_array, check_interval, check_options
+from .validation.labels import (
+    as_vector,
+    codes_block,
+    encode_labels,
+    known_rows,
+    n_nonfinite,
+    unique,
 )
 
 __all__ = ["MERGE_FAN_IN", "KNeighborsScorer", "fit_on_blocks"]
@@ -40,14 +43,17 @@ QUERY_BLOCK_ROWS = 16_384
 
 _WEIGHTS = ("uniform", "distance")
 _TASKS = ("classify", "regress")
+_ALGORITHMS = ("auto", "brute", "pruned")
+logger = logging.getLogger(__name__)
 
 
 class KNeighborsScorer(BaseEstimator):
     """Exact k-nearest-neighbour vote (or mean) of query rows over a labelled reference set.
 
-    Blockwise brute force: every (query block, reference block) pair yields its exact top-k,
-    and the top-k lists are merged by a tree reduction; results equal scikit-learn's
-    ``KNeighborsClassifier`` / ``KNeighborsRegressor`` with ``algorithm="brute"``.
+    Blockwise: every (query block, reference block) pair yields its exact top-k, and the
+    top-k lists are merged by a tree reduction; results equal scikit-learn's
+    ``KNeighborsClassifier`` / ``KNeighborsRegressor`` with ``algorithm="brute"``, whichever
+    ``algorithm`` searches.
     Equal distances are ordered by the lower reference row, equal votes go to the smallest
     label, so results do not depend on the chunking.
 
@@ -60,6 +66,15 @@ class KNeighborsScorer(BaseEstimator):
         distance 0 gives them weight 1 and the others 0 (scikit-learn's rule).
     task : {'classify', 'regress'}, default='classify'
         Vote over labels (e.g. k-means segments) or average a numeric target.
+    algorithm : {'auto', 'brute', 'pruned'}, default='auto'
+        ``'brute'`` computes every query-reference distance. ``'pruned'`` groups each
+        persisted reference block by a small k-means of its own (about 2,048 rows per
+        cluster, built in ``fit``) and skips, per tile of 128 query rows, every cluster whose
+        bound ``||q - c|| - radius_c`` exceeds the rows' current candidate distance (same
+        neighbours, ties and distances as ``'brute'``). ``'auto'`` prunes, but a pair task
+        whose probe of 256 queries skips under 40% of the distances searches the rest of its
+        block by brute force. Streamed reference blocks and blocks under 8,192 rows are
+        always searched by brute force.
 
     Attributes
     ----------
@@ -70,6 +85,12 @@ class KNeighborsScorer(BaseEstimator):
         Reference rows.
     feature_names_in_ : ndarray of str
         Only when ``X`` in ``fit`` was a DataFrame; DataFrame queries are selected by these names.
+    search_stats_ : dict
+        Distances of the last search: ``computed``, ``total`` (queries x reference rows),
+        ``skipped`` and ``skipped_fraction``, after in-memory queries. After dask queries
+        only ``'delayed'``: a Delayed of those counts, to compute together with the results
+        (``dask.compute(pred, scorer.search_stats_["delayed"])``: they share the search's
+        tasks, so it runs once). Updated in place by every query.
 
     Examples
     --------
@@ -82,11 +103,17 @@ class KNeighborsScorer(BaseEstimator):
     """
 
     def __init__(
-        self, n_neighbors: int = 15, *, weights: str = "uniform", task: str = "classify"
+        self,
+        n_neighbors: int = 15,
+        *,
+        weights: str = "uniform",
+        task: str = "classify",
+        algorithm: str = "auto",
     ) -> None:
         self.n_neighbors = n_neighbors
         self.weights = weights
         self.task = task
+        self.algorithm = algorithm
 
     # ------------------------------------------------------------------ fit
     def _validate_params(self) -> None:
@@ -94,6 +121,7 @@ class KNeighborsScorer(BaseEstimator):
         check_interval(self.n_neighbors, "n_neighbors", owner, kind=numbers.Integral, low=1)
         check_options(self.weights, "weights", owner, _WEIGHTS)
         check_options(self.task, "task", owner, _TASKS)
+        check_options(self.algorithm, "algorithm", owner, _ALGORITHMS)
 
     def _check_k(self, k: int, n_ref: int, name: str = "n_neighbors") -> None:
         if k > n_ref:
@@ -120,8 +148,8 @@ class KNeighborsScorer(BaseEstimator):
         """
         self._validate_params()
         owner = type(self).__name__
-        y = _as_vector(y, owner)
-        n_rows = _known_rows(X)
+        y = as_vector(y, owner)
+        n_rows = known_rows(X)
         if n_rows is not None and not np.isnan(y.shape[0]) and y.shape[0] != n_rows:
             raise InputError(
                 f"The 'y' parameter of {owner}.fit must have one value per row of X "
@@ -130,7 +158,7 @@ class KNeighborsScorer(BaseEstimator):
         if n_rows is not None:
             self._check_k(self.n_neighbors, n_rows)
         if self.task == "classify":
-            classes, labels, ldtype = _encode(y, owner)
+            classes, labels, ldtype = encode_labels(y, owner)
         else:
             if y.dtype.kind not in "biuf":
                 raise InputError(
@@ -159,13 +187,15 @@ class KNeighborsScorer(BaseEstimator):
         self, bs: BlockSet, classes: np.ndarray | None, names: list[str] | None
     ) -> KNeighborsScorer:
         # an earlier fit's blocks are freed when nothing (no lazy result) refers to them
-        self._ref = kg.Reference.from_blocks(bs, 0 if classes is not None else np.nan)
+        fill = 0 if classes is not None else np.nan
+        self._ref = kg.Reference.from_blocks(bs, fill, self.algorithm)
         if classes is not None:
             self.classes_ = classes
         elif hasattr(self, "classes_"):
             del self.classes_
         self.n_features_in_ = bs.n_features
         self.n_samples_fit_ = bs.n_samples
+        self.search_stats_: dict[str, Any] = {}
         if names is not None:
             self.feature_names_in_ = np.asarray(names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
@@ -202,6 +232,11 @@ class KNeighborsScorer(BaseEstimator):
         self._check_k(n_neighbors, self.n_samples_fit_)
         return int(n_neighbors)
 
+    def _last_search(self, stats: Any) -> None:
+        # updated in place: a query does not change the estimator's attributes (__dict__)
+        self.search_stats_.clear()
+        self.search_stats_.update(stats if isinstance(stats, dict) else {"delayed": stats})
+
     def _feature_names(self) -> list[str] | None:
         names = getattr(self, "feature_names_in_", None)
         return None if names is None else list(names)
@@ -213,7 +248,19 @@ class KNeighborsScorer(BaseEstimator):
         merged = kg.search(self._ref, Xq, k, self._feature_names())
         results = kg.per_block(merged, func, *args)
         arrays = kg.to_arrays(results, Xq.chunks[0], specs)
-        return list(dask.compute(*arrays)) if in_memory else arrays
+        self._last_search(kg.search_stats(merged))
+        if not in_memory:
+            return arrays
+        *arrays, stats = dask.compute(*arrays, self.search_stats_["delayed"])
+        self._last_search(stats)
+        logger.debug(
+            "KNN search (%s): %d of %d distances computed, pruning skipped %.1f%%",
+            self._ref.mode,
+            stats["computed"],
+            stats["total"],
+            100.0 * stats["skipped_fraction"],
+        )
+        return list(arrays)
 
     # ------------------------------------------------------------------ public queries
     def kneighbors(
@@ -283,6 +330,7 @@ class KNeighborsScorer(BaseEstimator):
         check_is_fitted(self, "n_samples_fit_")
         Xq, _ = self._query_array(X)
         merged = kg.search(self._ref, Xq, self.n_neighbors, self._feature_names())
+        self._last_search(kg.search_stats(merged))
         if self.task == "classify":
             args = (kg.vote_columns, self.classes_, self.weights)
             cols = {"knn_label": self.classes_.dtype, "vote_share": np.float64}
@@ -297,63 +345,8 @@ class KNeighborsScorer(BaseEstimator):
 # --------------------------------------------------------------------------- fit helpers
 
 
-def _as_vector(y: Any, owner: str) -> Any:
-    """``y`` as a 1-D numpy or dask array (dask Series become arrays with known lengths)."""
-    import pandas as pd
-
-    if is_dask_frame(y):
-        y = y.to_dask_array(lengths=True)
-    elif isinstance(y, pd.Series | pd.DataFrame):
-        y = y.to_numpy()
-    elif not is_dask_array(y):
-        y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise InputError(
-            f"The 'y' parameter of {owner}.fit must be 1-D (one label or target per "
-            f"reference row). Got shape {y.shape} instead."
-        )
-    return y
-
-
-def _known_rows(X: Any) -> int | None:
-    if is_dask_frame(X):
-        return None
-    n = X.shape[0] if hasattr(X, "shape") else len(X)
-    return None if isinstance(n, float) and np.isnan(n) else int(n)
-
-
-def _encode(y: Any, owner: str) -> tuple[np.ndarray, Any, type]:
-    """Sorted classes (one small pass for dask input) and the labels as class codes."""
-    if is_dask_array(y):
-        import dask.array as da
-
-        # unoptimised, like the label parts persisted next: one run_spec per key
-        (classes,) = dask.compute(da.unique(y), optimize_graph=False)
-        classes = np.unique(classes)
-        codes = y.map_blocks(_codes_block, classes, dtype=np.int64)
-    else:
-        classes, codes = np.unique(y, return_inverse=True)
-    if classes.dtype.kind == "f" and np.isnan(classes).any():
-        raise InputError(f"{owner}: y contains NaN; every reference row needs a label.")
-    return classes, codes, np.int64
-
-
-def _codes_block(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    return np.searchsorted(classes, y).astype(np.int64)
-
-
 def _count_nonfinite(block: Block) -> int:
     return int((~np.isfinite(block.labels)).sum())
-
-
-def _unique(y: np.ndarray) -> np.ndarray:
-    return np.unique(y)
-
-
-def _nonfinite(y: np.ndarray) -> int:
-    return int((~np.isfinite(y)).sum())
 
 
 def fit_on_blocks(scorer: KNeighborsScorer, bs: BlockSet, y: list) -> KNeighborsScorer:
@@ -366,13 +359,13 @@ def fit_on_blocks(scorer: KNeighborsScorer, bs: BlockSet, y: list) -> KNeighbors
     owner = type(scorer).__name__
     scorer._check_k(scorer.n_neighbors, bs.n_samples)
     if scorer.task == "classify":
-        uniq = bs.gather(bs.map_values(_unique, y))
+        uniq = bs.gather(bs.map_values(unique, y))
         classes = np.unique(np.concatenate(uniq))
         if classes.dtype.kind == "f" and np.isnan(classes).any():
             raise InputError(f"{owner}: y contains NaN; every reference row needs a label.")
-        labels = bs.map_values(_codes_block, y, classes=classes)
+        labels = bs.map_values(codes_block, y, classes=classes)
     else:
-        n_bad = sum(bs.gather(bs.map_values(_nonfinite, y)))
+        n_bad = sum(bs.gather(bs.map_values(n_nonfinite, y)))
         if n_bad:
             raise InputError(
                 f"{owner}: y has {n_bad} NaN or infinite value(s); the regression target "

@@ -179,6 +179,10 @@ def test_identity_ignores_output_cluster_and_credentials():
             {"knn": {"enabled": True, "query": {"uri": "q"}, "weights": "inverse"}},
             "knn.weights: must be one of uniform, distance; got 'inverse'",
         ),
+        (
+            {"knn": {"enabled": True, "query": {"uri": "q"}, "algorithm": "kd_tree"}},
+            "knn.algorithm: must be one of auto, brute, pruned; got 'kd_tree'",
+        ),
         ({"cluster": {"n_workers": 0}}, "cluster.n_workers: must be >= 1"),
         ({"cluster": {"threads_per_worker": 0}}, "cluster.threads_per_worker: must be >= 1"),
         ({"scaling": "minmax"}, "scaling: must be one of standard, none; got 'minmax'"),

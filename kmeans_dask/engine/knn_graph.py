@@ -9,7 +9,12 @@ For every query block::
 A ``pair`` task reads one query block and one reference block and returns their exact top-k,
 ``(squared distance, global row, label)`` each of shape ``(n_query_block, k)``
 (:func:`kmeans_dask.knn_kernels.block_topk`, which itself never holds more than a
-``TILE_QUERY x TILE_REF`` tile of distances). ``merge`` tasks keep the k smallest by
+``TILE_QUERY x TILE_REF`` tile of distances), or, when the reference carries landmark
+indexes (``algorithm`` 'pruned' / 'auto': one
+:class:`~kmeans_dask.kernels.knn_index.ClusterIndex` per block, built once in ``fit`` by a
+task on the block's worker and kept there), the same top-k from
+:func:`kmeans_dask.kernels.knn_pruned.pruned_topk`; every pair also returns its distance
+counts ``[computed, total]``, summed by the merges. ``merge`` tasks keep the k smallest by
 (distance, index); the output task votes or averages. The reference blocks stay where they
 were persisted (futures on the workers, so pair tasks run there); queries stay lazy; nothing
 but small metadata reaches the caller. Task keys are ``knn-{query,pair,merge}-<token>-...``.
@@ -28,6 +33,8 @@ import numpy as np
 
 from ..exceptions import InputError
 from ..kernels import knn as kk
+from ..kernels import knn_index as ki
+from ..kernels import knn_pruned as kp
 from ..kernels import knn_vote as kv
 from ..validation import check_finite, check_magnitude, is_dask_array, is_dask_frame
 from .blocks import Block, BlockSet
@@ -40,6 +47,7 @@ __all__ = [
     "neighbours",
     "per_block",
     "search",
+    "search_stats",
     "to_arrays",
     "to_frame",
     "vote_columns",
@@ -58,6 +66,9 @@ class Reference:
     ``nodes`` stand for the blocks in a graph: the futures on a cluster, else named Delayed
     nodes holding the in-memory blocks (so a graph names every block once). ``mu`` is the
     reference mean both sides are shifted by; ``fill`` is the value of padding labels.
+    ``index`` holds one :class:`~kmeans_dask.kernels.knn_index.ClusterIndex` node per block
+    (None for a block too small to prune) when the search prunes (``mode`` 'pruned' or
+    'auto'); ``mode`` 'brute' searches every pair with the plain kernel.
     """
 
     blocks: BlockSet
@@ -65,18 +76,30 @@ class Reference:
     mu: np.ndarray
     fill: Any
     labels: list | None = None  # per-block labels of streamed blocks (else in the blocks)
+    index: list | None = None
+    mode: str = "brute"
 
     @classmethod
-    def from_blocks(cls, bs: BlockSet, fill: Any) -> Reference:
+    def from_blocks(cls, bs: BlockSet, fill: Any, algorithm: str = "brute") -> Reference:
+        mu = bs.moments()[1]
         if bs.streamed:
-            # streamed: each pair task reads its reference block (the recipe) itself
+            # streamed: each pair task reads its reference block (the recipe) itself; no
+            # index (it would hold half a copy of data that was too large to persist)
             token = uuid.uuid4().hex[:12]
             nodes = [
                 dask.delayed(r, name=f"knn-recipe-{token}-{j}", traverse=False)
                 for j, r in enumerate(bs.handles)
             ]
             labels = bs.labels if bs.labels is not None else [None] * bs.n_blocks
-            return cls(bs, nodes, bs.moments()[1], fill, list(labels))
+            return cls(bs, nodes, mu, fill, list(labels))
+        index = None
+        # only blocks with enough rows for MIN_CLUSTERS clusters get an index (and a task)
+        big = [j for j, n in enumerate(bs.sizes) if n // ki.CLUSTER_ROWS >= ki.MIN_CLUSTERS]
+        if algorithm != "brute" and big:
+            built = bs.map_values(_build_index, [bs.handles[j] for j in big], mu=mu)
+            index = [None] * bs.n_blocks
+            for j, h in zip(big, built, strict=True):
+                index[j] = h
         if bs.client is not None:
             nodes = list(bs.handles)
         else:
@@ -85,7 +108,19 @@ class Reference:
                 dask.delayed(h, name=f"knn-ref-{token}-{j}", traverse=False)
                 for j, h in enumerate(bs.handles)
             ]
-        return cls(bs, nodes, bs.moments()[1], fill)
+            if index is not None:
+                index = [
+                    None
+                    if h is None
+                    else dask.delayed(h, name=f"knn-index-{token}-{j}", traverse=False)
+                    for j, h in enumerate(index)
+                ]
+        mode = "brute" if index is None else ("pruned" if algorithm == "pruned" else "auto")
+        return cls(bs, nodes, mu, fill, index=index, mode=mode)
+
+
+def _build_index(block: Block, mu: np.ndarray) -> ki.ClusterIndex | None:
+    return ki.build_index(block.X, mu)
 
 
 # --------------------------------------------------------------------------- search
@@ -104,6 +139,7 @@ def search(ref: Reference, Xq: Any, k: int, names: list[str] | None) -> list:
     for qi, (part, row0) in enumerate(zip(parts, starts, strict=True)):
         q = check(part, bs.dtype, row0, names, dask_key_name=f"knn-query-{token}-{qi}")
         labels = ref.labels if ref.labels is not None else [None] * len(ref.nodes)
+        index = ref.index if ref.index is not None else [None] * len(ref.nodes)
         pairs = [
             pair(
                 q,
@@ -113,10 +149,12 @@ def search(ref: Reference, Xq: Any, k: int, names: list[str] | None) -> list:
                 k,
                 ref.mu,
                 ref.fill,
+                ix,
+                ref.mode,
                 dask_key_name=f"knn-pair-{token}-{qi}-{j}",
             )
-            for j, (node, lab, off) in enumerate(
-                zip(ref.nodes, labels, bs.offsets, strict=True)
+            for j, (node, lab, off, ix) in enumerate(
+                zip(ref.nodes, labels, bs.offsets, index, strict=True)
             )
         ]
         out.append(_tree_merge(pairs, k, f"knn-merge-{token}-{qi}"))
@@ -139,17 +177,40 @@ def _pair(
     k: int,
     mu: np.ndarray,
     fill: Any,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    index: ki.ClusterIndex | None = None,
+    mode: str = "brute",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The pair's top-k ``(sq_dist, global row, label)`` and its distance counts
+    ``[computed, n_query x n_ref]``."""
     if not isinstance(block, Block):  # a streamed block's recipe: read it here
         block = block.load()
         if labels is not None:
             block = Block(block.X, block.w, np.asarray(labels), block.unit_rows)
-    d2, idx, _ = kk.block_topk(Q, block.X, k, mu, offset)
-    return d2, idx, kk.gather_values(block.labels, idx, offset, fill)
+    if mode == "brute" or index is None:
+        d2, idx, _ = kk.block_topk(Q, block.X, k, mu, offset)
+        total = Q.shape[0] * block.X.shape[0]
+        counts = np.array([total, total], dtype=np.int64)
+    else:
+        d2, idx, counts = kp.pruned_topk(Q, block.X, index, k, mu, offset, mode)
+    return d2, idx, kk.gather_values(block.labels, idx, offset, fill), counts
 
 
-def _merge(*parts: tuple, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return kk.merge_topk(list(parts), k)
+def _merge(*parts: tuple, k: int) -> tuple:
+    counts = np.sum([p[3] for p in parts], axis=0)
+    return (*kk.merge_topk([p[:3] for p in parts], k), counts)
+
+
+def search_stats(merged: list) -> Any:
+    """A Delayed of the distance counts of a search (compute it with the search's outputs:
+    the graphs share their keys, so the search runs once)."""
+    return dask.delayed(_stats, pure=True)(*merged)
+
+
+def _stats(*merged: tuple) -> dict[str, Any]:
+    computed, total = (int(v) for v in np.sum([m[3] for m in merged], axis=0))
+    skipped = total - computed
+    fraction = skipped / total if total else 0.0
+    return {"computed": computed, "total": total, "skipped": skipped, "skipped_fraction": fraction}
 
 
 def _tree_merge(parts: list, k: int, name: str) -> Any:
@@ -169,27 +230,27 @@ def _tree_merge(parts: list, k: int, name: str) -> Any:
 
 def neighbours(merged: tuple) -> tuple[np.ndarray, np.ndarray]:
     """Euclidean distances and global indices of the neighbours."""
-    d2, idx, _ = merged
+    d2, idx, _ = merged[:3]
     return np.sqrt(d2), idx
 
 
 def vote_labels(merged: tuple, classes: np.ndarray, weights: str) -> tuple[np.ndarray]:
     """(predicted label,) per query row: the neighbour vote (``KNeighborsClassifier.predict``)."""
-    d2, _, codes = merged
+    d2, _, codes = merged[:3]
     _, pred, _ = kv.vote(np.sqrt(d2), codes, len(classes), weights)
     return (classes[pred],)
 
 
 def vote_proba(merged: tuple, classes: np.ndarray, weights: str) -> tuple[np.ndarray]:
     """(share of the neighbour weight per class,) per query row."""
-    d2, _, codes = merged
+    d2, _, codes = merged[:3]
     proba, _, _ = kv.vote(np.sqrt(d2), codes, len(classes), weights)
     return (proba,)
 
 
 def vote_columns(merged: tuple, classes: np.ndarray, weights: str) -> tuple:
     """The score columns of a vote: (label, vote share, k-th distance, mean distance)."""
-    d2, _, codes = merged
+    d2, _, codes = merged[:3]
     dist = np.sqrt(d2)
     _, pred, share = kv.vote(dist, codes, len(classes), weights)
     return classes[pred], share, dist[:, -1], dist.mean(axis=1)
@@ -197,13 +258,13 @@ def vote_columns(merged: tuple, classes: np.ndarray, weights: str) -> tuple:
 
 def mean_target(merged: tuple, weights: str) -> tuple[np.ndarray]:
     """(mean target of the neighbours,) per query row (``KNeighborsRegressor.predict``)."""
-    d2, _, target = merged
+    d2, _, target = merged[:3]
     return (kv.neighbour_mean(np.sqrt(d2), target, weights),)
 
 
 def mean_columns(merged: tuple, weights: str) -> tuple:
     """The score columns of a regression: (mean target, k-th distance, mean distance)."""
-    d2, _, target = merged
+    d2, _, target = merged[:3]
     dist = np.sqrt(d2)
     return kv.neighbour_mean(dist, target, weights), dist[:, -1], dist.mean(axis=1)
 

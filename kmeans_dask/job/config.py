@@ -172,6 +172,7 @@ class KNNSpec(_Strict):
     n_neighbors: int = Field(15, ge=1)
     weights: Literal["uniform", "distance"] = "uniform"
     task: Literal["classify", "regress"] = "classify"
+    algorithm: Literal["auto", "brute", "pruned"] = "auto"  # KNeighborsScorer(algorithm=)
     target: str = Field(
         "segment", description="'segment' (the k-means label) or a column of the input."
     )

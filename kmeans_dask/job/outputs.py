@@ -124,7 +124,9 @@ def score_queries(
     qds = open_dataset(q.uri, q.format, features, q.id_column, q.storage_options or None, q.filters)
     Xq = qds.to_dask_array(dtype=np.dtype(config.kmeans.dtype))
     Xq_scaled = prepared.scaler.transform(Xq) if prepared.scaler is not None else Xq
-    scorer = KNeighborsScorer(n_neighbors=knn.n_neighbors, weights=knn.weights, task=knn.task)
+    scorer = KNeighborsScorer(
+        n_neighbors=knn.n_neighbors, weights=knn.weights, task=knn.task, algorithm=knn.algorithm
+    )
     fit_on_blocks(scorer, prepared.blocks, _reference_labels(config, prepared, model, segment_ids))
     id_name = q.id_column or "row"
     # ids as a dask Series (keeps string ids); None: the query row positions

@@ -183,8 +183,12 @@ def _select(Qs, R, mu, hv, hi):
 
 
 @njit(nogil=True, cache=True)
-def _refine(Q, R, hv, hi, k, qnorm, rmax, unit, out_d, out_i, ok):
-    """Exact distances of the candidates, sorted by (distance, index); certify each row."""
+def _refine(Q, R, hv, hi, k, qnorm, rmax, unit, out_d, out_i, ok, order):
+    """Exact distances of the candidates, sorted by (distance, index); certify each row.
+
+    ``order`` maps a heap index to its row of ``R`` (the identity for a plain block, the
+    cluster order for a pruned one); outputs hold rows of ``R``.
+    """
     nq, d = Q.shape
     nr = R.shape[0]
     width = hi.shape[1]
@@ -194,9 +198,9 @@ def _refine(Q, R, hv, hi, k, qnorm, rmax, unit, out_d, out_i, ok):
     for i in range(nq):
         c = 0
         for t in range(width):
-            j = hi[i, t]
-            if j < 0:
+            if hi[i, t] < 0:
                 continue
+            j = order[hi[i, t]]
             _insert(cs, ci, c, _sqdist(Q, i, R, j), j)
             c += 1
         m = min(k, c)
@@ -252,7 +256,7 @@ def _pass(
     out_d, out_i = _padded(Q.shape[0], k)
     ok = np.empty(Q.shape[0], dtype=np.bool_)
     unit = _U32 if np.dtype(dtype) == np.float32 else _U64
-    _refine(Q, R, hv, hi, k, qnorm, rmax, unit, out_d, out_i, ok)
+    _refine(Q, R, hv, hi, k, qnorm, rmax, unit, out_d, out_i, ok, np.arange(R.shape[0]))
     return out_d, out_i, ok
 
 
@@ -274,7 +278,12 @@ def exact_topk(Q: np.ndarray, R: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
 
 
 def block_topk(
-    Q: np.ndarray, R: np.ndarray, k: int, mu: np.ndarray, offset: int = 0
+    Q: np.ndarray,
+    R: np.ndarray,
+    k: int,
+    mu: np.ndarray,
+    offset: int = 0,
+    precisions: tuple = (np.float32, np.float64),
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Exact k nearest rows of reference block ``R`` for every row of ``Q``.
 
@@ -290,6 +299,9 @@ def block_topk(
         Reference point both sides are shifted by (the reference mean).
     offset : int
         Global row number of ``R[0]``, added to the returned indices.
+    precisions : tuple of dtypes
+        Selection passes to try before the exact scan (the pruned search passes
+        ``(np.float64,)`` for the rows its float32 pass could not certify).
 
     Returns
     -------
@@ -307,7 +319,8 @@ def block_topk(
     stats = {"float32": 0, "float64": 0, "scan": 0}
     if nq and R.shape[0]:
         rows = np.arange(nq)
-        for dtype, name in ((np.float32, "float32"), (np.float64, "float64")):
+        for dtype in precisions:
+            name = np.dtype(dtype).name
             sub = Q if rows.size == nq else np.ascontiguousarray(Q[rows])
             dd, ii, ok = _pass(sub, R, k, mu, dtype)
             out_d[rows[ok]] = dd[ok]
