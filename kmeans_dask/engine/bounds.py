@@ -4,8 +4,9 @@ Each iteration is one task per block, ``bounds_partials(block, previous, step)``
 block's previous result (a handle: the state stays where it was computed) and returns
 ``(sums, weights, inertia, n_computed, new_state)``; a second, tiny task per block brings back
 the partials, the state stays. The previous results are released once the new ones exist.
-Streamed blocks work the same way: the block is read again, the state (12 bytes a row) waits
-on the worker that computed it.
+Streamed blocks work the same way: the block is read again, the state (``4 + 4 t`` bytes a row,
+``t`` groups of centres) waits on the worker that computed it. The kernel updates the state in
+place, so keeping the previous result until the new one exists costs no copy.
 
 The partials are bit-identical to :func:`kernels.lloyd.lloyd_partials` (see
 :mod:`kmeans_dask.kernels.bounds`), so the loop in :mod:`.lloyd` gives plain Lloyd's
@@ -24,7 +25,9 @@ __all__ = ["BoundedPasses"]
 
 def _step(block: Block, previous: tuple | None, step: kernels.BoundsStep) -> tuple:
     state = None if previous is None else previous[4]
-    return kernels.bounds_partials(block.X, block.w, step, state)
+    # in place: the previous result is released once this one exists, and a rerun on the
+    # updated state stays exact (its bounds only loosen)
+    return kernels.bounds_partials(block.X, block.w, step, state, inplace=True)
 
 
 def _partials(result: tuple) -> tuple:
@@ -44,13 +47,15 @@ class BoundedPasses:
         self.reference = reference
         self._results: list | None = None
         self._centres: np.ndarray | None = None
+        self._groups: np.ndarray | None = None
         self._full = True
 
     def partials(self, C: np.ndarray) -> tuple[list, int]:
         """Per-block ``(sums, weights, inertia)`` of the assignment to ``C``, and the number of
         row-centre distances the bounds spared (against ``n_samples * k``)."""
         bs = self.bs
-        step = kernels.bounds_step(C, self._centres, self.reference, self._full)
+        step = kernels.bounds_step(C, self._centres, self.reference, self._full, self._groups)
+        self._groups = step.groups  # the grouping of the centres stays for the whole run
         previous = self._results if self._results is not None else [None] * bs.n_blocks
         results = bs.map_keep(_step, previous, step=step)
         parts = bs.gather(bs.map_values(_partials, results))

@@ -163,7 +163,7 @@ def use_bounds(algorithm: str, n_clusters: int, n_features: int, dtype: np.dtype
     (16: to convergence on 2M x 32 blobs, ``benchmarks/bench_kmeans.py --converge``, bounds took
     0.87x / 0.73x plain's Lloyd time at k = 16 / 64), never in float32 (1.49x / 1.32x there:
     its cheaper product and coarser rounding leave the bounds less to save), and only when
-    the per-row bounds (:attr:`BoundsState.BYTES_PER_ROW`) are at most
+    the per-row bounds (:meth:`BoundsState.bytes_per_row`) are at most
     half the bytes of a row of data, so keeping them never adds more than half the blocks'
     memory.
     """
@@ -176,7 +176,7 @@ def use_bounds(algorithm: str, n_clusters: int, n_features: int, dtype: np.dtype
     min_k = AUTO_BOUNDS_MIN_K.get(dt.name)
     if min_k is None:
         return False
-    return n_clusters >= min_k and 2 * BoundsState.BYTES_PER_ROW <= row_bytes
+    return n_clusters >= min_k and 2 * BoundsState.bytes_per_row(n_clusters) <= row_bytes
 
 
 def _fit_minibatch(
