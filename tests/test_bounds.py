@@ -271,7 +271,11 @@ def test_auto_rule_and_memory():
     assert use_bounds("auto", 16, 32, np.float64)
     assert not use_bounds("auto", 16, 32, np.float32)
     assert not use_bounds("auto", 64, 32, np.float32)  # slower than plain in float32 (bench)
-    assert not use_bounds("auto", 256, 32, np.float32)
+    assert not use_bounds("auto", 256, 32, np.float32)  # 104 bytes of bounds > half of 128
+    assert use_bounds("auto", 256, 64, np.float32)  # faster than plain from k = 256 (bench)
+    assert not use_bounds("auto", 128, 64, np.float32)
+    assert use_bounds("auto", 256, 32, np.float64)
+    assert not use_bounds("auto", 256, 16, np.float64)  # 104 bytes > half of 128
     assert use_bounds("auto", 64, 32, np.float64)
     assert not use_bounds("auto", 15, 32, np.float64)
     assert not use_bounds("auto", 64, 2, np.float32)  # bounds > half a row's bytes
