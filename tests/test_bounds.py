@@ -17,8 +17,14 @@ from sklearn.datasets import make_blobs
 
 from kmeans_dask import KMeans
 from kmeans_dask.engine.fit import use_bounds
-from kmeans_dask.engine.memory import state_bytes_per_row
-from kmeans_dask.kernels.bounds import bounds_partials, bounds_step
+from kmeans_dask.engine.memory import bounds_bytes_per_row, state_bytes_per_row
+from kmeans_dask.kernels.bounds import (
+    BoundsState,
+    bounds_partials,
+    bounds_step,
+    centre_groups,
+    n_groups,
+)
 from kmeans_dask.kernels.lloyd import CentreSet, assign, lloyd_partials, m_step
 
 DTYPES = [np.float64, np.float32]
@@ -47,14 +53,15 @@ def _data(kind: str, dtype, n: int = 6_000, seed: int = 0) -> np.ndarray:
 # ------------------------------------------------------------------ the kernel
 
 
-def _run_kernel(X, w, centre_seq, ref):
+def _run_kernel(X, w, centre_seq, ref, inplace=False):
     """Feed a sequence of centres to both kernels; check every step; return the skips."""
-    state, prev, skipped = None, None, 0
+    state, prev, skipped, groups = None, None, 0, None
     n, k = X.shape[0], centre_seq[0].shape[0]
     for it, C in enumerate(centre_seq):
         s1, w1, i1 = lloyd_partials(X, CentreSet(C, ref), w)
-        step = bounds_step(C, prev, ref, False)
-        s2, w2, i2, computed, state = bounds_partials(X, w, step, state)
+        step = bounds_step(C, prev, ref, False, groups)
+        groups = step.groups
+        s2, w2, i2, computed, state = bounds_partials(X, w, step, state, inplace=inplace)
         np.testing.assert_array_equal(s2, s1, err_msg=f"sums, step {it}")
         np.testing.assert_array_equal(w2, w1, err_msg=f"weights, step {it}")
         assert i2 == i1, (it, i2, i1)
@@ -64,8 +71,10 @@ def _run_kernel(X, w, centre_seq, ref):
         D = np.sqrt(((X[:, None, :].astype(np.float64) - C[None].astype(np.float64)) ** 2)
                     .sum(axis=2))
         D[np.arange(n), labels] = np.inf
-        second = D.min(axis=1) if k > 1 else np.full(n, np.inf)
-        assert np.all(state.lower <= second * (1 + 1e-12)), it
+        for g in range(state.lower.shape[1]):  # per group of centres
+            Dg = D[:, groups == g]
+            second = Dg.min(axis=1) if Dg.shape[1] else np.full(n, np.inf)
+            assert np.all(state.lower[:, g] <= second * (1 + 1e-12)), (it, g)
         skipped += n * k - computed
         prev = C
     return skipped
@@ -133,6 +142,56 @@ def test_kernel_full_step_is_plain():
     np.testing.assert_array_equal(s2, s1)
     np.testing.assert_array_equal(w2, w1)
     assert i2 == i1 and computed == len(X) * 5
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("kind", "k"), [("blobs", 64), ("overlap", 64), ("blobs", 200),
+                                         ("far", 40), ("duplicates", 30)])
+def test_kernel_grouped_bounds_many_centres(kind, k, dtype):
+    """Yinyang's grouped bounds (k // 10 groups): Lloyd steps, then jumps of one centre far
+    away (one group's bounds must absorb it), weights, the state updated in place."""
+    if kind == "blobs":
+        X, _ = make_blobs(3_000, n_features=5, centers=k, cluster_std=1.0,
+                          center_box=(-40, 40), random_state=k)
+        X = np.ascontiguousarray(X, dtype=dtype)
+    else:
+        X = _data(kind, dtype, n=3_000, seed=k)
+    rng = np.random.default_rng(k)
+    w = rng.uniform(0.2, 2.0, len(X)) if k % 20 == 0 else None
+    ref = X.astype(np.float64).mean(axis=0)
+    C0 = X[rng.choice(len(X), k, replace=False)].copy()
+    if kind == "duplicates":
+        C0[3] = C0[2]
+    seq = _lloyd_sequence(X, C0, ref, 10, w)
+    for _ in range(4):  # jumps, then Lloyd again from there
+        C = seq[-1].copy()
+        C[rng.integers(k)] = X[rng.integers(len(X))]
+        seq += _lloyd_sequence(X, C, ref, 3, w)
+    skipped = _run_kernel(X, w, seq, ref, inplace=True)
+    if kind == "blobs":
+        assert skipped > 0.5 * len(X) * k * len(seq), skipped
+
+
+def test_centre_groups_and_mismatched_state():
+    """The grouping is deterministic, numbers its groups 0..t-1, keeps near centres together;
+    a state built for another grouping is recomputed (exact, no pruning)."""
+    assert [n_groups(k) for k in (1, 19, 20, 64, 256, 10_000)] == [1, 1, 2, 6, 25, 32]
+    X, _ = make_blobs(2_000, n_features=3, centers=40, cluster_std=0.3, random_state=1)
+    C = X[:40].copy()
+    g = centre_groups(C, 4)
+    np.testing.assert_array_equal(g, centre_groups(C.copy(), 4))
+    assert sorted(set(g.tolist())) == [0, 1, 2, 3]
+    assert np.all(centre_groups(C, 1) == 0) and len(set(centre_groups(C[:3], 8))) == 3
+    ref = X.mean(axis=0)
+    _, _, _, _, state = bounds_partials(X, None, bounds_step(C, None, ref, True, g), None)
+    other = (g + 1) % 4
+    s1, _, i1 = lloyd_partials(X, CentreSet(C, ref))
+    s2, _, i2, computed, state2 = bounds_partials(
+        X, None, bounds_step(C, C, ref, False, other), state, inplace=True
+    )
+    assert computed == len(X) * 40 and i2 == i1
+    np.testing.assert_array_equal(s2, s1)
+    np.testing.assert_array_equal(state2.groups, other)
 
 
 # ------------------------------------------------------------------ the estimator
@@ -212,12 +271,18 @@ def test_auto_rule_and_memory():
     assert use_bounds("auto", 16, 32, np.float64)
     assert not use_bounds("auto", 16, 32, np.float32)
     assert not use_bounds("auto", 64, 32, np.float32)  # slower than plain in float32 (bench)
-    assert not use_bounds("auto", 256, 32, np.float32)
+    assert not use_bounds("auto", 256, 32, np.float32)  # 104 bytes of bounds > half of 128
+    assert use_bounds("auto", 256, 64, np.float32)  # faster than plain from k = 256 (bench)
+    assert not use_bounds("auto", 128, 64, np.float32)
+    assert use_bounds("auto", 256, 32, np.float64)
+    assert not use_bounds("auto", 256, 16, np.float64)  # 104 bytes > half of 128
     assert use_bounds("auto", 64, 32, np.float64)
     assert not use_bounds("auto", 15, 32, np.float64)
     assert not use_bounds("auto", 64, 2, np.float32)  # bounds > half a row's bytes
-    assert state_bytes_per_row(1, 1) == state_bytes_per_row(1) + 12
-    assert state_bytes_per_row(9, 9) == state_bytes_per_row(9) + 108
+    assert [BoundsState.bytes_per_row(k) for k in (2, 19, 20, 64, 256, 1000)] == [
+        8, 8, 12, 28, 104, 132]  # an int32 label, a float32 bound per group of centres
+    assert bounds_bytes_per_row([3, 4, 64]) == 8 + 8 + 28
+    assert state_bytes_per_row(9, 36) == state_bytes_per_row(9) + 36
     X = _data("separated", np.float64, n=2_000)
     auto = KMeans(16, algorithm="auto", init="random", random_state=0, max_iter=10).fit(X)
     lloyd = KMeans(16, algorithm="lloyd", init="random", random_state=0, max_iter=10).fit(X)
@@ -298,8 +363,8 @@ def test_job_with_bounds_equals_job_with_lloyd(tmp_path, client):
     assert m1["metrics"]["inertia"] == m2["metrics"]["inertia"]
     assert m1["metrics"]["n_iter"] == m2["metrics"]["n_iter"]
     pd.testing.assert_frame_equal(a1, a2)
-    # two K alive at once in the sweep, 12 bytes a row each
-    assert m2["memory"]["state_bytes"] - m1["memory"]["state_bytes"] == len(df) * 12 * 2
+    # two K alive at once in the sweep, 8 bytes a row each (one group of centres)
+    assert m2["memory"]["state_bytes"] - m1["memory"]["state_bytes"] == len(df) * 8 * 2
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -3,9 +3,10 @@ centres, reduced along the block tree (:mod:`.tree`).
 
 A partial is ``(sums, weights, inertia, n_computed)``: the fused plain kernel
 (:func:`kernels.lloyd.lloyd_partials`) or, with ``bounds=True``, the pruned one
-(:func:`kernels.bounds.bounds_partials`, Hamerly's algorithm) whose per-row state (label and
-lower bound, 12 bytes a row) stays next to its block between iterations. Both give
-bit-identical partials, hence plain Lloyd's centres, assignments, ``n_iter`` and inertia.
+(:func:`kernels.bounds.bounds_partials`: Yinyang's grouped bounds with Hamerly's) whose
+per-row state (label and lower bounds, ``4 + 4 t`` bytes a row for ``t`` groups of centres)
+stays next to its block between iterations. Both give bit-identical partials, hence plain
+Lloyd's centres, assignments, ``n_iter`` and inertia.
 
 Persisted blocks on a cluster: one actor call per worker per iteration (:mod:`.groups`),
 the state kept in the actor. Otherwise (streamed blocks, no cluster, or per-worker passes
@@ -38,7 +39,12 @@ def plain_pass(block: Block, state: None, cs: kernels.CentreSet) -> tuple:
 
 def bounds_pass(block: Block, state: bkernels.BoundsState | None, step: bkernels.BoundsStep):
     """The pruned kernel's partial of one block and its new state."""
-    sums, wsum, inertia, computed, new = bkernels.bounds_partials(block.X, block.w, step, state)
+    # in place: the state is this pass's own (an actor's, or the previous task's result, which
+    # is released once this one exists); a rerun on an updated state stays exact (the
+    # bounds only loosen)
+    sums, wsum, inertia, computed, new = bkernels.bounds_partials(
+        block.X, block.w, step, state, inplace=True
+    )
     return (sums, wsum, inertia, computed), new
 
 
@@ -63,6 +69,7 @@ class EStep:
         self.groups = WorkerGroups.start(bs)
         self._results: list | None = None  # per-block results holding the states (tasks)
         self._centres: np.ndarray | None = None
+        self._groups: np.ndarray | None = None  # the centres' Yinyang groups, kept for the run
         self._full = True
 
     def __call__(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int]:
@@ -85,7 +92,10 @@ class EStep:
 
     def _broadcast(self, C: np.ndarray) -> tuple:
         if self.bounds:
-            step = bkernels.bounds_step(C, self._centres, self.reference, self._full)
+            step = bkernels.bounds_step(
+                C, self._centres, self.reference, self._full, self._groups
+            )
+            self._groups = step.groups
             return bounds_pass, {"step": step}
         return plain_pass, {"cs": kernels.CentreSet(C, self.reference)}
 

@@ -31,10 +31,10 @@ logger = logging.getLogger(__name__)
 INIT_METHODS = ("k-means||", "k-means++", "random")
 #: the algorithms by name
 ALGORITHMS = ("lloyd", "bounds", "auto", "minibatch")
-#: 'auto' prunes with bounds from this many clusters on, by dtype (see :func:`use_bounds`)
-#: fewest clusters from which ``algorithm="auto"`` prunes with bounds, per dtype (float32: never;
-#: to convergence on 2M x 32 it took 1.49x / 1.32x plain's Lloyd time at k = 16 / 64)
-AUTO_BOUNDS_MIN_K = {"float64": 16}
+#: fewest clusters from which ``algorithm="auto"`` prunes with bounds, per dtype (see
+#: :func:`use_bounds`; float32: to convergence the grouped bounds took 1.20x / 1.18x plain's
+#: Lloyd time at k = 16 / 64 on 2M x 32, 0.79x at k = 256 on 500k x 32)
+AUTO_BOUNDS_MIN_K = {"float64": 16, "float32": 256}
 
 
 @dataclass(frozen=True)
@@ -160,10 +160,11 @@ def use_bounds(algorithm: str, n_clusters: int, n_features: int, dtype: np.dtype
     """Whether Lloyd prunes its E-steps with bounds (the same results either way).
 
     ``'bounds'``: always. ``'auto'``: from :data:`AUTO_BOUNDS_MIN_K` clusters on in float64
-    (16: to convergence on 2M x 32 blobs, ``benchmarks/bench_kmeans.py --converge``, bounds took
-    0.87x / 0.73x plain's Lloyd time at k = 16 / 64), never in float32 (1.49x / 1.32x there:
-    its cheaper product and coarser rounding leave the bounds less to save), and only when
-    the per-row bounds (:attr:`BoundsState.BYTES_PER_ROW`) are at most
+    (16: to convergence on 2M x 32 blobs, ``benchmarks/bench_kmeans.py --converge``, the
+    grouped bounds took 0.79x / 0.68x plain's Lloyd time at k = 16 / 64, 0.61x at k = 256 on
+    500k rows), in float32 from k = 256 (0.79x there; 1.20x / 1.18x at k = 16 / 64: its
+    cheaper product and coarser rounding leave the bounds less to save), and only when
+    the per-row bounds (:meth:`BoundsState.bytes_per_row`) are at most
     half the bytes of a row of data, so keeping them never adds more than half the blocks'
     memory.
     """
@@ -176,7 +177,7 @@ def use_bounds(algorithm: str, n_clusters: int, n_features: int, dtype: np.dtype
     min_k = AUTO_BOUNDS_MIN_K.get(dt.name)
     if min_k is None:
         return False
-    return n_clusters >= min_k and 2 * BoundsState.BYTES_PER_ROW <= row_bytes
+    return n_clusters >= min_k and 2 * BoundsState.bytes_per_row(n_clusters) <= row_bytes
 
 
 def _fit_minibatch(

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "MemoryPlan",
     "PauseWatch",
     "WorkerMemory",
+    "bounds_bytes_per_row",
     "plan_memory",
     "state_bytes_per_row",
     "worker_memory",
@@ -112,15 +114,21 @@ def worker_memory(client: Any | None) -> list[WorkerMemory]:
     ]
 
 
-def state_bytes_per_row(n_labellings: int, bounds_fits: int = 0) -> int:
+def state_bytes_per_row(n_labellings: int, bounds_bytes: int = 0) -> int:
     """Bytes per row of the results kept between passes, at their peak: the int32 labels of
     every labelling alive at once (a K sweep keeps one per K until its metrics are done) plus
     16 for the silhouette sample's int64 codes and strata (or the KNN reference's codes); the
     k-means|| costs and nearest candidates (16) are released before the labels exist. Each
-    Lloyd run pruned by bounds (``bounds_fits`` of them at once: a sweep runs its K together)
-    keeps 12 more during its iterations (an int32 label and a float64 lower bound,
-    :class:`kmeans_dask.kernels.bounds.BoundsState`)."""
-    return 4 * max(1, n_labellings) + 16 + BoundsState.BYTES_PER_ROW * max(0, bounds_fits)
+    Lloyd run pruned by bounds keeps more during its iterations (an int32 label and a float32
+    lower bound per group of centres, :meth:`kmeans_dask.kernels.bounds.BoundsState.bytes_per_row`:
+    8 bytes up to k = 19, 28 at k = 64, 104 at k = 256); ``bounds_bytes`` is their sum over the
+    runs alive at once (a sweep runs its K together, :func:`bounds_bytes_per_row`)."""
+    return 4 * max(1, n_labellings) + 16 + max(0, bounds_bytes)
+
+
+def bounds_bytes_per_row(ks: Sequence[int]) -> int:
+    """Bytes a row of the bounds of Lloyd runs with these numbers of clusters, run at once."""
+    return sum(BoundsState.bytes_per_row(k) for k in ks)
 
 
 @dataclass(frozen=True)
@@ -183,7 +191,7 @@ def plan_memory(
     n_labellings: int,
     fraction: float = DEFAULT_FRACTION,
     persist: str = "auto",
-    bounds_fits: int = 0,
+    bounds_bytes: int = 0,
 ) -> MemoryPlan:
     """Decide persisted or streamed blocks (see the module docstring).
 
@@ -199,8 +207,9 @@ def plan_memory(
     fraction : float
         Share of each worker's limit to fill.
     persist : {'auto', 'always', 'never'}
-    bounds_fits : int
-        Lloyd runs pruned by bounds at once (their per-row bounds count as state).
+    bounds_bytes : int
+        Bytes a row of the bounds of the Lloyd runs pruned by bounds at once (state, see
+        :func:`bounds_bytes_per_row`).
 
     Raises
     ------
@@ -208,7 +217,7 @@ def plan_memory(
         ``always`` that does not fit, or data that cannot even be streamed.
     """
     data = n_rows * row_bytes
-    state = n_rows * state_bytes_per_row(n_labellings, bounds_fits)
+    state = n_rows * state_bytes_per_row(n_labellings, bounds_bytes)
     budget = sum(w.budget(fraction) for w in workers)
     plan = MemoryPlan(False, data, state, block_bytes, budget, tuple(workers), fraction)
     persist_ok = _fits(workers, fraction, data, state, block_bytes, WORKING_SET_FACTOR - 1)

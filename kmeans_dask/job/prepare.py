@@ -21,7 +21,7 @@ from dask.utils import parse_bytes
 
 from ..engine.blocks import BlockSet
 from ..engine.fit import use_bounds
-from ..engine.memory import MemoryPlan, plan_memory, worker_memory
+from ..engine.memory import MemoryPlan, bounds_bytes_per_row, plan_memory, worker_memory
 from ..engine.plan import BLOCK_BYTES_KEY
 from ..engine.prepare import check_blocks
 from ..engine.source import Affine, BlockSource, Recipe
@@ -54,13 +54,13 @@ def _n_labellings(config: RunConfig) -> int:
     return 1 if km.k != "auto" else km.k_max - km.k_min + 1
 
 
-def _bounds_fits(config: RunConfig, n_features: int) -> int:
-    """Lloyd runs that keep per-row bounds at once (every K of a sweep may run together)."""
+def _bounds_bytes(config: RunConfig, n_features: int) -> int:
+    """Bytes a row of the bounds of the Lloyd runs that keep them at once (every K of a sweep
+    may run together)."""
     km = config.kmeans
-    k_top = km.k_max if km.k == "auto" else int(km.k)
-    if not use_bounds(km.algorithm, k_top, n_features, np.dtype(km.dtype)):
-        return 0
-    return _n_labellings(config)
+    ks = range(km.k_min, km.k_max + 1) if km.k == "auto" else [int(km.k)]
+    dtype = np.dtype(km.dtype)
+    return bounds_bytes_per_row([k for k in ks if use_bounds(km.algorithm, k, n_features, dtype)])
 
 
 def read_and_scale(config: RunConfig, client: Any = None) -> Prepared:
@@ -104,7 +104,7 @@ def read_and_scale(config: RunConfig, client: Any = None) -> Prepared:
         row_bytes=source.row_bytes,
         block_bytes=max(sizes) * source.row_bytes,
         n_labellings=_n_labellings(config),
-        bounds_fits=_bounds_fits(config, len(ds.info.features)),
+        bounds_bytes=_bounds_bytes(config, len(ds.info.features)),
         fraction=km.memory_fraction,
         persist=km.persist,
     )

@@ -1,0 +1,208 @@
+"""The compiled pass of the bounds-pruned E-step (see :mod:`kmeans_dask.kernels.bounds` for the
+algorithm and the exactness argument). Inputs already validated; numba only."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .lloyd import BLOCK_ROWS
+
+_FLAGS = {"reassoc", "contract", "nsz", "arcp"}  # the plain kernel's flags (same accumulation)
+
+
+@njit(nogil=True, cache=True, fastmath=_FLAGS)
+def _sq_to(X, row, C, j, d):
+    s = 0.0
+    for t in range(d):
+        diff = np.float64(X[row, t]) - np.float64(C[j, t])
+        s += diff * diff
+    return s
+
+
+@njit(nogil=True, cache=True, fastmath=_FLAGS)
+def _sq_from(X, row, ref, d):
+    # ||x - mu||^2 in float64 (any order: it enters the bounds only, with a relative pad)
+    s = 0.0
+    for t in range(d):
+        diff = np.float64(X[row, t]) - ref[t]
+        s += diff * diff
+    return s
+
+
+@njit(nogil=True, cache=True)
+def _down32(x):
+    # x rounded down to float32 (a lower bound stays a lower bound): shrunk by 2^-22 first,
+    # more than float32's relative rounding (2^-24); 0 for non-positive or subnormal values,
+    # float32's largest value for larger ones
+    if not x > 1e-37:
+        return np.float32(0.0)
+    if x >= 3.4e38:
+        return np.float32(3.4e38)
+    return np.float32(x * (1.0 - 2.384185791015625e-07))
+
+
+@njit(nogil=True, cache=True)
+def _errors(xn, margin, margin64, radius, err, err64, i):
+    # error bounds of the plain kernel's values (err) and of float64 ones (err64) for a row
+    # of norm at most xn
+    err64[i] = margin64 * (xn + radius) * (xn + radius)
+    err[i] = margin * xn + err64[i]
+
+
+@njit(nogil=True, cache=True)
+def _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo):
+    # the rows of X[start:start + m] whose bounds cannot exclude a change go to todo (their
+    # count is returned); the others keep their label, sq their exact distance to it, and
+    # their group bounds lose their groups' drifts
+    (half_sep, cnorm, group_of, gmax, garg, gsecond, margin, margin64, radius, _, _) = p
+    d = X.shape[1]
+    t = lower.shape[1]
+    nt = 0
+    for i in range(m):
+        row = start + i
+        a = labels[row]
+        s = _sq_to(X, row, C, a, d)
+        sq[i] = s
+        du = np.sqrt(s) * (1.0 + 1e-9)
+        _errors(du + cnorm[a], margin, margin64, radius, err, err64, i)
+        # Hamerly's bound on every other centre; the group bounds minus their drifts (the
+        # largest move in the group, but the assigned centre's own); both padded (relative,
+        # and absolute at the row's scale: the subtractions round by about eps64 times
+        # the distances involved, all <= ||x|| + radius)
+        low2 = 2.0 * half_sep[a] - du
+        pad = 1e-14 * (du + cnorm[a] + radius)
+        ga = group_of[a]
+        lmin = np.inf
+        for g in range(t):
+            lo = np.float64(lower[row, g]) - (gsecond[g] if g == ga and garg[g] == a else gmax[g])
+            if low2 > lo:
+                lo = low2
+            lo = lo * (1.0 - 1e-9) - pad
+            lower[row, g] = _down32(lo)
+            if lo < lmin:
+                lmin = lo
+        if not (lmin > du and lmin * lmin - du * du > 2.0 * err[i]):
+            todo[nt] = i
+            nt += 1
+    return nt
+
+
+@njit(nogil=True, cache=True, fastmath=_FLAGS)
+def _values(G, r, bias, v, k):
+    # the plain kernel's values of one row of a product (its statement; 2 G is exact, so a
+    # fused multiply-add gives the same value)
+    for j in range(k):
+        v[j] = bias[j] - 2.0 * G[r, j]
+
+
+@njit(nogil=True, cache=True)
+def _best_groups(v, k, members, gstart, gmin):
+    # the first minimum of v (the plain kernel's loop and tie rule) and, per group
+    # (members[gstart[g]:gstart[g + 1]]), the smallest value at any other index (in gmin);
+    # returns (index, best, second best). v[index] is set to inf.
+    best = np.inf
+    bj = 0
+    for j in range(k):
+        if v[j] < best:
+            best = v[j]
+            bj = j
+    v[bj] = np.inf
+    second = np.inf
+    for g in range(gmin.shape[0]):
+        low = np.inf
+        for idx in range(gstart[g], gstart[g + 1]):
+            low = min(low, v[members[idx]])
+        gmin[g] = low
+        second = min(second, low)
+    return bj, best, second
+
+
+@njit(nogil=True, cache=True)
+def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, plain_share, p, q):
+    """The pruned E-step over the rows of X: labels and bounds updated in place, partials
+    accumulated; returns (inertia, distances computed by products)."""
+    (shifted_t, bias, C, ref, shifted64_t, centre_sq) = q
+    cnorm, members, gstart = p[1], p[9], p[10]
+    margin, margin64, radius = p[6], p[7], p[8]
+    n, d = X.shape
+    k = shifted_t.shape[1]
+    t = lower.shape[1]
+    G = np.empty((BLOCK_ROWS, k), dtype=X.dtype)
+    Xg = np.empty((BLOCK_ROWS, d), dtype=np.float64)
+    Gg = np.empty((BLOCK_ROWS, k), dtype=np.float64)
+    gmin = np.empty(t, dtype=np.float64)
+    v = np.empty(k, dtype=np.float64)
+    sq = np.empty(BLOCK_ROWS, dtype=np.float64)
+    err = np.empty(BLOCK_ROWS, dtype=np.float64)
+    err64 = np.empty(BLOCK_ROWS, dtype=np.float64)
+    todo = np.empty(BLOCK_ROWS, dtype=np.int64)
+    inertia = 0.0
+    computed = 0
+    for start in range(0, n, BLOCK_ROWS):
+        m = min(BLOCK_ROWS, n - start)
+        if full:
+            nt = m
+            for i in range(m):
+                todo[i] = i
+        else:
+            nt = _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo)
+        if nt > 0:
+            # a partial float64 product of the unsettled rows pays unless most rows need
+            # one, or near-ties keep sending this chunk's blocks back to the plain product
+            plain = full or nt > plain_share * m or 2.0 * tries[1] > tries[0] + 2.0
+            if plain:
+                np.dot(X[start:start + m], shifted_t, G[:m])
+                computed += m * k
+            else:
+                tries[0] += 1.0
+                for r in range(nt):
+                    for c in range(d):
+                        Xg[r, c] = np.float64(X[start + todo[r], c]) - ref[c]
+                np.dot(Xg[:nt], shifted64_t, Gg[:nt])
+                computed += nt * k
+            for r in range(nt):
+                i = todo[r]
+                row = start + i
+                if plain:
+                    _values(G, i, bias, v, k)
+                else:
+                    _values(Gg, r, centre_sq, v, k)
+                bj, best, second = _best_groups(v, k, members, gstart, gmin)
+                if full:
+                    sq[i] = _sq_to(X, row, C, bj, d)
+                    _errors(np.sqrt(sq[i]) * (1.0 + 1e-9) + cnorm[bj], margin, margin64,
+                            radius, err, err64, i)
+                if not plain and not (second - best > 2.0 * err[i] + 2.0 * err64[i]):
+                    # too close to call from another product: the plain kernel's values decide
+                    plain = True
+                    tries[1] += 1.0
+                    np.dot(X[start:start + m], shifted_t, G[:m])
+                    computed += m * k
+                    _values(G, i, bias, v, k)
+                    bj, best, second = _best_groups(v, k, members, gstart, gmin)
+                if not full and bj != labels[row]:
+                    sq[i] = _sq_to(X, row, C, bj, d)
+                labels[row] = bj
+                # ||x - c_j||^2 >= v_j - E + ||x - mu||^2 >= v_j - best + ||x - c_bj||^2 - 2 E
+                base = (sq[i] - best) * (1.0 - 1e-9) - 3.0 * err[i]
+                for g in range(t):
+                    low2 = gmin[g] + base
+                    lower[row, g] = _down32(np.sqrt(low2) * (1.0 - 1e-9) if low2 > 0.0 else 0.0)
+        # partials in row order, with the plain kernel's statements
+        inertia = _accumulate(X, start, m, labels, sq, w, has_w, sums, wsum, inertia)
+    return inertia, computed
+
+
+@njit(nogil=True, cache=True, fastmath=_FLAGS)
+def _accumulate(X, start, m, labels, sq, w, has_w, sums, wsum, inertia):
+    d = X.shape[1]
+    for i in range(m):
+        row = start + i
+        bj = labels[row]
+        wi = w[row] if has_w else 1.0
+        for c in range(d):
+            sums[bj, c] += wi * X[row, c]
+        wsum[bj] += wi
+        inertia += wi * sq[i]
+    return inertia
