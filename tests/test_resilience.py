@@ -123,7 +123,8 @@ def test_worker_killed_mid_fit_gives_the_same_result(own_cluster, logger, text, 
     _wait_for_workers(own_cluster, 2)
 
 
-def _wait_for_workers(client: Client, n: int, timeout: float = 60) -> None:
+def _wait_for_workers(client: Client, n: int, timeout: float = 180) -> None:
+    # generous: a restarted worker process starts slowly while another test loads both cores
     deadline = time.monotonic() + timeout
     while len(client.scheduler_info()["workers"]) < n:
         assert time.monotonic() < deadline, "the nanny did not restart the worker"
