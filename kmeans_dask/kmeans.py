@@ -65,12 +65,12 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     algorithm : {'lloyd', 'bounds', 'auto', 'minibatch'}, default='lloyd'
         ``'lloyd'``: full passes until ``tol``. ``'bounds'``: the same passes with the same
         results (assignments in every iteration, ``n_iter_``, centres bit for bit,
-        ``inertia_``), pruned by Hamerly's bounds: per row a label and a lower bound on the
-        distance to the second-closest centre (12 bytes) stay on the workers between
-        iterations, and only rows whose bounds cannot exclude a change get their distances
-        computed (``history_[i].n_skipped`` counts the distances spared). ``'auto'``:
-        ``'bounds'`` from 16 clusters on in float64 (never in float32: slower there), when
-        the bounds are at most half a row's bytes; else ``'lloyd'``. ``'minibatch'``:
+        ``inertia_``), pruned by Yinyang's grouped bounds: per row a label and lower bounds
+        for ``t = min(32, k // 10)`` groups of centres (``4 + 4 t`` bytes) stay on the workers
+        between iterations; only rows whose bounds cannot exclude a change get distances
+        (``history_[i].n_skipped`` counts the distances spared). ``'auto'``: ``'bounds'``
+        from 16 clusters in float64 and from 256 in float32, when the bounds are at most
+        half a row's bytes; else ``'lloyd'``. ``'minibatch'``:
         scikit-learn's MiniBatchKMeans rule on batches drawn from a seeded sample pool (one
         pass, at most ``kmeans_dask.minibatch-pool-bytes`` of rows, default 64 MiB), then one
         pass for ``labels_`` and the exact ``inertia_``. ``init='k-means++'``/``'random'`` on

@@ -92,8 +92,9 @@ class KMeansSpec(_Strict):
     algorithm: Literal["lloyd", "bounds", "auto", "minibatch"] = Field(
         "lloyd",
         description="'lloyd' (full passes), 'bounds' (the same results, with per-row bounds "
-        "kept on the workers to skip distance computations; 12 bytes a row), 'auto' ('bounds' "
-        "from k = 16 in float64, never in float32, when the bounds are at most half a "
+        "kept on the workers to skip distance computations; 4 + 4t bytes a row, t = "
+        "min(32, k // 10)), 'auto' ('bounds' from k = 16 in float64 and k = 256 in float32, "
+        "when the bounds are at most half a "
         "row's bytes, else 'lloyd') or "
         "'minibatch' (scikit-learn's MiniBatchKMeans rule on a seeded sample, then one full "
         "pass for the labels and the exact inertia).",
