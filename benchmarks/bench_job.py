@@ -303,15 +303,7 @@ def _prepare_breakdown(data: Path, block_bytes: str) -> None:
             )
             prepared.release()
         ds = open_dataset(str(data / "input"), "parquet", FEATURES, "id")
-        reader, units = ds.read_units(np.dtype(np.float64), parse_bytes(block_bytes))
-        src = BlockSource(
-            reader,
-            units,
-            [u.n_rows for u in units],
-            [u.nbytes for u in units],
-            np.dtype(np.float64),
-            ds.info.features,
-        )
+        src = BlockSource.from_dataset(ds, np.float64, parse_bytes(block_bytes))
         recipes = src.recipes(parse_bytes(block_bytes))
         print(f"blocks: {[r.n_rows for r in recipes]} rows")
         with get_task_stream(client) as ts:

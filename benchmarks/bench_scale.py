@@ -114,15 +114,7 @@ def _read_once(client, folder: Path, block_bytes: str) -> float:
     from kmeans_dask.io import open_dataset
 
     ds = open_dataset(str(folder))
-    reader, units = ds.read_units(np.float32)
-    src = BlockSource(
-        reader,
-        units,
-        [u.n_rows for u in units],
-        [u.nbytes for u in units],
-        np.dtype(np.float32),
-        ds.info.features,
-    )
+    src = BlockSource.from_dataset(ds, np.float32)
     import dask
 
     with dask.config.set({"kmeans_dask.block-bytes": block_bytes}):

@@ -96,6 +96,20 @@ class BlockSource:
     dtype: np.dtype
     feature_names: list[str]
 
+    @classmethod
+    def from_dataset(cls, ds: Any, dtype: Any, max_unit_bytes: int | None = None) -> BlockSource:
+        """The source of an opened dataset (``kmeans_dask.io.open_dataset``) read as
+        ``dtype``, its units at most ``max_unit_bytes`` each where they can be split."""
+        reader, units = ds.read_units(np.dtype(dtype), max_unit_bytes)
+        return cls(
+            reader,
+            units,
+            [u.n_rows for u in units],
+            [u.nbytes for u in units],
+            np.dtype(dtype),
+            ds.info.features,
+        )
+
     @property
     def n_features(self) -> int:
         """Number of feature columns."""

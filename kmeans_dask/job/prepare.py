@@ -78,15 +78,7 @@ def read_and_scale(config: RunConfig, client: Any = None) -> Prepared:
         spec.filters,
     )
     dtype = np.dtype(km.dtype)
-    reader, units = ds.read_units(dtype, max_unit_bytes=parse_bytes(km.block_bytes))
-    source = BlockSource(
-        reader,
-        units,
-        [u.n_rows for u in units],
-        [u.nbytes for u in units],
-        dtype,
-        ds.info.features,
-    )
+    source = BlockSource.from_dataset(ds, dtype, parse_bytes(km.block_bytes))
     with dask.config.set({BLOCK_BYTES_KEY: km.block_bytes}):
         recipes = source.recipes()
     names = ds.info.features
