@@ -96,7 +96,7 @@ def _values(G, r, bias, v, k):
         v[j] = bias[j] - 2.0 * G[r, j]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=_FLAGS)
 def _best_groups(v, k, members, gstart, gmin):
     # the first minimum of v (the plain kernel's loop and tie rule) and, per group
     # (members[gstart[g]:gstart[g + 1]]), the smallest value at any other index (in gmin);
