@@ -68,11 +68,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         ``inertia_``), pruned by Yinyang's grouped bounds: per row a label and lower bounds
         for ``t = min(32, k // 10)`` groups of centres (``4 + 4 t`` bytes) stay on the workers
         between iterations; only rows whose bounds cannot exclude a change get distances
-        (``history_[i].n_skipped`` counts the distances spared). While the centres still
-        move a lot against their spacing an iteration runs the plain pass instead (pruning
-        would settle few rows), chosen from the centres alone (dask config
-        ``kmeans_dask.bounds-switch``: the move ratio up to which it prunes; ``inf``: always).
-        ``'auto'``: ``'bounds'``
+        (``history_[i].n_skipped`` counts the distances spared). ``'auto'``: ``'bounds'``
         from 16 clusters in float64 and from 256 in float32, when the bounds are at most
         half a row's bytes; else ``'lloyd'``. ``'minibatch'``:
         scikit-learn's MiniBatchKMeans rule on batches drawn from a seeded sample pool (one
