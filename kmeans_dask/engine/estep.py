@@ -62,11 +62,14 @@ class EStep:
     than a mean update (empty-cluster relocation: the bounds restart), :meth:`close` at the
     end (frees the states and the per-worker actors)."""
 
-    def __init__(self, bs: BlockSet, reference: np.ndarray, bounds: bool) -> None:
+    def __init__(
+        self, bs: BlockSet, reference: np.ndarray, bounds: bool, *, groups: bool = True
+    ) -> None:
         self.bs = bs
         self.reference = reference
         self.bounds = bounds
-        self.groups = WorkerGroups.start(bs)
+        # ``groups=False``: the passes run elsewhere (a subclass's :meth:`_pass`)
+        self.groups = WorkerGroups.start(bs) if groups else None
         self._results: list | None = None  # per-block results holding the states (tasks)
         self._centres: np.ndarray | None = None
         self._groups: np.ndarray | None = None  # the centres' Yinyang groups, kept for the run
@@ -76,6 +79,13 @@ class EStep:
         """``(sums, weights, inertia, n_skipped)`` of the assignment to ``C``; ``n_skipped``
         counts the row-centre distances the bounds spared against ``n_samples * k``."""
         func, bc = self._broadcast(C)
+        total = self._pass(C, func, bc)
+        self._centres, self._full = C, False
+        sums, wsum, inertia, computed = total
+        return sums, wsum, float(inertia), int(self.bs.n_samples * C.shape[0] - computed)
+
+    def _pass(self, C: np.ndarray, func, bc: dict) -> tuple:
+        """The total partial of one pass of ``func`` with broadcast ``bc`` over every block."""
         total = None
         if self.groups is not None:
             try:
@@ -86,9 +96,7 @@ class EStep:
                 bc = self._broadcast(C)[1]
         if total is None:
             total = self._by_block(func, bc)
-        self._centres, self._full = C, False
-        sums, wsum, inertia, computed = total
-        return sums, wsum, float(inertia), int(self.bs.n_samples * C.shape[0] - computed)
+        return total
 
     def _broadcast(self, C: np.ndarray) -> tuple:
         if self.bounds:
