@@ -1,9 +1,12 @@
 """Choosing K: fits for several K on data persisted once, run concurrently, with metrics.
 
 Every K's fit is driven by its own client thread over the same persisted blocks, so their
-tasks interleave on the cluster; each fit is followed by its metrics (two passes for Spark's
-squared-Euclidean silhouette, Calinski-Harabasz and Davies-Bouldin, one for the stratified
-sample of the exact silhouette). K is then picked by the maximum sampled silhouette or by
+tasks interleave on the cluster; their Lloyd E-steps meet in a
+:class:`~kmeans_dask.engine.lockstep.Lockstep` (one combined pass per round for every K
+still iterating, same bits; dask config ``kmeans_dask.sweep-lockstep: false`` switches it
+off); each fit is followed by its metrics (two passes for Spark's squared-Euclidean
+silhouette, Calinski-Harabasz and Davies-Bouldin, one for the stratified sample of the exact
+silhouette). K is then picked by the maximum sampled silhouette or by
 the knee (Kneedle) of the inertia curve.
 
 Progress: a :func:`kmeans_dask.progress.task` counts the K done (fit and metrics) of N, and
