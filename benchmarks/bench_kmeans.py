@@ -539,6 +539,7 @@ def run_dtype(client: Any, dtype: np.dtype, args: argparse.Namespace) -> None:
 def run_converge(client: Any, dtype: np.dtype, k: int, args: argparse.Namespace) -> None:
     """Lloyd to convergence from one start: kmeans_dask plain and bounds, scikit-learn's
     lloyd and elkan (see the module docstring)."""
+    import dask
     from distributed import wait
     from sklearn.cluster import KMeans as SKKMeans
     from sklearn.cluster import kmeans_plusplus
@@ -569,8 +570,11 @@ def run_converge(client: Any, dtype: np.dtype, k: int, args: argparse.Namespace)
         return SKKMeans(k, init=C0, n_init=1, algorithm=algorithm, max_iter=max_iter,
                         tol=args.tol, random_state=args.seed)
 
-    for algorithm in ("lloyd", "bounds"):  # warm-up: numba kernels on the workers
-        ours(algorithm, 2).fit(X)
+    # warm-up: numba kernels on the workers (bounds pruning in every iteration, so that its
+    # kernels compile here: adaptive bounds run plain passes in the first iterations)
+    with dask.config.set({"kmeans_dask.bounds-switch": float("inf")}):
+        for algorithm in ("lloyd", "bounds"):
+            ours(algorithm, 3).fit(X)
     for algorithm in ("lloyd", "elkan"):
         theirs(algorithm, 2).fit(Xn)
 

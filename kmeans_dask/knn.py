@@ -69,12 +69,14 @@ class KNeighborsScorer(BaseEstimator):
     algorithm : {'auto', 'brute', 'pruned'}, default='auto'
         ``'brute'`` computes every query-reference distance. ``'pruned'`` groups each
         persisted reference block by a small k-means of its own (about 2,048 rows per
-        cluster, built in ``fit``) and skips, per tile of 128 query rows, every cluster whose
-        bound ``||q - c|| - radius_c`` exceeds the rows' current candidate distance (same
-        neighbours, ties and distances as ``'brute'``). ``'auto'`` prunes, but a pair task
-        whose probe of 256 queries skips under 40% of the distances searches the rest of its
-        block by brute force. Streamed reference blocks and blocks under 8,192 rows are
-        always searched by brute force.
+        cluster, built at the first search and kept) and skips, per tile of 128 query rows,
+        every cluster whose bound ``||q - c|| - radius_c`` exceeds the rows' current
+        candidate distance (same neighbours, ties and distances as ``'brute'``). ``'auto'``
+        builds those indexes only for a search of at least 40 queries per cluster of the
+        largest block (so that building them costs at most ~5% of a brute-force search),
+        and then prunes, but a pair task whose probe of 256 queries skips under 40% of the
+        distances searches the rest of its block by brute force. Streamed reference blocks
+        and blocks under 8,192 rows are always searched by brute force.
 
     Attributes
     ----------
@@ -86,8 +88,9 @@ class KNeighborsScorer(BaseEstimator):
     feature_names_in_ : ndarray of str
         Only when ``X`` in ``fit`` was a DataFrame; DataFrame queries are selected by these names.
     search_stats_ : dict
-        Distances of the last search: ``computed``, ``total`` (queries x reference rows),
-        ``skipped`` and ``skipped_fraction``, after in-memory queries. After dask queries
+        Distances of the last search: ``mode`` ('brute', 'pruned' or 'auto'), ``computed``,
+        ``total`` (queries x reference rows), ``skipped`` and ``skipped_fraction``, after
+        in-memory queries. After dask queries
         only ``'delayed'``: a Delayed of those counts, to compute together with the results
         (``dask.compute(pred, scorer.search_stats_["delayed"])``: they share the search's
         tasks, so it runs once). Updated in place by every query.
@@ -165,9 +168,7 @@ class KNeighborsScorer(BaseEstimator):
                     f"{owner}: y must be numeric for task='regress'; got dtype {y.dtype}."
                 )
             classes, labels, ldtype = None, y, np.float64
-        prep = prepare_input(
-            X, owner=owner, labels=labels, labels_dtype=ldtype, labels_name="y"
-        )
+        prep = prepare_input(X, owner=owner, labels=labels, labels_dtype=ldtype, labels_name="y")
         bs = load_blocks(prep, owner=owner)
         try:
             self._check_k(self.n_neighbors, bs.n_samples)
@@ -245,17 +246,17 @@ class KNeighborsScorer(BaseEstimator):
         """``func(merged, *args)`` per query block, as one lazy array per output
         ``(dtype, n_columns or None)``; computed when the queries were in memory."""
         Xq, in_memory = self._query_array(X)
-        merged = kg.search(self._ref, Xq, k, self._feature_names())
+        merged, mode = kg.search(self._ref, Xq, k, self._feature_names())
         results = kg.per_block(merged, func, *args)
         arrays = kg.to_arrays(results, Xq.chunks[0], specs)
-        self._last_search(kg.search_stats(merged))
+        self._last_search(kg.search_stats(merged, mode))
         if not in_memory:
             return arrays
         *arrays, stats = dask.compute(*arrays, self.search_stats_["delayed"])
         self._last_search(stats)
         logger.debug(
             "KNN search (%s): %d of %d distances computed, pruning skipped %.1f%%",
-            self._ref.mode,
+            stats["mode"],
             stats["computed"],
             stats["total"],
             100.0 * stats["skipped_fraction"],
@@ -329,8 +330,8 @@ class KNeighborsScorer(BaseEstimator):
         """
         check_is_fitted(self, "n_samples_fit_")
         Xq, _ = self._query_array(X)
-        merged = kg.search(self._ref, Xq, self.n_neighbors, self._feature_names())
-        self._last_search(kg.search_stats(merged))
+        merged, mode = kg.search(self._ref, Xq, self.n_neighbors, self._feature_names())
+        self._last_search(kg.search_stats(merged, mode))
         if self.task == "classify":
             args = (kg.vote_columns, self.classes_, self.weights)
             cols = {"knn_label": self.classes_.dtype, "vote_share": np.float64}

@@ -10,12 +10,14 @@ the LocalCluster: the same labels, ``n_iter_``, centres (bit for bit), inertia a
 
 from __future__ import annotations
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
 from kmeans_dask import KMeans
+from kmeans_dask.engine.estep import SWITCH_KEY
 from kmeans_dask.engine.fit import use_bounds
 from kmeans_dask.engine.memory import bounds_bytes_per_row, state_bytes_per_row
 from kmeans_dask.kernels.bounds import (
@@ -284,7 +286,8 @@ def test_auto_rule_and_memory():
     assert bounds_bytes_per_row([3, 4, 64]) == 8 + 8 + 28
     assert state_bytes_per_row(9, 36) == state_bytes_per_row(9) + 36
     X = _data("separated", np.float64, n=2_000)
-    auto = KMeans(16, algorithm="auto", init="random", random_state=0, max_iter=10).fit(X)
+    with dask.config.set({SWITCH_KEY: np.inf}):  # prune from the second iteration
+        auto = KMeans(16, algorithm="auto", init="random", random_state=0, max_iter=10).fit(X)
     lloyd = KMeans(16, algorithm="lloyd", init="random", random_state=0, max_iter=10).fit(X)
     _assert_same(lloyd, auto)
     assert sum(h.n_skipped for h in auto.history_) > 0  # 'auto' chose bounds here
@@ -305,7 +308,8 @@ class _ArrayRecipe:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_streamed_blocks_keep_their_bounds_and_match_lloyd(dtype):
+@pytest.mark.parametrize("switch", [np.inf, 0.02])  # prune in every iteration / adaptive
+def test_streamed_blocks_keep_their_bounds_and_match_lloyd(dtype, switch):
     """Streamed blocks (read again every pass): the bounds stay in memory between passes;
     the fit equals plain Lloyd's on the same stream and on the in-memory data."""
     from kmeans_dask.engine.blocks import BlockSet
@@ -317,10 +321,12 @@ def test_streamed_blocks_keep_their_bounds_and_match_lloyd(dtype):
         bs = BlockSet.from_recipes(recipes, X.shape[1], np.dtype(dtype), persist=False)
         assert bs.streamed
         km = KMeans(20, algorithm=algorithm, init="random", random_state=4, max_iter=30)
-        fits[algorithm] = km.fit(bs)
+        with dask.config.set({SWITCH_KEY: switch}):
+            fits[algorithm] = km.fit(bs)
         assert min(r.loads for r in recipes) >= km.n_iter_  # every pass read the blocks
     _assert_same(fits["lloyd"], fits["bounds"])
-    assert sum(h.n_skipped for h in fits["bounds"].history_) > 0
+    if switch == np.inf:
+        assert sum(h.n_skipped for h in fits["bounds"].history_) > 0
 
 
 def test_job_with_bounds_equals_job_with_lloyd(tmp_path, client):

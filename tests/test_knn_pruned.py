@@ -197,6 +197,31 @@ def test_search_stats_attribute_and_debug_log(blobs, caplog):
     assert brute._ref.index is None
 
 
+def test_auto_builds_the_index_only_for_a_search_large_enough_to_pay_for_it(blobs):
+    """'auto' indexes from 40 queries per landmark cluster of the largest block on (here
+    two blocks of 10,000 rows, 4 clusters each: from 160 queries); a smaller search is brute
+    force without building anything, and once built the index serves every later search.
+    Results equal scikit-learn's whatever the mode."""
+    from kmeans_dask.engine.knn_graph import AUTO_QUERIES_PER_CLUSTER
+
+    R, Q, y, _ = blobs
+    ref = KNeighborsClassifier(n_neighbors=5, algorithm="brute").fit(R, y)
+    knn = KNeighborsScorer(n_neighbors=5).fit(R, y)
+    clusters = max(n // CLUSTER_ROWS for n in knn._ref.blocks.sizes)
+    few, enough = Q[: AUTO_QUERIES_PER_CLUSTER * clusters - 1], Q
+    assert enough.shape[0] >= AUTO_QUERIES_PER_CLUSTER * clusters
+    np.testing.assert_array_equal(knn.predict(few), ref.predict(few))
+    assert knn.search_stats_["mode"] == "brute" and knn.search_stats_["skipped"] == 0
+    assert knn._ref.index is None
+    np.testing.assert_array_equal(knn.predict(enough), ref.predict(enough))
+    assert knn.search_stats_["mode"] == "auto" and knn.search_stats_["skipped"] > 0
+    np.testing.assert_array_equal(knn.predict(few), ref.predict(few))  # the kept index
+    assert knn.search_stats_["mode"] == "auto" and knn.search_stats_["skipped"] > 0
+    pruned = KNeighborsScorer(n_neighbors=5, algorithm="pruned").fit(R, y)
+    np.testing.assert_array_equal(pruned.predict(Q[:10]), ref.predict(Q[:10]))
+    assert pruned.search_stats_["mode"] == "pruned"
+
+
 def test_invalid_algorithm(blobs):
     R, _, y, _ = blobs
     match = r"The 'algorithm' parameter of KNeighborsScorer must be one of 'auto', 'brute', "

@@ -8,6 +8,16 @@ per-row state (label and lower bounds, ``4 + 4 t`` bytes a row for ``t`` groups 
 stays next to its block between iterations. Both give bit-identical partials, hence plain
 Lloyd's centres, assignments, ``n_iter`` and inertia.
 
+Adaptive: pruning pays only once the centres move little against their spacing (on
+overlapping data the first iterations move every centre and settle no row, and a pruned pass
+that settles nothing costs more than a plain one). So with bounds, every iteration picks one
+of three passes from the centres alone (:meth:`EStep.pass_kind`, deterministic):
+``"pruned"`` while the centres moved at most :func:`switch_ratio` times their median half
+spacing since the state's centres, else ``"full"`` (every row recomputed and the bounds
+rebuilt) once the last iteration's move is that small, else ``"plain"`` (the plain kernel; the
+state, if any, is kept as it is and stays valid: the next pruned pass takes the centres' whole
+move since it was built).
+
 Persisted blocks on a cluster: one actor call per worker per iteration (:mod:`.groups`),
 the state kept in the actor. Otherwise (streamed blocks, no cluster, or per-worker passes
 switched off): one task per block, the state kept as that task's result on the worker that
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import logging
 
+import dask
 import numpy as np
 
 from ..kernels import bounds as bkernels
@@ -26,15 +37,42 @@ from .blocks import Block, BlockSet
 from .groups import GroupsUnavailable, WorkerGroups
 from .tree import reduce_root
 
-__all__ = ["EStep", "bounds_pass", "plain_pass"]
+__all__ = ["SWITCH_KEY", "EStep", "bounds_pass", "plain_pass", "switch_ratio"]
 
 logger = logging.getLogger(__name__)
+
+#: dask config key: the largest move ratio (:meth:`BoundsStep.move_ratio`) at which the bounds
+#: prune (default: :func:`switch_ratio`; ``inf``: prune in every iteration, 0: never)
+SWITCH_KEY = "kmeans_dask.bounds-switch"
+#: the default move ratio at k = 16 per dtype, scaled by 16 / k (at most
+#: :data:`MAX_SWITCH_RATIO`). Measured per iteration, one thread, 2e5 x 32 overlapping blobs
+#: (benchmarks/README.md, "Adaptive bounds (session 6)"): a pruned pass beat a plain one from
+#: about 0.1-0.15 at k = 16, 0.01-0.02 at k = 64, 0.011 at k = 256 in float64, and from
+#: 0.025 at k = 16 in float32 (its product is cheap: the bounds' bookkeeping weighs more);
+#: the values err on the side of plain passes
+SWITCH_RATIO = {"float64": 0.1, "float32": 0.025}
+MAX_SWITCH_RATIO = 0.3
+
+
+def switch_ratio(k: int, dtype: np.dtype) -> float:
+    """The move ratio up to which the bounds prune for ``k`` centres of ``dtype`` (dask
+    config :data:`SWITCH_KEY` if set)."""
+    value = dask.config.get(SWITCH_KEY, None)
+    if value is not None:
+        return float(value)
+    base = SWITCH_RATIO.get(np.dtype(dtype).name, SWITCH_RATIO["float64"])
+    return min(MAX_SWITCH_RATIO, base * 16.0 / max(k, 1))
 
 
 def plain_pass(block: Block, state: None, cs: kernels.CentreSet) -> tuple:
     """The plain kernel's partial of one block (no state)."""
     sums, wsum, inertia = kernels.lloyd_partials(block.X, cs, block.w)
     return (sums, wsum, inertia, block.X.shape[0] * cs.k), None
+
+
+def keep_pass(block: Block, state, cs: kernels.CentreSet) -> tuple:
+    """The plain kernel's partial of one block; the block's bounds state is kept as it is."""
+    return plain_pass(block, None, cs)[0], state
 
 
 def bounds_pass(block: Block, state: bkernels.BoundsState | None, step: bkernels.BoundsStep):
@@ -71,41 +109,61 @@ class EStep:
         # ``groups=False``: the passes run elsewhere (a subclass's :meth:`_pass`)
         self.groups = WorkerGroups.start(bs) if groups else None
         self._results: list | None = None  # per-block results holding the states (tasks)
-        self._centres: np.ndarray | None = None
+        self._centres: np.ndarray | None = None  # the centres the states were built against
+        self._last: np.ndarray | None = None  # the previous iteration's centres
         self._groups: np.ndarray | None = None  # the centres' Yinyang groups, kept for the run
-        self._full = True
+        self._full = True  # no usable state
+        self._ratio: float | None = None  # switch_ratio(k, dtype), set by the first call
+        #: the kind of every pass so far ("plain", "full" or "pruned")
+        self.kinds: list[str] = []
 
     def __call__(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int]:
         """``(sums, weights, inertia, n_skipped)`` of the assignment to ``C``; ``n_skipped``
         counts the row-centre distances the bounds spared against ``n_samples * k``."""
-        func, bc = self._broadcast(C)
-        total = self._pass(C, func, bc)
-        self._centres, self._full = C, False
+        kind, func, bc = self._broadcast(C)
+        kind, total = self._pass(C, kind, func, bc)
+        self.kinds.append(kind)
+        if kind != "plain":
+            self._centres, self._full = C, False
+        self._last = C
         sums, wsum, inertia, computed = total
         return sums, wsum, float(inertia), int(self.bs.n_samples * C.shape[0] - computed)
 
-    def _pass(self, C: np.ndarray, func, bc: dict) -> tuple:
-        """The total partial of one pass of ``func`` with broadcast ``bc`` over every block."""
+    def _pass(self, C: np.ndarray, kind: str, func, bc: dict) -> tuple[str, tuple]:
+        """The kind and total partial of one pass of ``func`` (broadcast ``bc``) over every
+        block (the kind changes when the per-worker passes fail and the pass restarts)."""
         total = None
         if self.groups is not None:
             try:
-                total, _ = self.groups.run(func, fresh=self._full, **bc)
+                total, _ = self.groups.run(func, fresh=self._full and kind != "plain", **bc)
             except GroupsUnavailable as exc:
                 logger.warning("per-worker passes failed twice (%s); one task per block", exc)
                 self.groups, self._full = None, True
-                bc = self._broadcast(C)[1]
+                kind, func, bc = self._broadcast(C)
         if total is None:
             total = self._by_block(func, bc)
-        return total
+        return kind, total
+
+    def pass_kind(self, step: bkernels.BoundsStep, C: np.ndarray) -> str:
+        """``"pruned"``, ``"full"`` or ``"plain"`` for centres ``C`` (``step``: their
+        broadcast against the states' centres; see the module docstring)."""
+        if not self._full and step.move_ratio() <= self._ratio:
+            return "pruned"
+        moved = np.inf if self._last is None else step.move_ratio(self._last)
+        return "full" if moved <= self._ratio else "plain"
 
     def _broadcast(self, C: np.ndarray) -> tuple:
-        if self.bounds:
-            step = bkernels.bounds_step(
-                C, self._centres, self.reference, self._full, self._groups
-            )
-            self._groups = step.groups
-            return bounds_pass, {"step": step}
-        return plain_pass, {"cs": kernels.CentreSet(C, self.reference)}
+        if not self.bounds:
+            return "plain", plain_pass, {"cs": kernels.CentreSet(C, self.reference)}
+        step = bkernels.bounds_step(C, self._centres, self.reference, self._full, self._groups)
+        self._groups = step.groups
+        if self._ratio is None:
+            self._ratio = switch_ratio(C.shape[0], C.dtype)
+        kind = self.pass_kind(step, C)
+        if kind == "plain":
+            return kind, keep_pass, {"cs": step.cs}
+        step.full = kind == "full"
+        return kind, bounds_pass, {"step": step}
 
     def _by_block(self, func, bc: dict) -> tuple:
         bs = self.bs

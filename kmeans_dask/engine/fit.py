@@ -33,8 +33,8 @@ INIT_METHODS = ("k-means||", "k-means++", "random")
 #: the algorithms by name
 ALGORITHMS = ("lloyd", "bounds", "auto", "minibatch")
 #: fewest clusters from which ``algorithm="auto"`` prunes with bounds, per dtype (see
-#: :func:`use_bounds`; float32: to convergence the grouped bounds took 1.20x / 1.18x plain's
-#: Lloyd time at k = 16 / 64 on 2M x 32, 0.79x at k = 256 on 500k x 32)
+#: :func:`use_bounds`; float32: to convergence the adaptive bounds took 0.98x / 0.96x plain's
+#: Lloyd time at k = 16 / 64 on 2M x 32: no gain worth the bounds' memory)
 AUTO_BOUNDS_MIN_K = {"float64": 16, "float32": 256}
 
 
@@ -168,8 +168,8 @@ def use_bounds(algorithm: str, n_clusters: int, n_features: int, dtype: np.dtype
 
     ``'bounds'``: always. ``'auto'``: from :data:`AUTO_BOUNDS_MIN_K` clusters on in float64
     (16: to convergence on 2M x 32 blobs, ``benchmarks/bench_kmeans.py --converge``, the
-    grouped bounds took 0.79x / 0.68x plain's Lloyd time at k = 16 / 64, 0.61x at k = 256 on
-    500k rows), in float32 from k = 256 (0.79x there; 1.20x / 1.18x at k = 16 / 64: its
+    adaptive grouped bounds took 0.60x / 0.60x plain's Lloyd time at k = 16 / 64, 0.54x at
+    k = 256 on 500k rows), in float32 from k = 256 (0.98x / 0.96x at k = 16 / 64: its
     cheaper product and coarser rounding leave the bounds less to save), and only when
     the per-row bounds (:meth:`BoundsState.bytes_per_row`) are at most
     half the bytes of a row of data, so keeping them never adds more than half the blocks'

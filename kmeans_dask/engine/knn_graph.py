@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask
@@ -59,6 +59,15 @@ __all__ = [
 MERGE_FAN_IN = 8
 
 
+#: ``algorithm='auto'`` builds the landmark indexes only for a search of at least this many
+#: queries per landmark cluster of the largest reference block: building one costs about two
+#: plain distances per (reference row, cluster) pair, so with fewer queries the index alone
+#: would cost over 5% of the brute-force search it is meant to shorten (measured here: 4M
+#: reference rows, 10,000 queries, overlapping blobs: the eager index and its probes made the
+#: search 1.15x the plain one).
+AUTO_QUERIES_PER_CLUSTER = 40
+
+
 @dataclass(frozen=True)
 class Reference:
     """A persisted reference set as the graphs use it.
@@ -66,9 +75,11 @@ class Reference:
     ``nodes`` stand for the blocks in a graph: the futures on a cluster, else named Delayed
     nodes holding the in-memory blocks (so a graph names every block once). ``mu`` is the
     reference mean both sides are shifted by; ``fill`` is the value of padding labels.
-    ``index`` holds one :class:`~kmeans_dask.kernels.knn_index.ClusterIndex` node per block
-    (None for a block too small to prune) when the search prunes (``mode`` 'pruned' or
-    'auto'); ``mode`` 'brute' searches every pair with the plain kernel.
+    ``algorithm`` 'pruned' or 'auto' searches with one
+    :class:`~kmeans_dask.kernels.knn_index.ClusterIndex` per block (None for a block too
+    small to prune), built by :meth:`plan` at the first search that uses it (by a task on the
+    block's worker) and kept for later searches; 'brute' searches every pair with the plain
+    kernel.
     """
 
     blocks: BlockSet
@@ -76,8 +87,8 @@ class Reference:
     mu: np.ndarray
     fill: Any
     labels: list | None = None  # per-block labels of streamed blocks (else in the blocks)
-    index: list | None = None
-    mode: str = "brute"
+    algorithm: str = "brute"
+    _built: dict = field(default_factory=dict, repr=False)  # the index once built
 
     @classmethod
     def from_blocks(cls, bs: BlockSet, fill: Any, algorithm: str = "brute") -> Reference:
@@ -92,14 +103,6 @@ class Reference:
             ]
             labels = bs.labels if bs.labels is not None else [None] * bs.n_blocks
             return cls(bs, nodes, mu, fill, list(labels))
-        index = None
-        # only blocks with enough rows for MIN_CLUSTERS clusters get an index (and a task)
-        big = [j for j, n in enumerate(bs.sizes) if n // ki.CLUSTER_ROWS >= ki.MIN_CLUSTERS]
-        if algorithm != "brute" and big:
-            built = bs.map_values(_build_index, [bs.handles[j] for j in big], mu=mu)
-            index = [None] * bs.n_blocks
-            for j, h in zip(big, built, strict=True):
-                index[j] = h
         if bs.client is not None:
             nodes = list(bs.handles)
         else:
@@ -108,15 +111,43 @@ class Reference:
                 dask.delayed(h, name=f"knn-ref-{token}-{j}", traverse=False)
                 for j, h in enumerate(bs.handles)
             ]
-            if index is not None:
-                index = [
-                    None
-                    if h is None
-                    else dask.delayed(h, name=f"knn-index-{token}-{j}", traverse=False)
-                    for j, h in enumerate(index)
-                ]
-        mode = "brute" if index is None else ("pruned" if algorithm == "pruned" else "auto")
-        return cls(bs, nodes, mu, fill, index=index, mode=mode)
+        return cls(bs, nodes, mu, fill, algorithm=algorithm)
+
+    @property
+    def index(self) -> list | None:
+        """The per-block index nodes, once a search has built them (else None)."""
+        return self._built.get("index")
+
+    def plan(self, n_queries: int) -> tuple[str, list | None]:
+        """``(mode, index)`` of a search of ``n_queries`` rows: 'brute' without an index;
+        'pruned' or 'auto' (probe, then prune or not per pair) with the per-block indexes,
+        built now if they were not yet and the search is large enough to pay for them."""
+        bs = self.blocks
+        clusters = [n // ki.CLUSTER_ROWS for n in bs.sizes]
+        big = [j for j, c in enumerate(clusters) if c >= ki.MIN_CLUSTERS]
+        if self.algorithm == "brute" or bs.streamed or not big:
+            return "brute", None
+        if self.index is None:
+            if self.algorithm == "auto" and n_queries < AUTO_QUERIES_PER_CLUSTER * max(clusters):
+                return "brute", None
+            self._built["index"] = self._build(big)
+        return ("pruned" if self.algorithm == "pruned" else "auto"), self.index
+
+    def _build(self, big: list[int]) -> list:
+        bs = self.blocks
+        built = bs.map_values(_build_index, [bs.handles[j] for j in big], mu=self.mu)
+        index: list = [None] * bs.n_blocks
+        for j, h in zip(big, built, strict=True):
+            index[j] = h
+        if bs.client is None:
+            token = uuid.uuid4().hex[:12]
+            index = [
+                None
+                if h is None
+                else dask.delayed(h, name=f"knn-index-{token}-{j}", traverse=False)
+                for j, h in enumerate(index)
+            ]
+        return index
 
 
 def _build_index(block: Block, mu: np.ndarray) -> ki.ClusterIndex | None:
@@ -126,20 +157,22 @@ def _build_index(block: Block, mu: np.ndarray) -> ki.ClusterIndex | None:
 # --------------------------------------------------------------------------- search
 
 
-def search(ref: Reference, Xq: Any, k: int, names: list[str] | None) -> list:
+def search(ref: Reference, Xq: Any, k: int, names: list[str] | None) -> tuple[list, str]:
     """Per query block of ``Xq`` (a dask array with one column chunk), a Delayed of its
-    merged top-k ``(sq_dist, global_index, values)`` over all reference blocks."""
+    merged top-k ``(sq_dist, global_index, values)`` over all reference blocks; and the
+    search's mode (:meth:`Reference.plan`)."""
     token = uuid.uuid4().hex[:12]
     parts = Xq.to_delayed(optimize_graph=False)[:, 0]
     starts = np.cumsum([0, *Xq.chunks[0]])[:-1].tolist()
     check = dask.delayed(_check_query, pure=True)
     pair = dask.delayed(_pair, pure=True)
     bs = ref.blocks
+    mode, index = ref.plan(int(sum(Xq.chunks[0])))
+    index = index if index is not None else [None] * len(ref.nodes)
     out = []
     for qi, (part, row0) in enumerate(zip(parts, starts, strict=True)):
         q = check(part, bs.dtype, row0, names, dask_key_name=f"knn-query-{token}-{qi}")
         labels = ref.labels if ref.labels is not None else [None] * len(ref.nodes)
-        index = ref.index if ref.index is not None else [None] * len(ref.nodes)
         pairs = [
             pair(
                 q,
@@ -150,7 +183,7 @@ def search(ref: Reference, Xq: Any, k: int, names: list[str] | None) -> list:
                 ref.mu,
                 ref.fill,
                 ix,
-                ref.mode,
+                mode,
                 dask_key_name=f"knn-pair-{token}-{qi}-{j}",
             )
             for j, (node, lab, off, ix) in enumerate(
@@ -158,7 +191,7 @@ def search(ref: Reference, Xq: Any, k: int, names: list[str] | None) -> list:
             )
         ]
         out.append(_tree_merge(pairs, k, f"knn-merge-{token}-{qi}"))
-    return out
+    return out, mode
 
 
 def _check_query(part: Any, dtype: np.dtype, row0: int, names: list[str] | None) -> np.ndarray:
@@ -200,17 +233,24 @@ def _merge(*parts: tuple, k: int) -> tuple:
     return (*kk.merge_topk([p[:3] for p in parts], k), counts)
 
 
-def search_stats(merged: list) -> Any:
+def search_stats(merged: list, mode: str) -> Any:
     """A Delayed of the distance counts of a search (compute it with the search's outputs:
-    the graphs share their keys, so the search runs once)."""
-    return dask.delayed(_stats, pure=True)(*merged)
+    the graphs share their keys, so the search runs once); ``mode`` is the search's, from
+    :meth:`Reference.plan`."""
+    return dask.delayed(_stats, pure=True)(*merged, mode=mode)
 
 
-def _stats(*merged: tuple) -> dict[str, Any]:
+def _stats(*merged: tuple, mode: str) -> dict[str, Any]:
     computed, total = (int(v) for v in np.sum([m[3] for m in merged], axis=0))
     skipped = total - computed
     fraction = skipped / total if total else 0.0
-    return {"computed": computed, "total": total, "skipped": skipped, "skipped_fraction": fraction}
+    return {
+        "mode": mode,
+        "computed": computed,
+        "total": total,
+        "skipped": skipped,
+        "skipped_fraction": fraction,
+    }
 
 
 def _tree_merge(parts: list, k: int, name: str) -> Any:

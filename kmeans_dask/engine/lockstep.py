@@ -259,8 +259,9 @@ class SharedEStep(EStep):
         super().__init__(bs, reference, bounds, groups=False)
         self.member = member
 
-    def _pass(self, C: np.ndarray, func: PassFunc, bc: dict) -> tuple:
-        return self.member.run(func, self._full, **bc)
+    def _pass(self, C: np.ndarray, kind: str, func: PassFunc, bc: dict) -> tuple[str, tuple]:
+        # the same ``fresh`` as EStep's own per-worker pass
+        return kind, self.member.run(func, self._full and kind != "plain", **bc)
 
     def close(self) -> None:
         """Leave the lockstep (the others stop waiting for this fit)."""

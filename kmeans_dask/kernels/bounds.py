@@ -103,10 +103,18 @@ class BoundsStep:
     cluster was re-seeded). ``groups``: the group of every centre (kept for the whole run).
     """
 
-    __slots__ = ("centre_sq", "cs", "full", "groups", "p", "reference", "shifted64_t")
+    __slots__ = (
+        "centre_sq", "cs", "drift", "full", "groups", "p", "reference", "shifted64_t",
+    )
 
     def __init__(
-        self, cs: CentreSet, reference: np.ndarray, groups: np.ndarray, p: tuple, full: bool
+        self,
+        cs: CentreSet,
+        reference: np.ndarray,
+        groups: np.ndarray,
+        p: tuple,
+        full: bool,
+        drift: np.ndarray,
     ) -> None:
         self.cs = cs
         self.reference = reference
@@ -118,6 +126,29 @@ class BoundsStep:
         #: gstart): see :func:`bounds_step` and the kernel
         self.p = p
         self.full = full
+        #: how far every centre moved since the state's centres (padded up; 0: none)
+        self.drift = drift
+
+    def move_ratio(self, since: np.ndarray | None = None) -> float:
+        """How far the centres moved (since the state's centres, or since ``since``) against
+        their spacing: the median over the groups of the largest move in the group (a
+        group's bounds lose that much), over the median half distance from a centre to its
+        nearest other centre (0 when none moved; inf when the centres coincide). The bounds
+        settle few rows while this is large."""
+        if since is None:
+            drift = self.drift
+        else:
+            diff = self.cs.centres.astype(np.float64) - np.asarray(since, dtype=np.float64)
+            drift = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        gmax = np.zeros(int(self.groups.max()) + 1)
+        np.maximum.at(gmax, self.groups, drift)
+        top = float(np.median(gmax))
+        if top == 0.0:
+            return 0.0
+        half_sep = self.p[0]
+        finite = half_sep[np.isfinite(half_sep)]
+        spacing = float(np.median(finite)) if finite.size else np.inf
+        return top / spacing if spacing > 0.0 else np.inf
 
 
 def centre_groups(C: np.ndarray, t: int) -> np.ndarray:
@@ -201,7 +232,7 @@ def bounds_step(
     gstart = np.searchsorted(groups[members], np.arange(int(groups.max()) + 2))
     p = (half_sep, cnorm, groups, *_group_drifts(drift, groups), margin, margin64, radius,
          members, gstart)
-    return BoundsStep(cs, ref, groups, p, full)
+    return BoundsStep(cs, ref, groups, p, full, drift)
 
 
 def _pairwise_sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -229,7 +260,11 @@ def bounds_partials(
         or state.lower.shape != (n, t)
         or not np.array_equal(state.groups, step.groups)
     )
-    if full:
+    if full and inplace and state is not None and state.lower.shape == (n, t):
+        # every row is recomputed: the arrays are reused (no allocation per full pass)
+        state.groups = step.groups
+        state.tries[:] = 0.0
+    elif full:
         state = BoundsState(
             np.zeros(n, np.int32), np.zeros((n, t), np.float32), np.zeros(2), step.groups
         )

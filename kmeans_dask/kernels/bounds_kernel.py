@@ -96,7 +96,7 @@ def _values(G, r, bias, v, k):
         v[j] = bias[j] - 2.0 * G[r, j]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=_FLAGS)
 def _best_groups(v, k, members, gstart, gmin):
     # the first minimum of v (the plain kernel's loop and tie rule) and, per group
     # (members[gstart[g]:gstart[g + 1]]), the smallest value at any other index (in gmin);
@@ -116,6 +116,58 @@ def _best_groups(v, k, members, gstart, gmin):
         gmin[g] = low
         second = min(second, low)
     return bj, best, second
+
+
+@njit(nogil=True, cache=True, fastmath=_FLAGS)
+def _full_tile(X, start, m, G, bias, C, labels, lower, members, gstart, v, gmin, pb, w, has_w,
+               sums, wsum, inertia):
+    # every row of the tile from its product G: the plain kernel's argmin, exact distance and
+    # partials (its statements, in row order), and the group bounds from the same values;
+    # returns the inertia
+    cnorm, margin, margin64, radius = pb
+    d = X.shape[1]
+    k = bias.shape[0]
+    t = lower.shape[1]
+    for i in range(m):
+        row = start + i
+        best = np.inf
+        bj = 0
+        for j in range(k):
+            x = bias[j] - 2.0 * G[i, j]
+            v[j] = x
+            if x < best:
+                best = x
+                bj = j
+        v[bj] = np.inf
+        if t == 1:  # no gather: a contiguous minimum
+            low = np.inf
+            for j in range(k):
+                low = min(low, v[j])
+            gmin[0] = low
+        else:
+            for g in range(t):
+                low = np.inf
+                for idx in range(gstart[g], gstart[g + 1]):
+                    low = min(low, v[members[idx]])
+                gmin[g] = low
+        wi = w[row] if has_w else 1.0
+        s = 0.0
+        for c in range(d):
+            diff = np.float64(X[row, c]) - np.float64(C[bj, c])
+            s += diff * diff
+        for c in range(d):
+            sums[bj, c] += wi * X[row, c]
+        wsum[bj] += wi
+        inertia += wi * s
+        labels[row] = bj
+        # the bounds as in the kernel (see _errors and bounds_kernel)
+        xn = np.sqrt(s) * (1.0 + 1e-9) + cnorm[bj]
+        e = margin * xn + margin64 * (xn + radius) * (xn + radius)
+        base = (s - best) * (1.0 - 1e-9) - 3.0 * e
+        for g in range(t):
+            low2 = gmin[g] + base
+            lower[row, g] = _down32(np.sqrt(low2) * (1.0 - 1e-9) if low2 > 0.0 else 0.0)
+    return inertia
 
 
 @njit(nogil=True, cache=True)
@@ -142,15 +194,18 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, plain_sha
     for start in range(0, n, BLOCK_ROWS):
         m = min(BLOCK_ROWS, n - start)
         if full:
-            nt = m
-            for i in range(m):
-                todo[i] = i
-        else:
-            nt = _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo)
+            # the plain kernel's product and one fused pass over the tile's rows
+            np.dot(X[start:start + m], shifted_t, G[:m])
+            computed += m * k
+            inertia = _full_tile(X, start, m, G, bias, C, labels, lower, members, gstart, v,
+                                 gmin, (cnorm, margin, margin64, radius), w, has_w, sums,
+                                 wsum, inertia)
+            continue
+        nt = _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo)
         if nt > 0:
             # a partial float64 product of the unsettled rows pays unless most rows need
             # one, or near-ties keep sending this chunk's blocks back to the plain product
-            plain = full or nt > plain_share * m or 2.0 * tries[1] > tries[0] + 2.0
+            plain = nt > plain_share * m or 2.0 * tries[1] > tries[0] + 2.0
             if plain:
                 np.dot(X[start:start + m], shifted_t, G[:m])
                 computed += m * k
@@ -169,10 +224,6 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, plain_sha
                 else:
                     _values(Gg, r, centre_sq, v, k)
                 bj, best, second = _best_groups(v, k, members, gstart, gmin)
-                if full:
-                    sq[i] = _sq_to(X, row, C, bj, d)
-                    _errors(np.sqrt(sq[i]) * (1.0 + 1e-9) + cnorm[bj], margin, margin64,
-                            radius, err, err64, i)
                 if not plain and not (second - best > 2.0 * err[i] + 2.0 * err64[i]):
                     # too close to call from another product: the plain kernel's values decide
                     plain = True
@@ -181,7 +232,7 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, plain_sha
                     computed += m * k
                     _values(G, i, bias, v, k)
                     bj, best, second = _best_groups(v, k, members, gstart, gmin)
-                if not full and bj != labels[row]:
+                if bj != labels[row]:
                     sq[i] = _sq_to(X, row, C, bj, d)
                 labels[row] = bj
                 # ||x - c_j||^2 >= v_j - E + ||x - mu||^2 >= v_j - best + ||x - c_bj||^2 - 2 E

@@ -71,17 +71,23 @@ class ClusterIndex:
         return int(sum(a.nbytes for a in arrays))
 
 
-def _nearest(X: np.ndarray, C: np.ndarray) -> np.ndarray:
-    """Nearest centre of every row (float64 products over slabs of rows)."""
-    cn = np.einsum("ij,ij->i", C, C)
+def _nearest(X: np.ndarray, C: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """Nearest centre of every row, by float32 products of slabs shifted by ``mu``.
+
+    float32 halves the cost of the index's largest step (every row against ``n / 2048``
+    centres) against float64; a row put in a slightly farther cluster by rounding only
+    widens that cluster's radius, which is computed exactly from its actual members.
+    """
+    Cs = np.asarray(C - mu, dtype=np.float32)
+    cn = np.einsum("ij,ij->i", Cs, Cs)
     out = np.empty(X.shape[0], dtype=np.int64)
     for a in range(0, X.shape[0], _ASSIGN_ROWS):
-        S = np.asarray(X[a : a + _ASSIGN_ROWS], dtype=np.float64)
-        out[a : a + S.shape[0]] = np.argmin(cn - 2.0 * (S @ C.T), axis=1)
+        S = np.asarray(X[a : a + _ASSIGN_ROWS] - mu, dtype=np.float32)
+        out[a : a + S.shape[0]] = np.argmin(cn - 2.0 * (S @ Cs.T), axis=1)
     return out
 
 
-def _landmarks(X: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+def _landmarks(X: np.ndarray, mu: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     """Centres of a few Lloyd iterations on a seeded sample of the rows."""
     rng = np.random.default_rng(seed)
     n = X.shape[0]
@@ -89,7 +95,7 @@ def _landmarks(X: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     S = np.asarray(X[np.sort(rng.choice(n, size=m, replace=False))], dtype=np.float64)
     C = S[rng.choice(m, size=n_clusters, replace=False)].copy()
     for _ in range(_ITERATIONS):
-        lab = _nearest(S, C)
+        lab = _nearest(S, C, mu)
         counts = np.bincount(lab, minlength=n_clusters)
         sums = np.zeros_like(C)
         np.add.at(sums, lab, S)
@@ -173,8 +179,9 @@ def build_index(
     n_clusters = n // max(int(cluster_rows), 1)
     if n_clusters < MIN_CLUSTERS:
         return None
-    centres = _landmarks(X, n_clusters, seed)
-    labels = _nearest(X, centres[_chain(centres)])
+    mu = np.asarray(mu, dtype=np.float64)
+    centres = _landmarks(X, mu, n_clusters, seed)
+    labels = _nearest(X, centres[_chain(centres)], mu)
     counts = np.bincount(labels, minlength=n_clusters)
     order = np.argsort(labels, kind="stable").astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(counts[counts > 0])]).astype(np.int64)
@@ -183,7 +190,6 @@ def build_index(
     radii = np.empty(k)
     rows = np.empty((n, d), dtype=np.float32)
     norms = np.empty(n, dtype=np.float32)
-    mu = np.asarray(mu, dtype=np.float64)
     rmax2 = _cluster_stats(X, order, starts, mu, centroids, radii, rows, norms)
     # a radius is a d-term float64 sum and a square root: relative error below (d + 2) u
     radii *= 1.0 + 4.0 * (d + 4) * _U64
