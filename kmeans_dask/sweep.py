@@ -1,9 +1,12 @@
 """Choosing K: fits for several K on data persisted once, run concurrently, with metrics.
 
 Every K's fit is driven by its own client thread over the same persisted blocks, so their
-tasks interleave on the cluster; each fit is followed by its metrics (two passes for Spark's
-squared-Euclidean silhouette, Calinski-Harabasz and Davies-Bouldin, one for the stratified
-sample of the exact silhouette). K is then picked by the maximum sampled silhouette or by
+tasks interleave on the cluster; their Lloyd E-steps meet in a
+:class:`~kmeans_dask.engine.lockstep.Lockstep` (one combined pass per round for every K
+still iterating, same bits; dask config ``kmeans_dask.sweep-lockstep: false`` switches it
+off); each fit is followed by its metrics (two passes for Spark's squared-Euclidean
+silhouette, Calinski-Harabasz and Davies-Bouldin, one for the stratified sample of the exact
+silhouette). K is then picked by the maximum sampled silhouette or by
 the knee (Kneedle) of the inertia curve.
 
 Progress: a :func:`kmeans_dask.progress.task` counts the K done (fit and metrics) of N, and
@@ -28,6 +31,7 @@ from . import progress
 from .engine.blocks import BlockSet
 from .engine.fit import FitResult, fit_blocks
 from .engine.init import candidate_pool
+from .engine.lockstep import Lockstep, use_lockstep
 from .engine.prepare import PreparedInput, load_blocks, prepare_input, prepared_blocks
 from .engine.silhouette import shared_sample_silhouettes
 from .exceptions import InvalidParameterError
@@ -277,11 +281,15 @@ def _fit_all(
             reference,
         )
 
+    # the fits' Lloyd E-steps share one pass per round (one read of streamed blocks)
+    lockstep = Lockstep(bs.tagged("sweep-lloyd")) if use_lockstep() else None
+
     def run(k: int) -> _Fit:
         view = bs.tagged(f"sweep-k{k}")
         km = KMeans(k, random_state=seed, **kmeans_params)
         t0 = time.perf_counter()
-        result = fit_blocks(view, fit_params(km, prep.n_features, prep.dtype), init_pool)
+        params = fit_params(km, prep.n_features, prep.dtype)
+        result = fit_blocks(view, params, init_pool, lockstep)
         set_fitted(km, result, view, prep)
         t1 = time.perf_counter()
         quality = cluster_quality(view, result.labels, k, reference)
@@ -306,10 +314,16 @@ def _fit_all(
         bar.advance(status=f"K={k} done")
         return _Fit(result, km, row)
 
-    workers = max(1, min(len(ks), 8))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep") as pool:
-        # each fit in a copy of this context: the caller's progress reporter, log context
-        return dict(zip(ks, pool.map(progress.in_context(run), ks), strict=True))
+    # with the lockstep, every K its own thread: a K left waiting for a thread would run its
+    # Lloyd loop alone afterwards
+    workers = len(ks) if lockstep is not None else max(1, min(len(ks), 8))
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep") as pool:
+            # each fit in a copy of this context: the caller's progress reporter, log context
+            return dict(zip(ks, pool.map(progress.in_context(run), ks), strict=True))
+    finally:
+        if lockstep is not None:
+            lockstep.close()
 
 
 def _sample_silhouettes(

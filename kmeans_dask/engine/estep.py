@@ -100,11 +100,14 @@ class EStep:
     than a mean update (empty-cluster relocation: the bounds restart), :meth:`close` at the
     end (frees the states and the per-worker actors)."""
 
-    def __init__(self, bs: BlockSet, reference: np.ndarray, bounds: bool) -> None:
+    def __init__(
+        self, bs: BlockSet, reference: np.ndarray, bounds: bool, *, groups: bool = True
+    ) -> None:
         self.bs = bs
         self.reference = reference
         self.bounds = bounds
-        self.groups = WorkerGroups.start(bs)
+        # ``groups=False``: the passes run elsewhere (a subclass's :meth:`_pass`)
+        self.groups = WorkerGroups.start(bs) if groups else None
         self._results: list | None = None  # per-block results holding the states (tasks)
         self._centres: np.ndarray | None = None  # the centres the states were built against
         self._last: np.ndarray | None = None  # the previous iteration's centres
@@ -118,6 +121,17 @@ class EStep:
         """``(sums, weights, inertia, n_skipped)`` of the assignment to ``C``; ``n_skipped``
         counts the row-centre distances the bounds spared against ``n_samples * k``."""
         kind, func, bc = self._broadcast(C)
+        kind, total = self._pass(C, kind, func, bc)
+        self.kinds.append(kind)
+        if kind != "plain":
+            self._centres, self._full = C, False
+        self._last = C
+        sums, wsum, inertia, computed = total
+        return sums, wsum, float(inertia), int(self.bs.n_samples * C.shape[0] - computed)
+
+    def _pass(self, C: np.ndarray, kind: str, func, bc: dict) -> tuple[str, tuple]:
+        """The kind and total partial of one pass of ``func`` (broadcast ``bc``) over every
+        block (the kind changes when the per-worker passes fail and the pass restarts)."""
         total = None
         if self.groups is not None:
             try:
@@ -128,12 +142,7 @@ class EStep:
                 kind, func, bc = self._broadcast(C)
         if total is None:
             total = self._by_block(func, bc)
-        self.kinds.append(kind)
-        if kind != "plain":
-            self._centres, self._full = C, False
-        self._last = C
-        sums, wsum, inertia, computed = total
-        return sums, wsum, float(inertia), int(self.bs.n_samples * C.shape[0] - computed)
+        return kind, total
 
     def pass_kind(self, step: bkernels.BoundsStep, C: np.ndarray) -> str:
         """``"pruned"``, ``"full"`` or ``"plain"`` for centres ``C`` (``step``: their

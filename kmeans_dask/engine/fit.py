@@ -21,6 +21,7 @@ from ..kernels.bounds import BoundsState
 from .blocks import BlockSet
 from .init import CandidatePool, kmeans_parallel, kmeanspp_sample, random_rows
 from .lloyd import IterationStats, assign_blocks, lloyd
+from .lockstep import Lockstep
 from .minibatch import minibatch_fit
 
 __all__ = ["FitParams", "FitResult", "fit_blocks", "use_bounds"]
@@ -86,7 +87,10 @@ class FitResult:
 
 
 def fit_blocks(
-    bs: BlockSet, params: FitParams, init_pool: CandidatePool | None = None
+    bs: BlockSet,
+    params: FitParams,
+    init_pool: CandidatePool | None = None,
+    lockstep: Lockstep | None = None,
 ) -> FitResult:
     """Fit k-means on persisted blocks (inputs and parameters already validated).
 
@@ -97,6 +101,8 @@ def fit_blocks(
     init_pool : CandidatePool, optional
         k-means|| candidates shared by several fits (a K sweep): each fit reduces the pool
         instead of sampling its own.
+    lockstep : Lockstep, optional
+        Run the Lloyd E-steps together with the other fits of a K sweep (same results).
 
     Returns
     -------
@@ -130,6 +136,7 @@ def fit_blocks(
             tol_abs=tol_abs,
             reference=mean,
             bounds=use_bounds(params.algorithm, params.n_clusters, bs.n_features, bs.dtype),
+            lockstep=lockstep,
         )
         labels, inertia = assign_blocks(bs, res.centres, mean)
         inertias.append(inertia)

@@ -31,6 +31,7 @@ from .. import progress
 from ..kernels import lloyd as kernels
 from .blocks import Block, BlockSet
 from .estep import EStep
+from .lockstep import Lockstep
 
 __all__ = ["IterationStats", "LloydResult", "assign_blocks", "lloyd"]
 
@@ -94,6 +95,7 @@ def lloyd(
     reference: np.ndarray,
     callback: Callable[[IterationStats], None] | None = None,
     bounds: bool = False,
+    lockstep: Lockstep | None = None,
 ) -> LloydResult:
     """Run Lloyd's algorithm from ``centres`` (inputs already validated).
 
@@ -113,9 +115,14 @@ def lloyd(
         Called with each iteration's :class:`IterationStats` (progress reporting).
     bounds : bool
         Prune the E-steps with per-row bounds kept on the workers (same results).
+    lockstep : Lockstep, optional
+        Share each E-step's pass with the other fits of a K sweep (same results).
     """
     C = np.ascontiguousarray(centres, dtype=bs.dtype)
-    estep = EStep(bs, reference, bounds)
+    if lockstep is None:
+        estep = EStep(bs, reference, bounds)
+    else:  # a member of a sweep's lockstep from here until close()
+        estep = lockstep.estep(bs, reference, bounds)
     try:
         with progress.task(f"Lloyd K={C.shape[0]}", total=max_iter) as bar:
             return _iterate(bs, C, max_iter, tol_abs, reference, callback, bar, estep)
