@@ -1,6 +1,7 @@
 """The same data and seed give bit-identical results whatever runs them: the local thread
-pool, or a cluster of 1, 2 or 3 workers. Blocks are planned from the data alone and partials
-are reduced in block order (``kmeans_dask/engine/plan.py``)."""
+pool, or a cluster of 2 or 3 workers. Blocks are planned from the data alone
+(``kmeans_dask/engine/plan.py``) and partials are added along a fixed tree over the blocks
+(``kmeans_dask/engine/tree.py``), wherever the blocks are."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def by_layout(cluster):
     out["local threads"] = _all_results()
     with Client(cluster, set_as_default=False) as c, c.as_current():
         out["2 workers"] = _all_results()
-    for n in (1, 3):
+    for n in (3,):  # 3 workers: blocks unevenly spread (the session cluster has 2)
         with (
             LocalCluster(n_workers=n, threads_per_worker=1, dashboard_address=":0") as lc,
             Client(lc, set_as_default=False) as c,
@@ -67,7 +68,7 @@ def by_layout(cluster):
     return out
 
 
-@pytest.mark.parametrize("layout", ["2 workers", "1 worker(s)", "3 worker(s)"])
+@pytest.mark.parametrize("layout", ["2 workers", "3 worker(s)"])
 @pytest.mark.parametrize("kind", ["numpy", "dask array", "dask frame"])
 def test_bit_identical_on_every_layout(by_layout, layout, kind):
     ref = by_layout["local threads"][kind]
