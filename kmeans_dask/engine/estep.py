@@ -37,7 +37,7 @@ from .blocks import Block, BlockSet
 from .groups import GroupsUnavailable, WorkerGroups
 from .tree import reduce_root
 
-__all__ = ["SWITCH_KEY", "EStep", "bounds_pass", "plain_pass", "switch_ratio"]
+__all__ = ["SWITCH_KEY", "EStep", "TaskStates", "bounds_pass", "plain_pass", "switch_ratio"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,38 @@ def _partial(result: tuple) -> tuple:
     return result[0]
 
 
+class TaskStates:
+    """One task per block for a pass, the per-block states kept as the tasks' results on the
+    workers that computed them (the path without per-worker actors: streamed blocks, no
+    cluster, or ``worker-groups`` off); a streamed block is read again, its state waits for
+    it. Used by :class:`EStep` and by the sweep's lockstep."""
+
+    def __init__(self, bs: BlockSet) -> None:
+        self.bs = bs
+        self._results: list | None = None
+
+    def run(self, func, bc: dict, *, stateful: bool, fresh: bool) -> tuple:
+        """The total partial of ``func(block, state, **bc)`` over every block (reduced along
+        the block tree); ``stateful``: keep the new states for the next run; ``fresh``:
+        start without the kept ones."""
+        bs = self.bs
+        if not stateful:
+            parts = [r[0] for r in bs.map(func, [None] * bs.n_blocks, **bc)]
+        else:
+            previous = None if fresh else self._results
+            results = bs.map_keep(_task, previous or [None] * bs.n_blocks, pass_func=func, **bc)
+            parts = bs.gather(bs.map_values(_partial, results))
+            self.release()
+            self._results = results
+        return reduce_root({(i, i + 1): p for i, p in enumerate(parts)}, bs.n_blocks)
+
+    def release(self) -> None:
+        """Free the kept states."""
+        if self._results is not None:
+            self.bs.release(self._results)
+        self._results = None
+
+
 class EStep:
     """Call once per iteration with the centres; :meth:`reset` when the centres moved by more
     than a mean update (empty-cluster relocation: the bounds restart), :meth:`close` at the
@@ -108,7 +140,7 @@ class EStep:
         self.bounds = bounds
         # ``groups=False``: the passes run elsewhere (a subclass's :meth:`_pass`)
         self.groups = WorkerGroups.start(bs) if groups else None
-        self._results: list | None = None  # per-block results holding the states (tasks)
+        self._tasks = TaskStates(bs)  # the states of the per-block task path
         self._centres: np.ndarray | None = None  # the centres the states were built against
         self._last: np.ndarray | None = None  # the previous iteration's centres
         self._groups: np.ndarray | None = None  # the centres' Yinyang groups, kept for the run
@@ -166,16 +198,7 @@ class EStep:
         return kind, bounds_pass, {"step": step}
 
     def _by_block(self, func, bc: dict) -> tuple:
-        bs = self.bs
-        if not self.bounds:
-            parts = [r[0] for r in bs.map(func, [None] * bs.n_blocks, **bc)]
-        else:
-            previous = self._results if self._results is not None and not self._full else None
-            results = bs.map_keep(_task, previous or [None] * bs.n_blocks, pass_func=func, **bc)
-            parts = bs.gather(bs.map_values(_partial, results))
-            self.close_states()
-            self._results = results
-        return reduce_root({(i, i + 1): p for i, p in enumerate(parts)}, bs.n_blocks)
+        return self._tasks.run(func, bc, stateful=self.bounds, fresh=self._full)
 
     def reset(self) -> None:
         """Recompute every row in the next iteration."""
@@ -183,9 +206,7 @@ class EStep:
 
     def close_states(self) -> None:
         """Free the per-block states held as task results."""
-        if self._results is not None:
-            self.bs.release(self._results)
-        self._results = None
+        self._tasks.release()
 
     def close(self) -> None:
         """Free everything held on the workers for this run."""

@@ -30,9 +30,9 @@ import dask
 import numpy as np
 
 from .blocks import Block, BlockSet
-from .estep import EStep
+from .estep import EStep, TaskStates
 from .groups import GroupsUnavailable, PassFunc, WorkerGroups
-from .tree import add_partials, reduce_root
+from .tree import add_partials
 
 __all__ = ["LOCKSTEP_KEY", "Lockstep", "Member", "SharedEStep", "combined_pass", "use_lockstep"]
 
@@ -99,15 +99,6 @@ def combined_pass(
     return PerFit(tuple(parts)), new
 
 
-def _task(block: Block, previous: tuple | None, requests: Sequence[Request]) -> tuple:
-    # one block, one task: the states travel inside the previous result (a handle)
-    return combined_pass(block, None if previous is None else previous[1], requests)
-
-
-def _partial(result: tuple) -> PerFit:
-    return result[0]
-
-
 class _Request:
     def __init__(self, member: Member, func: PassFunc, fresh: bool, broadcast: dict) -> None:
         self.member = member
@@ -159,7 +150,7 @@ class Lockstep:
         self._next_id = 0
         self._groups: WorkerGroups | None = None
         self._try_groups = True
-        self._results: list | None = None  # per-block results holding the states (tasks)
+        self._tasks = TaskStates(bs)  # the per-block task path's states (all fits')
 
     def join(self, stateful: bool) -> Member:
         """A new fit in the Lloyd phase (``stateful``: its function keeps per-block state)."""
@@ -228,25 +219,15 @@ class Lockstep:
         return {r[0]: part for r, part in zip(requests, total.parts, strict=True)}
 
     def _by_block(self, requests: tuple) -> PerFit:
-        bs = self.bs
-        if not any(r[0] in self._stateful for r in requests):
-            parts = [r[0] for r in bs.map(combined_pass, [None] * bs.n_blocks, requests=requests)]
-        else:
-            previous = self._results or [None] * bs.n_blocks
-            results = bs.map_keep(_task, previous, requests=requests)
-            parts = bs.gather(bs.map_values(_partial, results))
-            self._release_states()
-            self._results = results
-        return reduce_root({(i, i + 1): p for i, p in enumerate(parts)}, bs.n_blocks)
-
-    def _release_states(self) -> None:
-        if self._results is not None:
-            self.bs.release(self._results)
-        self._results = None
+        # each request carries its own ``fresh``: the kept states are always handed over
+        stateful = any(r[0] in self._stateful for r in requests)
+        return self._tasks.run(
+            combined_pass, {"requests": requests}, stateful=stateful, fresh=False
+        )
 
     def close(self) -> None:
         """Free the actors and per-block states (call once every fit has left)."""
-        self._release_states()
+        self._tasks.release()
         if self._groups is not None:
             self._groups.close()
             self._groups = None
