@@ -122,17 +122,24 @@ READ_LOG = """
 import functools
 import kmeans_dask.io.parts as parts
 
-# every partition read (arrays, frames) goes through read_table_part; the nanny and its
-# worker may both run this file, in one module namespace: wrap once
-if not hasattr(parts, "_unlogged_read_table_part"):
-    parts._unlogged_read_table_part = parts.read_table_part
+# every partition read goes through read_table_part (frames, column arrays) or
+# iter_table_part (row-major blocks); the nanny and its worker may both run this file, in
+# one module namespace: wrap once
+if not hasattr(parts, "_unlogged"):
+    parts._unlogged = {}
 
-    @functools.wraps(parts.read_table_part)
-    def logged(fs, part, *args, **kwargs):
-        print(f"kmeans-dask-test: read {part.path}", flush=True)
-        return parts._unlogged_read_table_part(fs, part, *args, **kwargs)
+    def _logged(name):
+        func = parts._unlogged[name] = getattr(parts, name)
 
-    parts.read_table_part = logged
+        @functools.wraps(func)
+        def logged(fs, part, *args, **kwargs):
+            print(f"kmeans-dask-test: read {part.path}", flush=True)
+            return func(fs, part, *args, **kwargs)
+
+        setattr(parts, name, logged)
+
+    _logged("read_table_part")
+    _logged("iter_table_part")
 """
 
 
