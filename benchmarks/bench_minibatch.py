@@ -33,6 +33,12 @@ init, iterations or steps, the final assignment pass; scikit-learn: its input ch
 final labelling pass). The inertia column is recomputed for every method in float64 with
 numpy from the final centres (the same check for all). Untimed warm-up fits on a slice come
 first (numba compilation on the workers and the client).
+
+``--stream``: the data as it is at cluster scale, beyond memory (mini-batch's use case):
+the array is written once to Parquet under ``benchmarks/data/`` (16 files) and every
+kmeans_dask fit takes a streamed ``BlockSet`` over it (``persist=False``, as the job's
+``kmeans.persist: never``): every pass over the data reads the files again, and nothing
+but per-row results stays on the workers. scikit-learn still fits the array in memory.
 """
 
 from __future__ import annotations
@@ -90,7 +96,7 @@ def ours(X: Any, args: argparse.Namespace, name: str, **params: Any) -> Row:
     from kmeans_dask import KMeans
 
     km = KMeans(args.k, random_state=args.seed, **params)
-    t, km = timed(lambda: km.fit(X))
+    t, km = timed(lambda: km.fit(X() if callable(X) else X))
     info = km.init_info_
     if params.get("algorithm") == "minibatch":
         detail = (
@@ -150,6 +156,38 @@ def warm_up(X: Any, Xn: np.ndarray, args: argparse.Namespace) -> float:
     MiniBatchKMeans(args.k, batch_size=args.batch_size, random_state=args.seed).fit(Xn[:n])
     del Xs
     return time.perf_counter() - t0
+
+
+def streamed_blocks(Xn: np.ndarray, args: argparse.Namespace) -> Any:
+    """A function making a streamed BlockSet over ``Xn`` written to Parquet (once; 16 files, 4 row groups
+    each) under ``benchmarks/data/``."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kmeans_dask.engine.blocks import BlockSet
+    from kmeans_dask.engine.source import BlockSource
+    from kmeans_dask.io import open_dataset
+
+    name = f"minibatch-{args.rows}x{args.features}-{args.dtype}-std{args.std}-seed{args.data_seed}"
+    folder = Path(__file__).parent / "data" / name
+    if not (folder / "_COMPLETE").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        per_file = -(-Xn.shape[0] // 16)
+        for i, start in enumerate(range(0, Xn.shape[0], per_file)):
+            part = Xn[start : start + per_file]
+            table = pa.table({f"f{j:02d}": part[:, j] for j in range(part.shape[1])})
+            pq.write_table(
+                table, folder / f"part-{i:04d}.parquet", compression="none",
+                row_group_size=-(-part.shape[0] // 4),
+            )
+        (folder / "_COMPLETE").write_text("ok")
+    src = BlockSource.from_dataset(open_dataset(str(folder)), np.dtype(args.dtype))
+    recipes = src.recipes()
+    # built inside each timed fit (its summary pass is one read, as a persisted fit's copy
+    # into blocks is inside its time)
+    return lambda: BlockSet.from_recipes(recipes, src.n_features, src.dtype, persist=False)
 
 
 def print_header(client: Any, args: argparse.Namespace) -> None:
@@ -240,6 +278,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma list (lloyd is needed for the ratios)",
     )
     p.add_argument(
+        "--stream",
+        action="store_true",
+        help="kmeans_dask fits stream the data from Parquet on every pass (written once "
+        "under benchmarks/data/)",
+    )
+    p.add_argument(
         "--sklearn-threads",
         type=int,
         default=1,
@@ -298,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
             f"to the client in {t_gather:.3g} s ({Xn.nbytes / 2**20:.0f} MiB)"
         )
         print(f"warm-up (untimed): {warm_up(X, Xn, args):.3g} s")
+        if args.stream:
+            X = streamed_blocks(Xn, args)
+            print(f"streamed from {X().n_blocks} blocks of Parquet (read on every pass)")
         runs = {
             "lloyd": lambda: ours(X, args, "lloyd"),
             "minibatch||": lambda: ours(

@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,9 +260,12 @@ def _run(
         t1 = time.perf_counter()
         C, r_iter, converged = res.centres, 0, res.stop is not None
         if refine:
-            C, r_iter, converged = refine_lloyd(
-                pool.X, pool.w, C, settings["tol_abs"], max_iter, ref
-            )
+            # the pool's slabs on this process's cores (the workers idle meanwhile); the
+            # kernel releases the GIL, and the slabs' partials add up in a fixed order
+            with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as threads:
+                C, r_iter, converged = refine_lloyd(
+                    pool.X, pool.w, C, settings["tol_abs"], max_iter, ref, threads.map
+                )
         t2 = time.perf_counter()
         inertia = assign(pool.X, CentreSet(C, ref), pool.w)[2]
     info.update(steps_seconds=t1 - t0, refine_iter=r_iter, refine_seconds=t2 - t1)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -284,6 +285,11 @@ def minibatch_kmeans(
     )
 
 
+#: rows of one slab of :func:`refine_lloyd` (a fixed size: the partials are added in slab
+#: order, so the result does not depend on how many threads computed them)
+REFINE_SLAB_ROWS = 65_536
+
+
 def refine_lloyd(
     X: np.ndarray,
     w: np.ndarray | None,
@@ -291,9 +297,14 @@ def refine_lloyd(
     tol_abs: float,
     max_iter: int,
     reference: np.ndarray,
+    map_slabs: Callable | None = None,
 ) -> tuple[np.ndarray, int, bool]:
     """Weighted Lloyd iterations on in-memory rows from ``centres`` (empty clusters take the
     farthest rows), until the squared centre shift is at most ``tol_abs`` or ``max_iter``.
+
+    ``map_slabs(func, slabs)`` (like ``map``; e.g. a thread pool's: the compiled kernel
+    releases the GIL) computes the partials of the :data:`REFINE_SLAB_ROWS`-row slabs; they
+    are added in slab order, so any ``map_slabs`` gives the same centres.
 
     Returns
     -------
@@ -302,9 +313,19 @@ def refine_lloyd(
     converged : bool
     """
     C = np.ascontiguousarray(centres, dtype=X.dtype)
+    n = X.shape[0]
+    slabs = [
+        (X[i : i + REFINE_SLAB_ROWS], None if w is None else w[i : i + REFINE_SLAB_ROWS])
+        for i in range(0, max(n, 1), REFINE_SLAB_ROWS)
+    ]
+    run = map if map_slabs is None else map_slabs
     for it in range(1, max_iter + 1):
         cs = CentreSet(C, reference)
-        sums, wsum, _ = lloyd_partials(X, cs, w)
+        parts = list(run(lambda slab, cs=cs: lloyd_partials(slab[0], cs, slab[1]), slabs))
+        sums, wsum = parts[0][0], parts[0][1]
+        for p in parts[1:]:
+            sums += p[0]
+            wsum += p[1]
 
         def farthest(m: int, cs: CentreSet = cs) -> tuple:
             return select_farthest([farthest_points(X, cs, w, 0, m)], m)
