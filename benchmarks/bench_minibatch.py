@@ -159,8 +159,8 @@ def warm_up(X: Any, Xn: np.ndarray, args: argparse.Namespace) -> float:
 
 
 def streamed_blocks(Xn: np.ndarray, args: argparse.Namespace) -> Any:
-    """A function making a streamed BlockSet over ``Xn`` written to Parquet (once; 16 files, 4 row groups
-    each) under ``benchmarks/data/``."""
+    """A function making a streamed BlockSet over ``Xn`` written to Parquet (once; 16
+    files, 4 row groups each) under ``benchmarks/data/``."""
     from pathlib import Path
 
     import pyarrow as pa
