@@ -180,8 +180,8 @@ def read_array_part(
     nulls = np.zeros(d, dtype=np.int64)
     sums = np.zeros(d)
     row = 0
-    # one row group's Arrow buffers at a time (measured: a worker's peak went from ~1.6x to
-    # ~1.3x the block it fills when whole files were read first)
+    # one row group's Arrow buffers at a time beside the block (a whole partition's, up to
+    # the block's own size again, when the file was read at once)
     for n, table in iter_table_part(fs, part, columns):
         if out is None:
             out = np.empty((n, d), dtype=dtype)
