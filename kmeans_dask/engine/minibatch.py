@@ -221,18 +221,7 @@ def minibatch_fit(
         "reassignment_ratio": reassignment_ratio,
         "reference": ref,
     }
-    # one BLAS thread for the small products (a batch, or 1,024 pool rows at a time in the
-    # refining kernel), as scikit-learn's loop does: with two threads on busy cores they cost
-    # 3-16x more (measured here); this process's cores run several runs at once, or one run's
-    # refining slabs (the workers idle meanwhile; the compiled kernels release the GIL)
-    with (
-        threadpool_limits(limits=1, user_api="blas"),
-        ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as threads,
-    ):
-        if len(cands) > 1:  # independent runs: the same results in any order
-            runs = list(threads.map(lambda c: _run(pool, c, settings, refine, max_iter), cands))
-        else:
-            runs = [_run(pool, cands[0], settings, refine, max_iter, threads.map)]
+    runs = [_run(pool, c, settings, refine, max_iter) for c in cands]
     pool_inertias = [r[3] for r in runs]
     kept = int(np.argmin(pool_inertias))
     res, C, converged, _, info = runs[kept]
@@ -252,15 +241,9 @@ def minibatch_fit(
 
 
 def _run(
-    pool: SamplePool,
-    cand: dict[str, Any],
-    settings: dict[str, Any],
-    refine: bool,
-    max_iter: int,
-    map_slabs: Callable | None = None,
+    pool: SamplePool, cand: dict[str, Any], settings: dict[str, Any], refine: bool, max_iter: int
 ) -> tuple[MiniBatchResult, np.ndarray, bool, float, dict[str, Any]]:
-    """One run from a candidate: mini-batch steps, refinement (its slabs' partials computed
-    through ``map_slabs``), the inertia of the pool.
+    """One run from a candidate: mini-batch steps, refinement, the inertia of the pool.
 
     Returns ``(steps result, centres, converged, pool inertia, the candidate's record)``.
     """
@@ -268,16 +251,23 @@ def _run(
     centres = np.asarray(info.pop("centres"), dtype=pool.X.dtype)
     rng = np.random.default_rng([info.pop("seed"), int(DriverStream.MINIBATCH_STEPS)])
     ref = settings["reference"]
-    t0 = time.perf_counter()
-    res = minibatch_kmeans(pool.X, pool.w, centres, rng=rng, **settings)
-    t1 = time.perf_counter()
-    C, r_iter, converged = res.centres, 0, res.stop is not None
-    if refine:
-        C, r_iter, converged = refine_lloyd(
-            pool.X, pool.w, C, settings["tol_abs"], max_iter, ref, map_slabs
-        )
-    t2 = time.perf_counter()
-    inertia = assign(pool.X, CentreSet(C, ref), pool.w)[2]
+    # one BLAS thread for the small products (a batch, or 1,024 pool rows at a time in the
+    # refining kernel), as scikit-learn's loop does: with two threads on busy cores they cost
+    # 3-16x more (measured here; the workers already run one thread each)
+    with threadpool_limits(limits=1, user_api="blas"):
+        t0 = time.perf_counter()
+        res = minibatch_kmeans(pool.X, pool.w, centres, rng=rng, **settings)
+        t1 = time.perf_counter()
+        C, r_iter, converged = res.centres, 0, res.stop is not None
+        if refine:
+            # the pool's slabs on this process's cores (the workers idle meanwhile); the
+            # kernel releases the GIL, and the slabs' partials add up in a fixed order
+            with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as threads:
+                C, r_iter, converged = refine_lloyd(
+                    pool.X, pool.w, C, settings["tol_abs"], max_iter, ref, threads.map
+                )
+        t2 = time.perf_counter()
+        inertia = assign(pool.X, CentreSet(C, ref), pool.w)[2]
     info.update(steps_seconds=t1 - t0, refine_iter=r_iter, refine_seconds=t2 - t1)
     return res, C, converged, float(inertia), info
 
