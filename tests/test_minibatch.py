@@ -184,6 +184,25 @@ def test_refine_is_lloyd_from_the_minibatch_centres():
     assert refined.inertia_ <= plain.inertia_
 
 
+def test_refine_over_slabs_is_lloyd_for_any_thread_count():
+    """The refinement adds its fixed slabs' partials in slab order: a pool of several slabs
+    gives scikit-learn's Lloyd from the same centres, bit-identical over 1 or 2 threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kmeans_dask.kernels.minibatch import REFINE_SLAB_ROWS, refine_lloyd
+
+    X, _ = _blobs(3 * REFINE_SLAB_ROWS + 1234, d=6, k=5, std=4.0, seed=9)
+    start = np.ascontiguousarray(X[:5])
+    ref = X.mean(axis=0)
+    one = refine_lloyd(X, None, start, 0.0, 300, ref)
+    with ThreadPoolExecutor(2) as threads:
+        two = refine_lloyd(X, None, start, 0.0, 300, ref, threads.map)
+    np.testing.assert_array_equal(one[0], two[0])
+    assert one[1:] == two[1:] and one[2]
+    sk = SKKMeans(5, init=start, n_init=1, tol=0, max_iter=300).fit(X)
+    np.testing.assert_allclose(one[0], sk.cluster_centers_, rtol=1e-9, atol=1e-9)
+
+
 def test_early_stopping_stops_and_max_iter_bounds_the_steps():
     X, _ = _blobs(5000, d=4, k=4)
     mb = {"algorithm": "minibatch", "random_state": 0, "batch_size": 100, "refine": False}
