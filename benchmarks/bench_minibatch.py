@@ -158,9 +158,9 @@ def warm_up(X: Any, Xn: np.ndarray, args: argparse.Namespace) -> float:
     return time.perf_counter() - t0
 
 
-def streamed_blocks(Xn: np.ndarray, args: argparse.Namespace) -> Any:
+def streamed_blocks(Xn: np.ndarray, args: argparse.Namespace) -> tuple[Any, int]:
     """A function making a streamed BlockSet over ``Xn`` written to Parquet (once; 16
-    files, 4 row groups each) under ``benchmarks/data/``."""
+    files, 4 row groups each) under ``benchmarks/data/``, and its number of blocks."""
     from pathlib import Path
 
     import pyarrow as pa
@@ -187,7 +187,10 @@ def streamed_blocks(Xn: np.ndarray, args: argparse.Namespace) -> Any:
     recipes = src.recipes()
     # built inside each timed fit (its summary pass is one read, as a persisted fit's copy
     # into blocks is inside its time)
-    return lambda: BlockSet.from_recipes(recipes, src.n_features, src.dtype, persist=False)
+    def make() -> Any:
+        return BlockSet.from_recipes(recipes, src.n_features, src.dtype, persist=False)
+
+    return make, len(recipes)
 
 
 def print_header(client: Any, args: argparse.Namespace) -> None:
@@ -343,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"warm-up (untimed): {warm_up(X, Xn, args):.3g} s")
         if args.stream:
-            X = streamed_blocks(Xn, args)
-            print(f"streamed from {X().n_blocks} blocks of Parquet (read on every pass)")
+            X, n_blocks = streamed_blocks(Xn, args)
+            print(f"streamed from {n_blocks} blocks of Parquet (read on every pass)")
         runs = {
             "lloyd": lambda: ours(X, args, "lloyd"),
             "minibatch||": lambda: ours(
