@@ -96,7 +96,7 @@ def ours(X: Any, args: argparse.Namespace, name: str, **params: Any) -> Row:
     from kmeans_dask import KMeans
 
     km = KMeans(args.k, random_state=args.seed, **params)
-    t, km = timed(lambda: km.fit(X() if callable(X) else X))
+    t, km = timed(lambda: km.fit(X(km) if callable(X) else X))
     info = km.init_info_
     if params.get("algorithm") == "minibatch":
         detail = (
@@ -167,8 +167,11 @@ def streamed_blocks(Xn: np.ndarray, args: argparse.Namespace) -> tuple[Any, int]
     import pyarrow.parquet as pq
 
     from kmeans_dask.engine.blocks import BlockSet
+    from kmeans_dask.engine.minibatch import pool_rate
+    from kmeans_dask.engine.pool import PoolRequest
     from kmeans_dask.engine.source import BlockSource
     from kmeans_dask.io import open_dataset
+    from kmeans_dask.validation import seed_from
 
     name = f"minibatch-{args.rows}x{args.features}-{args.dtype}-std{args.std}-seed{args.data_seed}"
     folder = Path(__file__).parent / "data" / name
@@ -185,10 +188,16 @@ def streamed_blocks(Xn: np.ndarray, args: argparse.Namespace) -> tuple[Any, int]
         (folder / "_COMPLETE").write_text("ok")
     src = BlockSource.from_dataset(open_dataset(str(folder)), np.dtype(args.dtype))
     recipes = src.recipes()
+
     # built inside each timed fit (its summary pass is one read, as a persisted fit's copy
-    # into blocks is inside its time)
-    def make() -> Any:
-        return BlockSet.from_recipes(recipes, src.n_features, src.dtype, persist=False)
+    # into blocks is inside its time); a mini-batch fit's pool is drawn in that pass, as
+    # the job (kmeans_dask.job.prepare) asks for it
+    def make(km: Any) -> Any:
+        pool = None
+        if km.algorithm == "minibatch":
+            rate = pool_rate(src.n_rows, src.n_features, src.dtype, km.n_clusters, km.batch_size)
+            pool = PoolRequest(seed_from(km.random_state), rate)
+        return BlockSet.from_recipes(recipes, src.n_features, src.dtype, persist=False, pool=pool)
 
     return make, len(recipes)
 

@@ -3,6 +3,7 @@ MiniBatchKMeans, hand-computed steps, the generated truth, and itself across chu
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -352,3 +353,102 @@ def test_job_with_minibatch_config(tmp_path, client):
     assign = pd.concat(pd.read_parquet(p) for p in sorted((results / "assignments").glob("*")))
     merged = df.assign(truth=truth).merge(assign, on="customer_id")
     assert adjusted_rand_score(merged.truth, merged.segment) == 1.0
+
+
+# --------------------------------------------------------------------------- the pool's reads
+
+
+class _CountedRecipe:
+    """A block read from an in-memory array, counting its reads (a streamed source)."""
+
+    def __init__(self, X, start, stop, reads, transform=None):
+        self.X, self.start, self.stop, self.reads = X, start, stop, reads
+        self.transform = transform
+        self.n_rows = stop - start
+
+    def load(self):
+        from kmeans_dask.engine.block import make_block
+
+        self.reads.append(self.start)
+        rows = self.X[self.start : self.stop].copy()
+        if self.transform is not None:
+            self.transform.apply(rows)
+        return make_block(rows, None, rows.dtype)
+
+    def scaled(self, transform):
+        return _CountedRecipe(self.X, self.start, self.stop, self.reads, transform)
+
+
+def _streamed(X, reads, pool=None, cuts=(0, 2500, 2600, 6100, 9000)):
+    from kmeans_dask.engine.blocks import BlockSet
+
+    recipes = [_CountedRecipe(X, a, b, reads) for a, b in itertools.pairwise(cuts)]
+    return BlockSet.from_recipes(recipes, X.shape[1], X.dtype, persist=False, pool=pool)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_streamed_pool_drawn_in_the_summary_pass_is_the_same_pool(dtype):
+    """A pool requested with a streamed block set is drawn in its summary pass: a mini-batch
+    fit then reads the data once (the assignment) instead of twice, and its centres, labels
+    and inertia are bit for bit those of the fit that draws its own pool, also after
+    standardising (the pool is scaled on the caller, element for element as the blocks)."""
+    from kmeans_dask.engine.minibatch import pool_rate
+    from kmeans_dask.engine.pool import PoolRequest
+    from kmeans_dask.engine.source import Affine
+
+    X, _ = _blobs(9000, d=6, k=5, std=2.5, dtype=dtype)
+    X = (X * np.arange(1, 7) + 40).astype(dtype)  # columns that standardising changes
+    budget = f"{4000 * 6 * np.dtype(dtype).itemsize}B"
+    params = {"algorithm": "minibatch", "init": "k-means++", "random_state": 11}
+    with dask.config.set({"kmeans_dask.minibatch-pool-bytes": budget}):
+        rate = pool_rate(9000, 6, np.dtype(dtype), 5, 1024)
+        assert rate == pytest.approx(4000 / 9000)
+        for scale in (False, True):
+            fits, reads_per_fit = [], []
+            for pool in (None, PoolRequest(11, rate)):
+                reads: list[int] = []
+                bs = _streamed(X, reads, pool)
+                assert len(reads) == 4  # the summary pass
+                if scale:
+                    n, mean, m2 = bs.moments()
+                    bs = bs.scaled(Affine(mean, np.sqrt(m2 / n)))
+                km = KMeans(5, **params).fit(bs)
+                reads_per_fit.append(len(reads) - 4)
+                fits.append((km, np.asarray(km.labels_.compute())))
+                assert km.init_info_["pool_passes"] == (1 if pool is None else 0)
+            assert reads_per_fit == [8, 4]  # pool + assignment, then the assignment only
+            (a, la), (b, lb) = fits
+            assert 3000 < a.init_info_["pool_rows"] == b.init_info_["pool_rows"] < 5000
+            np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+            np.testing.assert_array_equal(la, lb)
+            assert a.inertia_ == b.inertia_ and a.n_steps_ == b.n_steps_
+    # the persisted blocks' own draw: the same centres (scaled as the second fit above)
+    ref = KMeans(5, **params)
+    with dask.config.set({"kmeans_dask.minibatch-pool-bytes": budget}):
+        Xs = ((X - X.mean(axis=0)) / X.std(axis=0)).astype(dtype)
+        ref.fit(Xs)
+    np.testing.assert_allclose(ref.cluster_centers_, b.cluster_centers_, rtol=1e-3, atol=1e-3)
+
+
+def test_a_sweep_draws_its_pool_once():
+    """The K of a mini-batch sweep share one pool (the same seed and rate), drawn once
+    although the fits run concurrently, or not at all when the summary pass drew it."""
+    from kmeans_dask.engine.minibatch import pool_rate
+    from kmeans_dask.engine.pool import PoolRequest
+
+    X, y = _blobs(9000, d=4, k=4, std=0.8)
+    out = []
+    with dask.config.set({"kmeans_dask.minibatch-pool-bytes": f"{5000 * 4 * 8}B"}):
+        for pool in (None, PoolRequest(5, pool_rate(9000, 4, X.dtype, 5, 1024))):
+            reads: list[int] = []
+            bs = _streamed(X, reads, pool)
+            res = sweep_k(
+                bs, range(2, 6), algorithm="minibatch", silhouette_sample_size=500, random_state=5
+            )
+            assert list(bs.pools) == [(5, pytest.approx(5000 / 9000))]
+            out.append((len(reads), res))
+    (reads_a, a), (reads_b, b) = out
+    assert reads_a - reads_b == 4  # one pass of the 4 blocks for all four K
+    cols = ["k", "inertia", "silhouette_sample"]
+    pd.testing.assert_frame_equal(a.table[cols], b.table[cols], check_exact=True)
+    assert b.k == 4 and adjusted_rand_score(y, np.asarray(b.model.labels_.compute())) == 1

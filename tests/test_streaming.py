@@ -205,3 +205,41 @@ def test_persist_always_beyond_the_budget_fails_before_holding_anything(tmp_path
     assert "read" not in stages.timings  # failed inside the read stage, before any fit
     after = {k for keys in client.has_what().values() for k in keys}
     assert after <= before  # nothing of this run left on the workers
+
+
+def test_streamed_minibatch_job_draws_its_pool_in_the_summary_pass(tmp_path, client, caplog):
+    """A streamed mini-batch job draws the sample pool in its first read (no pass of its
+    own for any K) and commits the same numbers as the persisted job, bit for bit."""
+    import logging
+
+    import dask
+    from conftest import Store
+
+    store = Store(str(tmp_path), None)
+    df, _ = make_customers(12_000, seed=3)
+    q, _ = make_customers(300, seed=4, offset=12_000)
+    _write(store, "parquet", df, "in/customers", 5)
+    _write(store, "parquet", q, "in/new", 1)
+    out, passes = {}, {}
+    for persist in ("always", "never"):
+        data = _config(store, "parquet", persist, algorithm="minibatch", batch_size=256)
+        caplog.clear()
+        with (
+            dask.config.set({"kmeans_dask.minibatch-pool-bytes": "96KiB"}),  # ~2k of 12k rows
+            caplog.at_level(logging.DEBUG, logger="kmeans_dask.engine.minibatch"),
+        ):
+            res = run(parse_config(data), client=client)
+        out[persist] = _outputs(store, res)
+        passes[persist] = [
+            int(r.getMessage().split("drawn in ")[1].split()[0])
+            for r in caplog.records
+            if "drawn in" in r.getMessage()
+        ]
+    assert len(passes["never"]) == 3 and set(passes["never"]) == {0}  # K = 2, 3, 4
+    assert sorted(passes["always"]) == [0, 0, 1]  # one draw from the persisted blocks
+    a, b = out["always"], out["never"]
+    feats = [c for c in a["centroids"].columns if c != "segment"]
+    assert np.array_equal(a["centroids"][feats].to_numpy(), b["centroids"][feats].to_numpy())
+    pd.testing.assert_frame_equal(a["assignments"], b["assignments"], check_exact=True)
+    cols = ["k", "inertia", "silhouette_sample", "silhouette_full_sq", "n_iter"]
+    pd.testing.assert_frame_equal(a["sweep"][cols], b["sweep"][cols], check_exact=True)

@@ -11,7 +11,9 @@ neither rebuilds a large graph nor moves data.
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import dask
@@ -33,6 +35,7 @@ from .block import (
 )
 from .executor import Executor, get_client
 from .plan import group_consecutive, min_blocks, target_block_bytes
+from .pool import PoolRequest, SamplePool, draw_rows, join_rows, summarize_and_draw
 
 __all__ = ["Block", "BlockSet", "BlockSummary", "get_client", "make_block"]
 
@@ -78,6 +81,9 @@ class BlockSet:
         self.dtype = np.dtype(dtype)
         self.weighted = weighted
         self._exec = executor
+        #: sample draws made from these blocks, by ``(seed, rate)`` (see :meth:`sample_rows`)
+        self.pools: dict[tuple[int, float], SamplePool] = {}
+        self._pool_lock = threading.Lock()  # a sweep's concurrent fits wait for one draw
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -134,13 +140,18 @@ class BlockSet:
         persist: bool,
         client: Any | None = None,
         feature_names: list[str] | None = None,
+        pool: PoolRequest | None = None,
     ) -> BlockSet:
         """Blocks described by recipes (:class:`~kmeans_dask.engine.source.Recipe`: any
-        object with ``load() -> Block``).
+        object with ``load() -> Block`` and ``n_rows``).
 
         ``persist=True`` loads every block once and keeps it on the workers; ``False``
         streams: every pass loads each block again and drops it, so nothing but per-block
         results stays in memory. Both give the same blocks, hence the same results.
+
+        ``pool``: a sample a later fit will ask for (mini-batch's pool), drawn in the
+        streamed summary pass when every recipe knows its rows (one read instead of two);
+        ignored when persisting (a draw from persisted blocks reads nothing).
         """
         ex = Executor(client if client is not None else get_client())
         recipes = list(recipes)
@@ -149,16 +160,42 @@ class BlockSet:
             bs = cls._finish(handles, ex, dtype, n_features, False, [0] * len(recipes))
         else:
             bs = cls(recipes, [], ex, dtype, n_features, False, streamed=True)
-            bs._summarise()
+            bs._summarise(pool)
         bs.feature_names = feature_names
         return bs
 
-    def _summarise(self) -> None:
-        """(Re)compute the block summaries (one pass)."""
-        self.summaries = self.map(summarize)
+    def _summarise(self, pool: PoolRequest | None = None) -> None:
+        """(Re)compute the block summaries (one pass), drawing the ``pool`` sample in the
+        same pass when the recipes know their rows (the draw needs each block's offset)."""
+        planned = [getattr(r, "n_rows", None) for r in self.handles] if self.streamed else []
+        draw = pool is not None and planned and all(n is not None for n in planned)
+        if draw:
+            offsets = [0, *np.cumsum(planned).tolist()][:-1]
+            out = self.map(summarize_and_draw, offsets, seed=pool.seed, rate=pool.rate)
+            self.summaries = [o[0] for o in out]
+        else:
+            self.summaries = self.map(summarize)
         self.sizes = [s.n for s in self.summaries]
         self.offsets = [0, *np.cumsum(self.sizes).tolist()][:-1]
         self.n_samples = int(sum(self.sizes))
+        # (the readers check each unit's rows against the plan; a mismatch drops the draw)
+        if draw and self.sizes == planned:
+            self.pools[(pool.seed, pool.rate)] = join_rows([o[1:] for o in out], pool.rate, 0)
+
+    def sample_rows(self, seed: int, rate: float) -> SamplePool:
+        """Every row kept with probability ``rate`` by the uniforms of ``seed`` (see
+        :mod:`~kmeans_dask.engine.pool`), in global row order, with their weights.
+
+        A draw is kept on this object (and its views), so asking again costs no pass: the
+        pool's ``n_passes`` is 1 when this call read the blocks, else 0.
+        """
+        key = (int(seed), float(rate))
+        with self._pool_lock:
+            if key in self.pools:
+                return self.pools[key]
+            parts = self.map(draw_rows, self.offsets, seed=key[0], rate=key[1])
+            self.pools[key] = join_rows(parts, key[1], 0)
+            return replace(self.pools[key], n_passes=1)
 
     def scaled(self, transform: Any) -> BlockSet:
         """The blocks standardised by ``transform`` (an ``Affine``: ``apply(X)`` in place).
@@ -168,6 +205,8 @@ class BlockSet:
         moments of an affine map; no pass over the data), the same way in both modes.
         """
         view = copy.copy(self)
+        view.pools = {key: p.scaled(transform) for key, p in self.pools.items()}
+        view._pool_lock = threading.Lock()
         if self.streamed:
             view.handles = [r.scaled(transform) for r in self.handles]
         else:
@@ -336,7 +375,10 @@ class BlockSet:
         return self._exec.gather(handles, progress)
 
     def release(self, handles: list | None = None) -> None:
-        """Free per-block results (or, with no argument, the blocks themselves)."""
+        """Free per-block results (or, with no argument, the blocks themselves and the
+        sample draws kept of them)."""
+        if handles is None:
+            self.pools.clear()
         if handles is None and self.streamed:
             return  # recipes hold no data
         self._exec.release(self.handles if handles is None else handles)

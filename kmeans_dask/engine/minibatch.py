@@ -38,7 +38,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dask
@@ -49,27 +49,26 @@ from threadpoolctl import threadpool_limits
 from ..kernels import init as init_kernels
 from ..kernels.lloyd import CentreSet, assign
 from ..kernels.minibatch import MiniBatchResult, minibatch_kmeans, refine_lloyd
-from ..kernels.streams import DriverStream, Stream, row_uniforms
-from .blocks import Block, BlockSet
+from ..kernels.streams import DriverStream
+from .blocks import BlockSet
 from .lloyd import IterationStats
+from .pool import SamplePool
 
-__all__ = ["POOL_BYTES_KEY", "MiniBatchFit", "SamplePool", "minibatch_fit", "sample_pool"]
+__all__ = [
+    "POOL_BYTES_KEY",
+    "MiniBatchFit",
+    "SamplePool",
+    "minibatch_fit",
+    "pool_budget_rows",
+    "pool_rate",
+    "sample_pool",
+]
 
 logger = logging.getLogger(__name__)
 
 #: dask config key: the most bytes of rows the sample pool holds on the caller
 POOL_BYTES_KEY = "kmeans_dask.minibatch-pool-bytes"
 _DEFAULT_POOL_BYTES = "64MiB"
-
-
-@dataclass(frozen=True)
-class SamplePool:
-    """Rows sampled from every block, in global row order, with their weights."""
-
-    X: np.ndarray
-    w: np.ndarray | None
-    rate: float
-    n_passes: int
 
 
 @dataclass
@@ -84,12 +83,6 @@ class MiniBatchFit:
     init_info: dict[str, Any]
 
 
-def _pool_rows(block: Block, offset: int, seed: int, rate: float) -> tuple:
-    u = row_uniforms(seed, Stream.MINIBATCH_SAMPLE, offset, block.X.shape[0])
-    pick = np.flatnonzero(u < rate)
-    return block.X[pick].copy(), None if block.w is None else block.w[pick].copy()
-
-
 def pool_budget_rows(n_features: int, dtype: np.dtype) -> int:
     """Rows of ``n_features`` in ``dtype`` within ``kmeans_dask.minibatch-pool-bytes``."""
     value = dask.config.get(POOL_BYTES_KEY, _DEFAULT_POOL_BYTES)
@@ -97,20 +90,31 @@ def pool_budget_rows(n_features: int, dtype: np.dtype) -> int:
     return max(1, budget // (n_features * np.dtype(dtype).itemsize))
 
 
-def sample_pool(bs: BlockSet, seed: int, rows: int) -> SamplePool:
-    """About ``rows`` rows drawn independently from every block (one pass; see the module
-    docstring). Falls back to every row (a second pass) if the draw has fewer than
-    ``min(rows, n_samples)``/2 rows, which only happens on tiny pools."""
-    rate = min(1.0, rows / bs.n_samples)
-    parts = bs.map(_pool_rows, bs.offsets, seed=seed, rate=rate)
-    passes = 1
-    if rate < 1.0 and sum(p[0].shape[0] for p in parts) < rows / 2:
-        rate, passes = 1.0, 2
-        parts = bs.map(_pool_rows, bs.offsets, seed=seed, rate=rate)
-    X = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
-    weighted = any(p[1] is not None for p in parts)
-    w = np.concatenate([p[1] for p in parts]) if weighted else None
-    return SamplePool(X, w, rate, passes)
+def pool_rate(
+    n_samples: int, n_features: int, dtype: np.dtype, n_clusters: int, batch_size: int
+) -> float:
+    """The probability of keeping a row in the sample pool of a mini-batch fit: the pool
+    budget's rows (:func:`pool_budget_rows`), and never fewer than the initialisation's
+    ``3 * batch_size`` (at least ``3 * n_clusters``), over ``n_samples``.
+
+    A job that streams its data passes ``PoolRequest(seed, pool_rate(...))`` to
+    :meth:`BlockSet.from_recipes` so that the pool is drawn in the summary pass.
+    """
+    b = min(batch_size, n_samples)
+    init_size = min(max(3 * b, 3 * n_clusters), n_samples)
+    rows = max(pool_budget_rows(n_features, dtype), init_size)
+    return min(1.0, rows / max(1, n_samples))
+
+
+def sample_pool(bs: BlockSet, seed: int, rate: float) -> SamplePool:
+    """The rows kept at ``rate`` (:meth:`BlockSet.sample_rows`: one pass, none if drawn
+    before). Falls back to every row if the draw has fewer than half the expected rows
+    ``rate * n_samples``, which only happens on tiny pools."""
+    pool = bs.sample_rows(seed, rate)
+    if rate < 1.0 and pool.X.shape[0] < rate * bs.n_samples / 2:
+        whole = bs.sample_rows(seed, 1.0)
+        return replace(whole, n_passes=pool.n_passes + whole.n_passes)
+    return pool
 
 
 def _subset(pool: SamplePool, size: int, rng: np.random.Generator) -> tuple:
@@ -205,7 +209,8 @@ def minibatch_fit(
     b = min(batch_size, n)
     init_size = min(max(3 * b, 3 * n_clusters), n)
     t0 = time.perf_counter()
-    pool = sample_pool(bs, seed, max(pool_budget_rows(bs.n_features, bs.dtype), init_size))
+    rate = pool_rate(n, bs.n_features, bs.dtype, n_clusters, batch_size)
+    pool = sample_pool(bs, seed, rate)
     t_pool = time.perf_counter()
     cands = _candidates(pool, centres, n_clusters, init, n_init, seed, init_size, full_init)
     t_init = time.perf_counter()
@@ -275,12 +280,14 @@ def _run(
 def _log(res: MiniBatchResult, batch: int, n_iter: int, info: dict[str, Any]) -> None:
     logger.debug(
         "MiniBatch: %d step(s) of %d rows (%d pass(es) over the data's worth), %s; pool of "
-        "%d rows; %.3g s in steps; %d refining Lloyd iteration(s) on the pool",
+        "%d rows (drawn in %d pass(es) of this fit); %.3g s in steps; %d refining Lloyd "
+        "iteration(s) on the pool",
         res.n_steps,
         batch,
         n_iter,
         "stopped: " + res.stop if res.stop else "max_iter reached",
         info["pool_rows"],
+        info["pool_passes"],
         info["steps_seconds"],
         info["refine_iter"],
     )

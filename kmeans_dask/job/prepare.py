@@ -22,11 +22,14 @@ from dask.utils import parse_bytes
 from ..engine.blocks import BlockSet
 from ..engine.fit import use_bounds
 from ..engine.memory import MemoryPlan, bounds_bytes_per_row, plan_memory, worker_memory
+from ..engine.minibatch import pool_rate
 from ..engine.plan import BLOCK_BYTES_KEY
+from ..engine.pool import PoolRequest
 from ..engine.prepare import check_blocks
 from ..engine.source import Affine, BlockSource, Recipe
 from ..io import Dataset, open_dataset
 from ..scale import StandardScaler
+from ..validation import seed_from
 from .config import RunConfig
 
 __all__ = ["Prepared", "read_and_scale"]
@@ -61,6 +64,17 @@ def _bounds_bytes(config: RunConfig, n_features: int) -> int:
     ks = range(km.k_min, km.k_max + 1) if km.k == "auto" else [int(km.k)]
     dtype = np.dtype(km.dtype)
     return bounds_bytes_per_row([k for k in ks if use_bounds(km.algorithm, k, n_features, dtype)])
+
+
+def _pool_request(config: RunConfig, n_rows: int, n_features: int) -> PoolRequest | None:
+    """The mini-batch fits' sample pool, to draw in a streamed summary pass (every fit of
+    a sweep asks for the same one: the same seed, and the rate of its largest K)."""
+    km = config.kmeans
+    if km.algorithm != "minibatch":
+        return None
+    k = km.k_max if km.k == "auto" else int(km.k)
+    rate = pool_rate(n_rows, n_features, np.dtype(km.dtype), k, km.batch_size)
+    return PoolRequest(seed_from(km.random_state), rate)
 
 
 def read_and_scale(config: RunConfig, client: Any = None) -> Prepared:
@@ -103,7 +117,13 @@ def read_and_scale(config: RunConfig, client: Any = None) -> Prepared:
     logger.info("memory: %s", memory.describe())
     if raw is None or memory.persist:
         raw = BlockSet.from_recipes(
-            recipes, len(names), dtype, persist=memory.persist, client=client, feature_names=names
+            recipes,
+            len(names),
+            dtype,
+            persist=memory.persist,
+            client=client,
+            feature_names=names,
+            pool=_pool_request(config, n_rows, len(names)),
         )
     try:
         check_blocks(raw, names, "kmeans-dask")
