@@ -377,3 +377,47 @@ def test_float64_beyond_float32_is_refused_when_read_as_float32(store):
     message = r"column 'spend' of \S*big/a\.parquet has 1 \+inf.*float32"
     with pytest.raises(DatasetError, match=message):
         ds.to_dask_array(dtype=np.float32).compute()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_row_group_read_a_few_columns_at_a_time_gives_the_same_block(tmp_path, dtype):
+    """Row groups read in pieces of a few columns (the reader's memory beside the block):
+    the same array as pandas for pieces of 1, 3 and all columns, mixed types, nulls and a
+    standardising transform; a NaN in a later piece is named with its column and file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import kmeans_dask.io.parts as parts
+    from kmeans_dask.io.fs import filesystem
+
+    rng = np.random.default_rng(5)
+    n, d = 4_001, 10
+    frame = pd.DataFrame({f"x{j}": rng.normal(size=n) * (j + 1) + j for j in range(d)})
+    frame["x3"] = rng.integers(-50, 50, n)
+    frame["x7"] = frame["x7"].astype(np.float32)
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.Table.from_pandas(frame), path, row_group_size=1_000)
+    fs, _ = filesystem(str(tmp_path))
+    cols = list(frame.columns)
+    want = frame.to_numpy(dtype=dtype)
+    mean, scale = want.mean(axis=0), want.std(axis=0)
+
+    def standardise(X):
+        np.subtract(X, mean.astype(X.dtype), out=X)
+        np.divide(X, scale.astype(X.dtype), out=X)
+
+    scaled = want.copy()
+    standardise(scaled)
+    part = parts.Part(str(path), {})
+    for piece_bytes in (8 * 1000, 3 * 8 * 1000, 10**9):  # 1, 3 (3+3+3+1) and 10 columns
+        got = parts.read_array_part(part, fs=fs, columns=cols, dtype=dtype, piece_bytes=piece_bytes)
+        assert got.flags.c_contiguous and got.dtype == dtype
+        np.testing.assert_array_equal(got, want)
+        got = parts.read_array_part(
+            part, fs=fs, columns=cols, dtype=dtype, transform=standardise, piece_bytes=piece_bytes
+        )
+        np.testing.assert_array_equal(got, scaled)
+    frame.loc[2_500, "x8"] = np.nan  # the third row group, the third piece of three columns
+    pq.write_table(pa.Table.from_pandas(frame), path, row_group_size=1_000)
+    with pytest.raises(DatasetError, match=r"column 'x8' of \S*p\.parquet has 1 NaN"):
+        parts.read_array_part(part, fs=fs, columns=cols, dtype=dtype, piece_bytes=3 * 8 * 1000)

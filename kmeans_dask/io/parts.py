@@ -46,17 +46,38 @@ def read_table_part(fs: Any, part: Part, columns: list[str] | None) -> Any:
         raise unreadable(fs, part.path, "Parquet", exc) from exc
 
 
-def iter_table_part(fs: Any, part: Part, columns: list[str] | None) -> Iterator[tuple[int, Any]]:
-    """The Arrow tables of a Parquet partition one row group at a time, each with the
-    partition's row count from the footer (errors name the file): a reader that copies the
-    values elsewhere holds one row group's Arrow buffers at a time, not the partition's."""
+#: most bytes of decoded Arrow columns read at once when filling a block: a row group is read
+#: a few columns at a time, so the reader's memory beside the block stays this small
+PIECE_BYTES = 8 * 2**20
+
+
+def iter_table_part(
+    fs: Any, part: Part, columns: list[str], piece_bytes: int = PIECE_BYTES
+) -> Iterator[tuple[int, int, int, Any]]:
+    """A Parquet partition's ``columns`` as Arrow tables of one row group and a few columns
+    each (about ``piece_bytes`` decoded), in row-group then column order (errors name the
+    file). Yields ``(total rows of the partition from the footer, first row of the piece
+    within the partition, index in ``columns`` of its first column, table)``.
+
+    A reader that copies the values elsewhere holds one piece's buffers at a time; after
+    each row group, Arrow's allocator hands the freed pages back to the system (it keeps
+    them otherwise, on top of the block they were copied into).
+    """
+    import pyarrow as pa
+
     try:
         with open_parquet(fs, part.path) as pf:
             meta = pf.metadata
             groups = range(meta.num_row_groups) if part.row_groups is None else part.row_groups
             total = sum(meta.row_group(g).num_rows for g in groups)
+            row = 0
             for g in groups:
-                yield total, pf.read_row_group(g, columns=columns)
+                n = meta.row_group(g).num_rows
+                width = max(1, piece_bytes // max(1, 8 * n))  # 8 bytes: the widest number
+                for j in range(0, len(columns), width):
+                    yield total, row, j, pf.read_row_group(g, columns=columns[j : j + width])
+                row += n
+                pa.default_memory_pool().release_unused()
     except Exception as exc:
         raise unreadable(fs, part.path, "Parquet", exc) from exc
 
@@ -160,6 +181,7 @@ def read_array_part(
     out: np.ndarray | None = None,
     transform: Callable[[np.ndarray], Any] | None = None,
     order: str = "C",
+    piece_bytes: int = PIECE_BYTES,
 ) -> np.ndarray:
     """One Parquet partition's feature columns as an array of ``dtype``, C-ordered
     (row-major) and filled into ``out`` (rows x columns) when given (runs on a worker).
@@ -167,8 +189,10 @@ def read_array_part(
     Arrow holds columns; the compute kernels want rows. The columns are copied straight into
     the row-major array a tile of rows at a time (the tile stays in cache while every column
     writes its strip), one copy in all: no column-ordered intermediate and no transposing copy.
-    ``transform(strip)`` (element-wise, in place) runs on each strip while it is in cache,
-    after the values were checked (e.g. standardising: no second pass over the block).
+    A row group is read a few columns at a time (:data:`PIECE_BYTES`), so the Arrow memory
+    beside the block is a few MiB, whatever the row groups' size. ``transform(strip)``
+    (element-wise, in place, e.g. standardising) runs on each row group's rows once all their
+    columns are in, a tile at a time, while the row group is still in cache.
     ``order="F"``: a column-ordered array instead, one sequential copy per column (half the
     time of the row-major fill, for consumers that take any order; no ``transform``).
     """
@@ -179,17 +203,18 @@ def read_array_part(
     d = len(columns)
     nulls = np.zeros(d, dtype=np.int64)
     sums = np.zeros(d)
-    row = 0
-    # one row group's Arrow buffers at a time beside the block (a whole partition's, up to
-    # the block's own size again, when the file was read at once)
-    for n, table in iter_table_part(fs, part, columns):
+    for total, row, j0, table in iter_table_part(fs, part, columns, piece_bytes):
         if out is None:
-            out = np.empty((n, d), dtype=dtype)
-        elif out.shape != (n, d):
-            raise DatasetError(f"{uri}: read {n} rows where its footer gave {out.shape[0]}")
-        nulls += [table.column(c).null_count for c in columns]
-        row = _fill(table, columns, out, row, sums, transform)
+            out = np.empty((total, d), dtype=dtype)
+        elif out.shape != (total, d):
+            raise DatasetError(f"{uri}: read {total} rows where its footer gave {out.shape[0]}")
+        j1 = j0 + table.num_columns
+        names = columns[j0:j1]
+        nulls[j0:j1] += [table.column(c).null_count for c in names]
+        stop = _fill(table, names, out[:, j0:j1], row, sums[j0:j1])
         del table
+        if transform is not None and j1 == d:  # the row group's last piece: rows complete
+            _transform(out, row, stop, transform)
     if out is None:  # no row group
         out = np.empty((0, d), dtype=dtype)
     bad = [j for j in range(d) if not np.isfinite(sums[j])]
@@ -199,18 +224,16 @@ def read_array_part(
     return out
 
 
-def _fill(
-    table: Any,
-    columns: list[str],
-    out: np.ndarray,
-    row: int,
-    sums: np.ndarray,
-    transform: Callable[[np.ndarray], Any] | None,
-) -> int:
-    """Copy ``table``'s columns into ``out`` from ``row`` on, a tile of rows at a time, adding
-    the column sums (finiteness) to ``sums``; returns the next row."""
-    d = len(columns)
-    tile = max(256, (256 * 1024) // max(1, d * out.dtype.itemsize))
+def _tile_rows(out: np.ndarray) -> int:
+    """Rows of ``out`` spanning about 256 KiB of its rows (a tile that stays in cache)."""
+    return max(256, (256 * 1024) // max(1, out.strides[0]))
+
+
+def _fill(table: Any, columns: list[str], out: np.ndarray, row: int, sums: np.ndarray) -> int:
+    """Copy ``table``'s columns into the columns of ``out`` (a view of the block's) from
+    ``row`` on, a tile of rows at a time, adding the column sums (finiteness) into ``sums``
+    (a view); returns the next row."""
+    tile = _tile_rows(out)
     for batch in table.to_batches():
         # zero-copy views of Arrow's buffers (nulls become NaN in a copy)
         arrays = [batch.column(c).to_numpy(zero_copy_only=False) for c in columns]
@@ -224,12 +247,20 @@ def _fill(
                     strip[:, j] = a[t0:t1]
             if cast:  # finiteness after the cast (float64 beyond float32's range -> inf)
                 sums += strip.sum(axis=0, dtype=np.float64)
-            if transform is not None:
-                transform(strip)
         if not cast:
             sums += [a.sum() for a in arrays]
         row += m
     return row
+
+
+def _transform(
+    out: np.ndarray, start: int, stop: int, transform: Callable[[np.ndarray], Any]
+) -> None:
+    """``transform`` (element-wise, in place) on rows ``start:stop`` of ``out``, a tile at a
+    time."""
+    tile = _tile_rows(out)
+    for t0 in range(start, stop, tile):
+        transform(out[t0 : min(stop, t0 + tile)])
 
 
 def _read_columns(table: Any, uri: str, columns: list[str], dtype: np.dtype) -> np.ndarray:
