@@ -36,3 +36,40 @@ def test_blocks_are_spread_over_workers(client):
         np.testing.assert_allclose(inertia, (X.compute() ** 2).sum(), rtol=1e-12)
     finally:
         bs.release()
+
+
+def test_spread_places_items_in_proportion_to_threads():
+    """The heaviest first to the least-loaded worker relative to its threads."""
+    from kmeans_dask.engine.plan import spread
+
+    assert spread([5, 5, 5, 5], {"a": 1, "b": 1}) == ["a", "b", "a", "b"]
+    assert spread([8, 2, 2, 2, 2], {"a": 1, "b": 1}) == ["a", "b", "b", "b", "b"]
+    placed = spread([1.0] * 9, {"a": 2, "b": 1})
+    assert placed.count("a") == 6 and placed.count("b") == 3
+    assert spread([], {"a": 1}) == []
+
+
+def test_persisted_recipes_load_where_they_stay(client):
+    """Persisted blocks from recipes are loaded on the workers in proportion to their
+    threads from the start (no worker first holds more than its share)."""
+    from kmeans_dask.engine.block import make_block
+    from kmeans_dask.engine.blocks import BlockSet
+
+    class Rows:
+        def __init__(self, n):
+            self.n_rows = n
+
+        def load(self):
+            return make_block(np.ones((self.n_rows, 2)), None, np.float64)
+
+    from kmeans_dask.engine.plan import spread
+
+    sizes = [400, 300, 300, 200, 200, 100, 100, 100, 100, 100]
+    plan = spread(sizes, client.nthreads())
+    for _ in range(3):
+        bs = BlockSet.from_recipes([Rows(n) for n in sizes], 2, np.float64, persist=True)
+        who = client.who_has(bs.handles)
+        assert [who[h.key] for h in bs.handles] == [(w,) for w in plan]
+        per_worker = [sum(n for n, w in zip(sizes, plan, strict=True) if w == x) for x in set(plan)]
+        assert sorted(per_worker) == [900, 1000]  # within one block of equal
+        bs.release()

@@ -156,7 +156,10 @@ class BlockSet:
         ex = Executor(client if client is not None else get_client())
         recipes = list(recipes)
         if persist:
-            handles = ex.map(load, recipes)
+            # each block loaded where it will stay (the blocks are planned about equal, so
+            # rows are the weights; 1 where unknown): no worker holds more than its share
+            weights = [float(getattr(r, "n_rows", None) or 1) for r in recipes]
+            handles = ex.map_spread(load, recipes, weights)
             bs = cls._finish(handles, ex, dtype, n_features, False, [0] * len(recipes))
         else:
             bs = cls(recipes, [], ex, dtype, n_features, False, streamed=True)

@@ -12,6 +12,7 @@ from typing import Any
 import dask
 
 from ..progress import ProgressTask
+from .plan import spread
 
 __all__ = ["Executor", "advance_when_done", "get_client"]
 
@@ -56,6 +57,33 @@ class Executor:
             return [func(*a, **kwargs) for a in args]
         with ThreadPoolExecutor(max_workers=min(self.n_threads, len(args))) as pool:
             return list(pool.map(lambda a: func(*a, **kwargs), args))
+
+    def map_spread(self, func: Callable, items: Sequence, weights: Sequence[float]) -> list:
+        """``func(item)`` per item, results left where computed, the items placed on the
+        workers in proportion to their threads by ``weights`` (:func:`.plan.spread`).
+
+        For results that stay (persisted blocks): placed where they will be used, no worker
+        ever holds more than its share, not even before a rebalancing. The placement is
+        loose: should a worker be gone, its items run on the others.
+        """
+        if self.client is None:
+            return self.map(func, items)
+        nthreads = self.client.nthreads()
+        if len(nthreads) < 2:
+            return self.map(func, items)
+        name = getattr(func, "__name__", "task").lstrip("_")
+        prefix = f"{self.tag}-{name}" if self.tag else name
+        return [
+            self.client.submit(
+                func,
+                item,
+                workers=[dest],
+                allow_other_workers=True,
+                pure=False,
+                key=f"{prefix}-{uuid.uuid4().hex}",
+            )
+            for item, dest in zip(items, spread(weights, nthreads), strict=True)
+        ]
 
     def gather(self, handles: list, progress: ProgressTask | None = None) -> list:
         """Bring (small) results to the caller. When a task failed, every other one is
