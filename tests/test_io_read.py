@@ -421,3 +421,29 @@ def test_a_row_group_read_a_few_columns_at_a_time_gives_the_same_block(tmp_path,
     pq.write_table(pa.Table.from_pandas(frame), path, row_group_size=1_000)
     with pytest.raises(DatasetError, match=r"column 'x8' of \S*p\.parquet has 1 NaN"):
         parts.read_array_part(part, fs=fs, columns=cols, dtype=dtype, piece_bytes=3 * 8 * 1000)
+
+
+def test_parquet_outputs_dictionary_encode_codes_only(tmp_path):
+    """Segment IDs (int32 codes) are dictionary-encoded; unique ids and distances are not
+    (the dictionary encoder's hash table on a unique column costs memory for no gain), and
+    the values read back unchanged."""
+    import pyarrow.parquet as pq
+
+    from kmeans_dask.io.fs import filesystem, put_parquet
+
+    n = 50_000
+    frame = pd.DataFrame(
+        {
+            "customer_id": np.arange(n) * 7,
+            "segment": (np.arange(n) % 5).astype(np.int32),
+            "distance_to_centroid": np.random.default_rng(0).random(n),
+        }
+    )
+    fs, _ = filesystem(str(tmp_path))
+    put_parquet(fs, str(tmp_path / "a.parquet"), frame)
+    meta = pq.ParquetFile(tmp_path / "a.parquet").metadata.row_group(0)
+    enc = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(3)}
+    assert "RLE_DICTIONARY" in enc["segment"]
+    assert "RLE_DICTIONARY" not in enc["customer_id"]
+    assert "RLE_DICTIONARY" not in enc["distance_to_centroid"]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), frame)

@@ -142,10 +142,29 @@ def put_bytes(
 def put_parquet(
     fs: fsspec.AbstractFileSystem, path: str, df: Any, *, make_parent: bool = True
 ) -> int:
-    """Write a pandas frame as one Parquet file (no index); returns the size in bytes."""
+    """Write a pandas frame as one Parquet file (no index); returns the size in bytes.
+
+    Dictionary encoding only for the columns of codes (:func:`dictionary_columns`): on a
+    column of unique values (ids, distances, scores) Parquet's dictionary encoder grows a
+    hash table before it gives up, ~57 MiB for 262k rows measured here (8.8 MiB without),
+    which on a worker comes on top of its blocks, for no smaller file.
+    """
     buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
+    df.to_parquet(buf, index=False, use_dictionary=dictionary_columns(df))
     return put_bytes(fs, path, buf.getvalue(), make_parent=make_parent)
+
+
+def dictionary_columns(df: Any) -> list[str]:
+    """The columns worth dictionary-encoding: codes (integers of at most 32 bits, booleans,
+    categoricals), e.g. segment IDs; not ids, floats or free text."""
+    import pandas as pd
+
+    out = []
+    for name, dtype in df.dtypes.items():
+        code = isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(dtype)
+        if code or (pd.api.types.is_integer_dtype(dtype) and getattr(dtype, "itemsize", 8) <= 4):
+            out.append(str(name))
+    return out
 
 
 def location(uri: str) -> tuple[str, tuple[str, ...]]:
