@@ -40,7 +40,7 @@ def test_blocks_are_spread_over_workers(client):
 
 def test_spread_places_items_in_proportion_to_threads():
     """The heaviest first to the least-loaded worker relative to its threads."""
-    from kmeans_dask.engine.plan import spread
+    from kmeans_dask.engine.placement import spread
 
     assert spread([5, 5, 5, 5], {"a": 1, "b": 1}) == ["a", "b", "a", "b"]
     assert spread([8, 2, 2, 2, 2], {"a": 1, "b": 1}) == ["a", "b", "b", "b", "b"]
@@ -62,7 +62,7 @@ def test_persisted_recipes_load_where_they_stay(client):
         def load(self):
             return make_block(np.ones((self.n_rows, 2)), None, np.float64)
 
-    from kmeans_dask.engine.plan import spread
+    from kmeans_dask.engine.placement import spread
 
     sizes = [400, 300, 300, 200, 200, 100, 100, 100, 100, 100]
     plan = spread(sizes, client.nthreads())

@@ -11,9 +11,7 @@ neither rebuilds a large graph nor moves data.
 from __future__ import annotations
 
 import copy
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import dask
@@ -34,8 +32,9 @@ from .block import (
     summarize,
 )
 from .executor import Executor, get_client
+from .placement import rebalance
 from .plan import group_consecutive, min_blocks, target_block_bytes
-from .pool import PoolRequest, SamplePool, draw_rows, join_rows, summarize_and_draw
+from .pool import PoolCache, PoolRequest, SamplePool, draw_rows, join_rows, summarize_and_draw
 
 __all__ = ["Block", "BlockSet", "BlockSummary", "get_client", "make_block"]
 
@@ -81,9 +80,8 @@ class BlockSet:
         self.dtype = np.dtype(dtype)
         self.weighted = weighted
         self._exec = executor
-        #: sample draws made from these blocks, by ``(seed, rate)`` (see :meth:`sample_rows`)
-        self.pools: dict[tuple[int, float], SamplePool] = {}
-        self._pool_lock = threading.Lock()  # a sweep's concurrent fits wait for one draw
+        #: sample draws made from these blocks (see :meth:`sample_rows`)
+        self.pools = PoolCache()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -183,7 +181,7 @@ class BlockSet:
         self.n_samples = int(sum(self.sizes))
         # (the readers check each unit's rows against the plan; a mismatch drops the draw)
         if draw and self.sizes == planned:
-            self.pools[(pool.seed, pool.rate)] = join_rows([o[1:] for o in out], pool.rate, 0)
+            self.pools.put(pool.seed, pool.rate, join_rows([o[1:] for o in out], pool.rate, 0))
 
     def sample_rows(self, seed: int, rate: float) -> SamplePool:
         """Every row kept with probability ``rate`` by the uniforms of ``seed`` (see
@@ -192,13 +190,11 @@ class BlockSet:
         A draw is kept on this object (and its views), so asking again costs no pass: the
         pool's ``n_passes`` is 1 when this call read the blocks, else 0.
         """
-        key = (int(seed), float(rate))
-        with self._pool_lock:
-            if key in self.pools:
-                return self.pools[key]
-            parts = self.map(draw_rows, self.offsets, seed=key[0], rate=key[1])
-            self.pools[key] = join_rows(parts, key[1], 0)
-            return replace(self.pools[key], n_passes=1)
+        return self.pools.get(seed, rate, lambda: self._draw(seed, rate))
+
+    def _draw(self, seed: int, rate: float) -> SamplePool:
+        parts = self.map(draw_rows, self.offsets, seed=seed, rate=rate)
+        return join_rows(parts, rate, 1)
 
     def scaled(self, transform: Any) -> BlockSet:
         """The blocks standardised by ``transform`` (an ``Affine``: ``apply(X)`` in place).
@@ -208,8 +204,7 @@ class BlockSet:
         moments of an affine map; no pass over the data), the same way in both modes.
         """
         view = copy.copy(self)
-        view.pools = {key: p.scaled(transform) for key, p in self.pools.items()}
-        view._pool_lock = threading.Lock()
+        view.pools = self.pools.scaled(transform)
         if self.streamed:
             view.handles = [r.scaled(transform) for r in self.handles]
         else:
@@ -250,48 +245,11 @@ class BlockSet:
         return bs
 
     def _balance(self) -> None:
-        """Spread the blocks over the workers in proportion to their threads.
-
-        Every iteration runs each block where it lives, so an uneven placement (which
-        rechunking or merging near the input data easily produces) makes one worker do most
-        of each iteration. Blocks are kept where they are while their worker is under its
-        share, and the rest are copied (once) to the least-loaded workers.
-        """
-        client = self.client
-        if client is None or self.n_blocks < 2 or self.streamed:
-            return
-        nthreads = client.nthreads()
-        if len(nthreads) < 2:
-            return
-        total_threads = sum(nthreads.values())
-        quota = {w: self.n_samples * t / total_threads for w, t in nthreads.items()}
-        load = dict.fromkeys(nthreads, 0.0)
-        who = client.who_has(self.handles)
-        order = sorted(range(self.n_blocks), key=lambda i: -self.sizes[i])
-        moves: dict[int, str] = {}
-        for i in order:
-            here = [w for w in who.get(self.handles[i].key, ()) if w in load]
-            size = self.sizes[i]
-            if here and load[here[0]] + size <= quota[here[0]] * 1.05:
-                load[here[0]] += size
-                continue
-            dest = min(load, key=lambda w: load[w] / quota[w])
-            if here and dest == here[0]:
-                load[dest] += size
-                continue
-            moves[i] = dest
-            load[dest] += size
-        if not moves:
-            return
-        old = [self.handles[i] for i in moves]
-        for i, dest in moves.items():
-            self.handles[i] = client.submit(
-                _identity, self.handles[i], workers=[dest], allow_other_workers=True, pure=False
-            )
-        from distributed import wait
-
-        wait([self.handles[i] for i in moves])
-        self._exec.release(old)
+        """Spread the blocks over the workers in proportion to their threads
+        (:func:`~.placement.rebalance`)."""
+        if self.client is not None and self.n_blocks > 1 and not self.streamed:
+            old = rebalance(self.client, self.handles, self.sizes)
+            self._exec.release(old)
 
     def _merge_small(self, target: int) -> BlockSet:
         """Join runs of small consecutive blocks (for inputs whose sizes were unknown)."""
@@ -423,10 +381,6 @@ class BlockSet:
         if row_chunks is not None and tuple(row_chunks) != out.chunks[0]:
             out = out.rechunk((tuple(row_chunks),))
         return out
-
-
-def _identity(block: Block) -> Block:
-    return block
 
 
 def _take(block: Block, idx: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Any
 import dask
 
 from ..progress import ProgressTask
-from .plan import spread
+from .placement import spread
 
 __all__ = ["Executor", "advance_when_done", "get_client"]
 
@@ -60,7 +60,7 @@ class Executor:
 
     def map_spread(self, func: Callable, items: Sequence, weights: Sequence[float]) -> list:
         """``func(item)`` per item, results left where computed, the items placed on the
-        workers in proportion to their threads by ``weights`` (:func:`.plan.spread`).
+        workers in proportion to their threads by ``weights`` (:func:`.placement.spread`).
 
         For results that stay (persisted blocks): placed where they will be used, no worker
         ever holds more than its share, not even before a rebalancing. The placement is

@@ -24,7 +24,6 @@ __all__ = [
     "min_blocks",
     "plan_sizes",
     "plan_units",
-    "spread",
     "target_block_bytes",
 ]
 
@@ -149,18 +148,3 @@ def plan_units(
         groups[big:big] = [g[:half], g[half:]]
     return groups
 
-
-def spread(weights: Sequence[float], capacity: dict[str, int]) -> list[str]:
-    """A worker for each item, the heaviest first to the least-loaded worker relative to its
-    ``capacity`` (threads): loads in proportion to the capacities, within one item.
-
-    Deterministic for the same inputs (ties go to the first worker in sorted order).
-    """
-    workers = sorted(capacity)
-    load = dict.fromkeys(workers, 0.0)
-    out = [""] * len(weights)
-    for i in sorted(range(len(weights)), key=lambda i: (-weights[i], i)):
-        dest = min(workers, key=lambda w: ((load[w] + weights[i]) / max(1, capacity[w]), w))
-        out[i] = dest
-        load[dest] += weights[i]
-    return out

@@ -12,15 +12,24 @@ the data saved.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from ..kernels.streams import Stream, row_uniforms
 from .block import Block, BlockSummary, summarize
 
-__all__ = ["PoolRequest", "SamplePool", "draw_rows", "join_rows", "summarize_and_draw"]
+__all__ = [
+    "PoolCache",
+    "PoolRequest",
+    "SamplePool",
+    "draw_rows",
+    "join_rows",
+    "summarize_and_draw",
+]
 
 
 @dataclass(frozen=True)
@@ -74,3 +83,46 @@ def join_rows(parts: Sequence[tuple], rate: float, n_passes: int) -> SamplePool:
     weighted = any(p[1] is not None for p in parts)
     w = np.concatenate([p[1] for p in parts]) if weighted else None
     return SamplePool(X, w, rate, n_passes)
+
+
+class PoolCache:
+    """The draws made from one set of blocks, by ``(seed, rate)``; shared by its views (a
+    sweep's fits run concurrently: one draws, the others wait and reuse it)."""
+
+    def __init__(self, draws: dict[tuple[int, float], SamplePool] | None = None) -> None:
+        self.draws = dict(draws or {})
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled with a fitted estimator: no lock
+        return {"draws": self.draws}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["draws"])
+
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        return iter(list(self.draws))
+
+    def put(self, seed: int, rate: float, pool: SamplePool) -> None:
+        """Keep ``pool`` (drawn in a pass made anyway)."""
+        with self._lock:
+            self.draws[(int(seed), float(rate))] = replace(pool, n_passes=0)
+
+    def get(self, seed: int, rate: float, draw: Callable[[], SamplePool]) -> SamplePool:
+        """The kept draw of ``(seed, rate)``, or ``draw()`` (one pass), kept."""
+        key = (int(seed), float(rate))
+        with self._lock:
+            if key in self.draws:
+                return self.draws[key]
+            pool = draw()
+            self.draws[key] = replace(pool, n_passes=0)
+            return pool
+
+    def scaled(self, transform: object) -> PoolCache:
+        """The same draws after ``transform`` (for the standardised view of the blocks)."""
+        with self._lock:
+            return PoolCache({key: p.scaled(transform) for key, p in self.draws.items()})
+
+    def clear(self) -> None:
+        """Drop every draw (the blocks are released)."""
+        with self._lock:
+            self.draws.clear()
