@@ -44,8 +44,11 @@ def assign_and_write(
     by raw cluster index), made from the same labels while the block is in memory."""
     seg, d2 = assign_rows(block.X, C, ref)
     profile = None if binning is None else profile_partial(block.X, seg, len(C), binning)
-    dist = np.sqrt(d2)
-    seg = (seg if segment_ids is None else np.asarray(segment_ids)[seg]).astype(np.int32)
+    # the per-row columns are made in place where possible: this runs beside the blocks
+    dist = np.sqrt(d2, out=d2)
+    seg = (seg if segment_ids is None else np.asarray(segment_ids)[seg]).astype(
+        np.int32, copy=False
+    )
     records = []
     start = 0
     for unit, rows, path, rel in zip(units, block.unit_rows, paths, rels, strict=True):
@@ -57,7 +60,8 @@ def assign_and_write(
             if len(ident) != rows:  # both readers must agree row for row
                 raise DatasetError(f"{rel}: read {len(ident)} ids for {rows} rows of features")
         frame = pd.DataFrame(
-            {id_name: ident, "segment": seg[start:stop], "distance_to_centroid": dist[start:stop]}
+            {id_name: ident, "segment": seg[start:stop], "distance_to_centroid": dist[start:stop]},
+            copy=False,
         )
         records.append(write(frame, fs, path, rel))
         start = stop
