@@ -47,10 +47,7 @@ class Executor:
         if self.client is not None:
             if self.tag is None:
                 return self.client.map(func, *iterables, pure=False, **kwargs)
-            # tagged keys make one job's tasks recognisable on the cluster (task stream)
-            n = len(iterables[0])
-            name = getattr(func, "__name__", "task").lstrip("_")
-            keys = [f"{self.tag}-{name}-{uuid.uuid4().hex}" for _ in range(n)]
+            keys = self._keys(func, len(iterables[0]))
             return self.client.map(func, *iterables, key=keys, pure=False, **kwargs)
         args = list(zip(*iterables, strict=True))
         if len(args) <= 1 or dask.config.get("scheduler", None) in ("sync", "synchronous"):
@@ -71,19 +68,21 @@ class Executor:
         nthreads = self.client.nthreads()
         if len(nthreads) < 2:
             return self.map(func, items)
-        name = getattr(func, "__name__", "task").lstrip("_")
-        prefix = f"{self.tag}-{name}" if self.tag else name
+        places = spread(weights, nthreads)
+        keys = self._keys(func, len(items))
         return [
             self.client.submit(
-                func,
-                item,
-                workers=[dest],
-                allow_other_workers=True,
-                pure=False,
-                key=f"{prefix}-{uuid.uuid4().hex}",
+                func, item, workers=[dest], allow_other_workers=True, pure=False, key=key
             )
-            for item, dest in zip(items, spread(weights, nthreads), strict=True)
+            for item, dest, key in zip(items, places, keys, strict=True)
         ]
+
+    def _keys(self, func: Callable, n: int) -> list[str]:
+        """Unique task keys named after ``func``, prefixed by the tag when there is one
+        (tagged keys make one job's tasks recognisable on the cluster's task stream)."""
+        name = getattr(func, "__name__", "task").lstrip("_")
+        prefix = f"{self.tag}-{name}" if self.tag else name
+        return [f"{prefix}-{uuid.uuid4().hex}" for _ in range(n)]
 
     def gather(self, handles: list, progress: ProgressTask | None = None) -> list:
         """Bring (small) results to the caller. When a task failed, every other one is

@@ -147,4 +147,3 @@ def plan_units(
         half = min(max(half, 1), len(g) - 1)
         groups[big:big] = [g[:half], g[half:]]
     return groups
-

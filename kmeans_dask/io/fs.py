@@ -147,7 +147,7 @@ def put_parquet(
     Dictionary encoding only for the columns of codes (:func:`dictionary_columns`): on a
     column of unique values (ids, distances, scores) Parquet's dictionary encoder grows a
     hash table before it gives up, ~57 MiB for 262k rows measured here (8.8 MiB without),
-    which on a worker comes on top of its blocks, for no smaller file.
+    which on a worker comes on top of its blocks; the file is no larger without it.
     """
     buf = io.BytesIO()
     df.to_parquet(buf, index=False, use_dictionary=dictionary_columns(df))
