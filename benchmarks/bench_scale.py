@@ -1,15 +1,23 @@
 """Scaling of the whole job with the rows, persisted and streamed (issue 11).
 
     python benchmarks/bench_scale.py [--rows 1000000 2000000 4000000 8000000 16000000]
-                                      [--features 32] [--k 8] [--iters 10]
+                                      [--features 32] [--k 8] [--iters 20]
+                                      [--stream-iters 10]
 
-For every size it writes (once, reused when present) ``benchmarks/data/scale-{rows}x{d}/``:
-Parquet files of ~64 MiB (float32 columns, 4 row groups each, blobs), then runs the job
+For every size it writes (once, reused when present) ``benchmarks/data/scale-{rows}x{d}-s0.5/``:
+Parquet files of ~64 MiB (float32 columns, 4 row groups each, 16 overlapping blobs: centres
+drawn with standard deviation :data:`CENTRE_SCALE` around unit-variance noise, so Lloyd from
+random rows runs every iteration asked of it; with well separated blobs it stopped after 4 at
+1M rows and the "per iteration" figure was the median of 3 gaps), then runs the job
 (``kmeans_dask.job.pipeline.run``: plan, read, fit with K fixed, ``tol=0`` and ``--iters``
-Lloyd iterations from random rows, assign, commit) on a ``LocalCluster(2 workers x 1
-thread)`` twice: ``kmeans.persist: always`` and ``never``. It prints, per run:
+(persisted) or ``--stream-iters`` (streamed) Lloyd iterations from random rows, assign,
+commit) on a ``LocalCluster(2 workers x 1 thread)`` twice: ``kmeans.persist: always`` and
+``never``; then ``--repeat - 1`` more persisted jobs per size, in rounds over the sizes, and
+the per-row figure of every persisted job, their median per size, and the fixed cost of an
+iteration (a fit on 4,000 rows). It prints, per run:
 
-* seconds per Lloyd iteration (median of the run's iteration records) and per 1M rows;
+* seconds per Lloyd iteration (median of the gaps between the run's iteration records,
+  ``(n)`` of them) and per 1M rows;
 * the job's seconds by stage;
 * the peak resident memory of every worker, its idle baseline before the job (Python, Dask,
   numba, Arrow), and for the persisted run the ratio (peak - baseline) / data held per
@@ -40,6 +48,13 @@ import numpy as np
 
 DATA = Path(__file__).parent / "data"
 FILE_BYTES = 64 * 2**20
+#: the blobs' centres' standard deviation (their noise: 1): 0.5 overlaps them (scikit-learn's
+#: Lloyd took 121 iterations to converge on 512k of these rows at k = 8; 4.0: 4 iterations)
+CENTRE_SCALE = 0.5
+
+
+def _folder(rows: int, d: int) -> Path:
+    return DATA / f"scale-{rows}x{d}-s{CENTRE_SCALE}"
 
 
 def _generate(folder: Path, rows: int, d: int) -> None:
@@ -52,7 +67,7 @@ def _generate(folder: Path, rows: int, d: int) -> None:
     folder.mkdir(parents=True)
     per_file = max(1, FILE_BYTES // (d * 4))
     rng = np.random.default_rng(0)
-    centres = rng.normal(scale=4.0, size=(16, d)).astype(np.float32)
+    centres = rng.normal(scale=CENTRE_SCALE, size=(16, d)).astype(np.float32)
     tile = rng.normal(size=(per_file, d)).astype(np.float32)
     labels = rng.integers(0, 16, per_file)
     for i, start in enumerate(range(0, rows, per_file)):
@@ -70,6 +85,24 @@ def _worker_stats() -> tuple[int, int]:
 
     p = psutil.Process()
     return int(p.memory_info().rss), int(p.io_counters().read_chars)
+
+
+def _settle(client, timeout: float = 30.0) -> int:
+    """Wait until the workers hold no data of an earlier run (its handles are released
+    asynchronously: measured right after a persisted 16M job, a worker's idle "baseline" still
+    held 1.3 GiB of it), then collect garbage on them. Returns the keys still held at the
+    end (0 unless the timeout passed)."""
+    import gc
+
+    deadline = time.monotonic() + timeout
+    held = sum(map(len, client.has_what().values()))
+    while held and time.monotonic() < deadline:
+        time.sleep(0.1)
+        held = sum(map(len, client.has_what().values()))
+    client.run(gc.collect)
+    if held:
+        print("  held:", sorted({k for ks in client.has_what().values() for k in ks})[:10])
+    return held
 
 
 def _reset_peak() -> bool:
@@ -178,6 +211,9 @@ def _one(client, folder: Path, out: Path, mode: str, k: int, iters: int, interva
             "output": {"uri": str(out / mode)},
         }
     )
+    left = _settle(client)
+    if left:
+        print(f"  ({left} keys of an earlier run still on the workers after 30 s)")
     base = client.run(_worker_stats)
     exact = interval <= 0 and all(client.run(_reset_peak).values())
     handler = _Iterations()
@@ -197,6 +233,7 @@ def _one(client, folder: Path, out: Path, mode: str, k: int, iters: int, interva
         "total": total,
         "timings": result.timings,
         "iter": float(np.median(gaps)) if len(gaps) else float("nan"),
+        "n_gaps": len(gaps),
         "baseline": {w: base[w][0] for w in base},
         "peak": client.run(_peak) if exact else dict(sampler.peak),
         "peak_how": "high-water mark" if exact else f"sampled every {interval or 0.1} s",
@@ -209,7 +246,7 @@ def _warm_up(client, d: int, k: int) -> None:
     """One untimed run of both modes on 200,000 rows: the first job in fresh worker
     processes loads the numba kernels, Arrow and the allocator's pools (measured: the first
     size's iteration took 0.044 s per 1M rows, 0.024 s when run again)."""
-    folder = DATA / f"scale-200000x{d}"
+    folder = _folder(200_000, d)
     _generate(folder, 200_000, d)
     for mode in ("always", "never"):
         out = Path(tempfile.mkdtemp(prefix="bench-scale-warmup-"))
@@ -229,7 +266,15 @@ def main() -> None:
     )
     p.add_argument("--features", type=int, default=32)
     p.add_argument("--k", type=int, default=8)
-    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--iters", type=int, default=20, help="Lloyd iterations, persisted runs")
+    p.add_argument("--stream-iters", type=int, default=10, help="Lloyd iterations, streamed runs")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="persisted jobs per size, in rounds over the sizes (the per-row figure is their "
+        "median: the sizes run minutes apart on a shared machine)",
+    )
     p.add_argument(
         "--sample",
         type=float,
@@ -243,7 +288,8 @@ def main() -> None:
     from distributed import Client, LocalCluster
 
     print(
-        f"features {args.features} float32, k {args.k}, {args.iters} Lloyd iterations, "
+        f"features {args.features} float32, k {args.k}, {args.iters} (persisted) / "
+        f"{args.stream_iters} (streamed) Lloyd iterations, "
         "LocalCluster(2 workers x 1 thread); peak memory: "
         + (
             "high-water mark (exact, where the OS has one)"
@@ -252,7 +298,7 @@ def main() -> None:
         )
     )
     header = (
-        f"{'rows':>10} {'mode':>8} {'s/iter':>7} {'s/iter/1M':>9} {'job s':>6} "
+        f"{'rows':>10} {'mode':>8} {'s/iter':>7} {'(n)':>4} {'s/iter/1M':>9} {'job s':>6} "
         f"{'read':>5} {'fit':>6} {'assign':>6} {'peak MiB':>15} {'base MiB':>9} "
         f"{'(peak-base)/held':>16} {'GB read':>8} {'read-once s':>11} {'iter/read':>9}"
     )
@@ -262,15 +308,17 @@ def main() -> None:
         Client(cluster) as client,
     ):
         _warm_up(client, args.features, args.k)
+        per_row: dict[int, list[float]] = {rows: [] for rows in args.rows}
         for rows in args.rows:
-            folder = DATA / f"scale-{rows}x{args.features}"
+            folder = _folder(rows, args.features)
             _generate(folder, rows, args.features)
             read_once = _read_once(client, folder, "256MiB")
             held = rows * args.features * 4 / 2  # per worker, persisted
             for mode in ("always", "never"):
                 out = Path(tempfile.mkdtemp(prefix="bench-scale-"))
                 try:
-                    r = _one(client, folder, out, mode, args.k, args.iters, args.sample)
+                    iters = args.iters if mode == "always" else args.stream_iters
+                    r = _one(client, folder, out, mode, args.k, iters, args.sample)
                 finally:
                     shutil.rmtree(out, ignore_errors=True)
                 t = r["timings"]
@@ -278,8 +326,10 @@ def main() -> None:
                 bases = [r["baseline"][w] for w in sorted(r["baseline"])]
                 ratio = max((pk - b) / held for pk, b in zip(peaks, bases, strict=True))
                 ratio = ratio if mode == "always" else float("nan")
+                if mode == "always":
+                    per_row[rows].append(r["iter"] / rows * 1e6)
                 print(
-                    f"{rows:>10} {r['memory']['mode']:>8} {r['iter']:>7.3f} "
+                    f"{rows:>10} {r['memory']['mode']:>8} {r['iter']:>7.3f} {r['n_gaps']:>4} "
                     f"{r['iter'] / rows * 1e6:>9.4f} {r['total']:>6.1f} {t.get('read', 0):>5.1f} "
                     f"{t.get('fit', 0):>6.1f} {t.get('assign', 0):>6.1f} "
                     f"{'/'.join(str(pk // 2**20) for pk in peaks):>15} "
@@ -288,6 +338,64 @@ def main() -> None:
                     f"{r['iter'] / read_once:>9.2f}",
                     flush=True,
                 )
+        for _ in range(args.repeat - 1):
+            for rows in args.rows:
+                out = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+                try:
+                    r = _one(
+                        client,
+                        _folder(rows, args.features),
+                        out,
+                        "always",
+                        args.k,
+                        args.iters,
+                        args.sample,
+                    )
+                finally:
+                    shutil.rmtree(out, ignore_errors=True)
+                per_row[rows].append(r["iter"] / rows * 1e6)
+        fixed, n_fixed = _fixed_cost(client, args.features, args.k)
+        _summary(per_row, fixed, n_fixed)
+
+
+def _fixed_cost(client, d: int, k: int) -> tuple[float, int]:
+    """Seconds of a persisted Lloyd iteration that does (almost) no work: 2 blocks of 2,000
+    rows, one per worker, through the same per-worker calls (the median gap, and how many)."""
+    import dask.array as da
+
+    from kmeans_dask import KMeans
+
+    X = np.random.default_rng(0).uniform(size=(4000, d)).astype(np.float32)
+    handler = _Iterations()
+    logger = logging.getLogger("kmeans_dask.lloyd")
+    logger.addHandler(handler)
+    try:
+        with client.as_current():
+            KMeans(k, init="random", max_iter=60, tol=0, random_state=0).fit(
+                da.from_array(X, chunks=(2000, d))
+            )
+    finally:
+        logger.removeHandler(handler)
+    gaps = np.diff(handler.times)
+    return float(np.median(gaps)), len(gaps)
+
+
+def _summary(per_row: dict[int, list[float]], fixed: float, n_fixed: int) -> None:
+    """The persisted per-row figure of every job and size, their medians, and the medians'
+    spread (the goal: within 15%)."""
+    print(
+        f"\npersisted s/iter per 1M rows, every job (rounds over the sizes); fixed cost of an "
+        f"iteration (4,000 rows in 2 blocks): {fixed * 1e3:.1f} ms (median of {n_fixed} gaps)"
+    )
+    print(f"{'rows':>10} {'jobs':>24} {'median':>8} {'net of fixed':>12}")
+    medians = {}
+    for rows, values in per_row.items():
+        medians[rows] = float(np.median(values))
+        net = medians[rows] - fixed / rows * 1e6
+        jobs = " ".join(f"{v:.4f}" for v in values)
+        print(f"{rows:>10} {jobs:>24} {medians[rows]:>8.4f} {net:>12.4f}")
+    lo, hi = min(medians.values()), max(medians.values())
+    print(f"largest / smallest median: {hi / lo:.2f} (goal <= 1.15)")
 
 
 if __name__ == "__main__":

@@ -120,3 +120,28 @@ def test_workers_with_several_threads_share_the_blocks():
                 b = KMeans(4, init="random", random_state=1, max_iter=10, tol=0).fit(X)
     np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
     assert a.inertia_ == b.inertia_
+
+
+def test_a_finished_fit_leaves_no_actor_on_the_workers(client):
+    """The per-worker actors (and the blocks they reference) go as soon as a fit ends, not
+    when Python's cyclic garbage collector next runs: distributed's actor calls build
+    reference cycles through the proxies, so the collector is off here to make that visible."""
+    import gc
+    import time
+
+    X, _, _ = make_blobs(20_000, 4, centers=4, cluster_std=3.0, chunk_rows=2_000, random_state=1)
+    X = client.persist(X)
+    gc.collect()
+    gc.disable()
+    try:
+        with dask.config.set({"kmeans_dask.block-bytes": "64KiB"}):
+            KMeans(4, init="random", max_iter=5, tol=0, random_state=0).fit(X)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            held = [k for ks in client.has_what().values() for k in ks if "-group-" in str(k)]
+            if not held:
+                break
+            time.sleep(0.1)
+        assert held == []
+    finally:
+        gc.enable()
