@@ -52,6 +52,32 @@ def test_assign_matches_naive(case):
     np.testing.assert_allclose(inertia, wv @ mind, rtol=1e-10)
 
 
+@settings(max_examples=60, deadline=None)
+@given(data_and_centres())
+def test_inertia_from_the_sums_is_the_exact_inertia(case):
+    """Without ``exact`` the E-step gives the same sums bit for bit; the exact inertia minus
+    :func:`inertia_shift` of the sums is the data's sum of squares about the reference,
+    whatever the centres (so one exact pass gives every later iteration's inertia)."""
+    X, C, w = case
+    mu = X.mean(axis=0)
+    wv = np.ones(len(X)) if w is None else w
+    sum_sq = wv @ ((X.astype(np.float64) - mu) ** 2).sum(axis=1)  # numpy, the reference
+    rng = np.random.default_rng(len(X))
+    for centres in (C, C + rng.normal(size=C.shape).astype(C.dtype)):
+        cs = kernels.CentreSet(centres, mu)
+        sums, wsum, inertia = kernels.lloyd_partials(X, cs, w)
+        sums2, wsum2, zero = kernels.lloyd_partials(X, cs, w, exact=False)
+        np.testing.assert_array_equal(sums2, sums)
+        np.testing.assert_array_equal(wsum2, wsum)
+        assert zero == 0.0
+        shift = kernels.inertia_shift(centres, mu, sums, wsum)
+        # rounding: that of the partial sums (values up to max|x|) times |c - mu|, as for
+        # the centres the sums give; beside it the data's own sum of squares
+        moved = np.linalg.norm(centres.astype(np.float64) - mu, axis=1)
+        scale = np.abs(X).max() * (wsum @ moved) + sum_sq + inertia
+        assert abs(sum_sq + shift - inertia) <= 1e-11 * scale
+
+
 @settings(max_examples=40, deadline=None)
 @given(data_and_centres(), st.integers(1, 5))
 def test_partials_of_chunks_add_up_to_the_whole(case, n_chunks):

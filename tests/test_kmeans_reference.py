@@ -151,6 +151,26 @@ def test_objective_never_increases(backend):
     assert km.inertia_ <= inertias[-1] * (1 + 1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_every_iterations_inertia_is_that_of_its_assignment(dtype, backend):
+    """history_[m].inertia is the inertia of the assignment to the centres that iteration
+    m + 1 started from (those after m iterations), computed here with numpy: exact in the
+    first iteration, from the partial sums later (within 1e-12 of the data's sum of
+    squares here: data 100 from the origin, spread ~10)."""
+    X = _overlapping(n=5000, d=6, k=6, seed=8, dtype=dtype) + 100.0  # off the origin
+    init = X[:6].copy()
+    Xd = da.from_array(X, chunks=(1300, -1))
+    full = KMeans(6, init=init, tol=0, max_iter=6).fit(Xd)
+    sum_sq = ((X.astype(np.float64) - X.astype(np.float64).mean(0)) ** 2).sum()
+    for m, h in enumerate(full.history_):
+        C = init if m == 0 else KMeans(6, init=init, tol=0, max_iter=m).fit(Xd).cluster_centers_
+        D = ((X[:, None, :].astype(np.float64) - C[None].astype(np.float64)) ** 2).sum(-1)
+        exact = D.min(axis=1).sum()
+        assert abs(h.inertia - exact) <= 1e-12 * sum_sq, (m, h.inertia, exact)
+        if m == 0:
+            assert h.inertia == pytest.approx(exact, rel=1e-13)
+
+
 def test_inertia_is_exact_far_from_origin(backend):
     X = _overlapping(n=4000, d=6, k=4, seed=4) + 1e4
     km = KMeans(4, random_state=0).fit(da.from_array(X, chunks=1000))

@@ -64,15 +64,16 @@ def switch_ratio(k: int, dtype: np.dtype) -> float:
     return min(MAX_SWITCH_RATIO, base * 16.0 / max(k, 1))
 
 
-def plain_pass(block: Block, state: None, cs: kernels.CentreSet) -> tuple:
-    """The plain kernel's partial of one block (no state)."""
-    sums, wsum, inertia = kernels.lloyd_partials(block.X, cs, block.w)
+def plain_pass(block: Block, state: None, cs: kernels.CentreSet, exact: bool = True) -> tuple:
+    """The plain kernel's partial of one block (no state); ``exact``: with the exact
+    inertia (else 0 in its place)."""
+    sums, wsum, inertia = kernels.lloyd_partials(block.X, cs, block.w, exact)
     return (sums, wsum, inertia, block.X.shape[0] * cs.k), None
 
 
-def keep_pass(block: Block, state, cs: kernels.CentreSet) -> tuple:
+def keep_pass(block: Block, state, cs: kernels.CentreSet, exact: bool = True) -> tuple:
     """The plain kernel's partial of one block; the block's bounds state is kept as it is."""
-    return plain_pass(block, None, cs)[0], state
+    return plain_pass(block, None, cs, exact)[0], state
 
 
 def bounds_pass(block: Block, state: bkernels.BoundsState | None, step: bkernels.BoundsStep):
@@ -146,12 +147,19 @@ class EStep:
         self._groups: np.ndarray | None = None  # the centres' Yinyang groups, kept for the run
         self._full = True  # no usable state
         self._ratio: float | None = None  # switch_ratio(k, dtype), set by the first call
+        # the data's weighted sum of squares about the reference, from the first pass's exact
+        # inertia: later passes skip the exact distances (:func:`kernels.inertia_shift`)
+        self._sum_sq: float | None = None
         #: the kind of every pass so far ("plain", "full" or "pruned")
         self.kinds: list[str] = []
 
     def __call__(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int]:
         """``(sums, weights, inertia, n_skipped)`` of the assignment to ``C``; ``n_skipped``
-        counts the row-centre distances the bounds spared against ``n_samples * k``."""
+        counts the row-centre distances the bounds spared against ``n_samples * k``.
+
+        The first call's inertia is summed row by row from exact distances; later ones are
+        that pass's sum of squares plus :func:`kernels.inertia_shift` of their sums (the
+        same for plain and pruned passes, whose sums are bit-identical)."""
         kind, func, bc = self._broadcast(C)
         kind, total = self._pass(C, kind, func, bc)
         self.kinds.append(kind)
@@ -159,6 +167,11 @@ class EStep:
             self._centres, self._full = C, False
         self._last = C
         sums, wsum, inertia, computed = total
+        shift = kernels.inertia_shift(C, self.reference, sums, wsum)
+        if self._sum_sq is None:
+            self._sum_sq = float(inertia) - shift
+        else:
+            inertia = self._sum_sq + shift
         return sums, wsum, float(inertia), int(self.bs.n_samples * C.shape[0] - computed)
 
     def _pass(self, C: np.ndarray, kind: str, func, bc: dict) -> tuple[str, tuple]:
@@ -185,15 +198,17 @@ class EStep:
         return "full" if moved <= self._ratio else "plain"
 
     def _broadcast(self, C: np.ndarray) -> tuple:
+        exact = self._sum_sq is None  # only the first pass needs the exact distances
         if not self.bounds:
-            return "plain", plain_pass, {"cs": kernels.CentreSet(C, self.reference)}
+            cs = kernels.CentreSet(C, self.reference)
+            return "plain", plain_pass, {"cs": cs, "exact": exact}
         step = bkernels.bounds_step(C, self._centres, self.reference, self._full, self._groups)
         self._groups = step.groups
         if self._ratio is None:
             self._ratio = switch_ratio(C.shape[0], C.dtype)
         kind = self.pass_kind(step, C)
         if kind == "plain":
-            return kind, keep_pass, {"cs": step.cs}
+            return kind, keep_pass, {"cs": step.cs, "exact": exact}
         step.full = kind == "full"
         return kind, bounds_pass, {"step": step}
 

@@ -1,7 +1,8 @@
 """Lloyd iterations as map-reduce over persisted row blocks.
 
 Per iteration: the centres (small) go to every block; each block returns
-``(sums, weights, inertia)`` from one fused compiled pass (:func:`kernels.lloyd_partials`),
+``(sums, weights)`` from one fused compiled pass (:func:`kernels.lloyd_partials`; the exact
+distances, for the inertia, only in the first iteration: :class:`.estep.EStep`),
 added up on the workers along a fixed tree over the blocks (one call per worker on a
 cluster: :mod:`.estep`); the caller completes the sum and divides. Empty clusters take
 the rows farthest from their centre (scikit-learn's rule), found by an extra pass only in
@@ -41,8 +42,10 @@ logger = logging.getLogger("kmeans_dask.lloyd")
 
 @dataclass(frozen=True)
 class IterationStats:
-    """One Lloyd iteration: the exact inertia of the assignment to the centres it started
-    from, and the squared shift of the centres it produced. ``n_skipped``: row-centre
+    """One Lloyd iteration: the inertia of the assignment to the centres it started from
+    (summed from exact distances in the first iteration; later ones from their partial sums
+    and the first's, :func:`kmeans_dask.kernels.lloyd.inertia_shift`: the same up to the
+    rounding of those sums), and the squared shift of the centres it produced. ``n_skipped``: row-centre
     distances the bounds spared against plain Lloyd's ``n_samples * k`` (0 without bounds;
     negative when near-ties made blocks compute more than plain Lloyd)."""
 
