@@ -45,9 +45,10 @@ class IterationStats:
     """One Lloyd iteration: the inertia of the assignment to the centres it started from
     (summed from exact distances in the first iteration; later ones from their partial sums
     and the first's, :func:`kmeans_dask.kernels.lloyd.inertia_shift`: the same up to the
-    rounding of those sums), and the squared shift of the centres it produced. ``n_skipped``: row-centre
-    distances the bounds spared against plain Lloyd's ``n_samples * k`` (0 without bounds;
-    negative when near-ties made blocks compute more than plain Lloyd)."""
+    rounding of those sums), and the squared shift of the centres it produced.
+    ``n_skipped``: row-centre distances the bounds spared against plain Lloyd's
+    ``n_samples * k`` (0 without bounds; negative when near-ties made blocks compute more
+    than plain Lloyd)."""
 
     iteration: int
     inertia: float

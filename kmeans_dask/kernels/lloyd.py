@@ -226,8 +226,8 @@ def inertia_shift(
     the same sums have: far below the inertia unless the data sits far from its mean
     against its spread (a row-by-row inertia is then more precise: the final one is).
     """
-    shifted = np.asarray(centres, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
     mu = np.asarray(reference, dtype=np.float64)
+    shifted = np.asarray(centres, dtype=np.float64) - mu
     moved = np.asarray(sums, dtype=np.float64) - np.outer(wsum, mu)
     return float(wsum @ np.einsum("ij,ij->i", shifted, shifted) - 2.0 * np.sum(shifted * moved))
 
