@@ -165,7 +165,7 @@ def weighted_lloyd(
     C = np.asarray(centres, dtype=X.dtype).copy()
     for _ in range(max_iter):
         cs = CentreSet(C, ref)
-        sums, wsum, _ = lloyd_partials(X, cs, w)
+        sums, wsum, _ = lloyd_partials(X, cs, w, exact=False)  # the cost comes at the end
 
         def farthest(m: int, cs: CentreSet = cs) -> tuple:
             return select_farthest([farthest_points(X, cs, w, 0, m)], m)

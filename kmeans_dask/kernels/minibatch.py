@@ -321,7 +321,10 @@ def refine_lloyd(
     run = map if map_slabs is None else map_slabs
     for it in range(1, max_iter + 1):
         cs = CentreSet(C, reference)
-        parts = list(run(lambda slab, cs=cs: lloyd_partials(slab[0], cs, slab[1]), slabs))
+        # only the sums: the refinement stops on the centres' shift, never on the inertia
+        parts = list(
+            run(lambda slab, cs=cs: lloyd_partials(slab[0], cs, slab[1], exact=False), slabs)
+        )
         sums, wsum = parts[0][0], parts[0][1]
         for p in parts[1:]:
             sums += p[0]
