@@ -87,11 +87,11 @@ def _worker_stats() -> tuple[int, int]:
     return int(p.memory_info().rss), int(p.io_counters().read_chars)
 
 
-def _settle(client, timeout: float = 30.0) -> int:
+def _settle(client, timeout: float = 30.0) -> None:
     """Wait until the workers hold no data of an earlier run (its handles are released
     asynchronously: measured right after a persisted 16M job, a worker's idle "baseline" still
-    held 1.3 GiB of it), then collect garbage on them. Returns the keys still held at the
-    end (0 unless the timeout passed)."""
+    held 1.3 GiB of it: the per-worker actors, fixed since), then collect garbage on them.
+    Prints the keys still held if the timeout passed."""
     import gc
 
     deadline = time.monotonic() + timeout
@@ -101,8 +101,9 @@ def _settle(client, timeout: float = 30.0) -> int:
         held = sum(map(len, client.has_what().values()))
     client.run(gc.collect)
     if held:
-        print("  held:", sorted({k for ks in client.has_what().values() for k in ks})[:10])
-    return held
+        keys = sorted({str(k) for ks in client.has_what().values() for k in ks})
+        print(f"  ({held} keys of an earlier run still on the workers after {timeout} s: "
+              f"{keys[:5]})")
 
 
 def _reset_peak() -> bool:
@@ -211,9 +212,7 @@ def _one(client, folder: Path, out: Path, mode: str, k: int, iters: int, interva
             "output": {"uri": str(out / mode)},
         }
     )
-    left = _settle(client)
-    if left:
-        print(f"  ({left} keys of an earlier run still on the workers after 30 s)")
+    _settle(client)
     base = client.run(_worker_stats)
     exact = interval <= 0 and all(client.run(_reset_peak).values())
     handler = _Iterations()
