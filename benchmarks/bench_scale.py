@@ -14,7 +14,7 @@ random rows runs every iteration asked of it; with well separated blobs it stopp
 commit) on a ``LocalCluster(2 workers x 1 thread)`` twice: ``kmeans.persist: always`` and
 ``never``; then ``--repeat - 1`` more persisted jobs per size, in rounds over the sizes, and
 the per-row figure of every persisted job, their median per size, and the fixed cost of an
-iteration (a fit on 4,000 rows). It prints, per run:
+iteration (a fit on 8,192 rows in 2 blocks). It prints, per run:
 
 * seconds per Lloyd iteration (median of the gaps between the run's iteration records,
   ``(n)`` of them) and per 1M rows;
@@ -36,6 +36,7 @@ modes on 200,000 rows (the first job in fresh workers pays for loading the kerne
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shutil
@@ -51,6 +52,8 @@ FILE_BYTES = 64 * 2**20
 #: the blobs' centres' standard deviation (their noise: 1): 0.5 overlaps them (scikit-learn's
 #: Lloyd took 121 iterations to converge on 512k of these rows at k = 8; 4.0: 4 iterations)
 CENTRE_SCALE = 0.5
+#: rows of the fixed-cost fit: two blocks of the planner's smallest size, one per worker
+FIXED_ROWS = 8192
 
 
 def _folder(rows: int, d: int) -> Path:
@@ -102,8 +105,9 @@ def _settle(client, timeout: float = 30.0) -> None:
     client.run(gc.collect)
     if held:
         keys = sorted({str(k) for ks in client.has_what().values() for k in ks})
-        print(f"  ({held} keys of an earlier run still on the workers after {timeout} s: "
-              f"{keys[:5]})")
+        print(
+            f"  ({held} keys of an earlier run still on the workers after {timeout} s: {keys[:5]})"
+        )
 
 
 def _reset_peak() -> bool:
@@ -150,6 +154,21 @@ class _Sampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+@contextlib.contextmanager
+def _iteration_times():
+    """The times of the Lloyd iteration records logged inside the block (a list, filled)."""
+    handler = _Iterations()
+    logger = logging.getLogger("kmeans_dask.lloyd")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)  # iterations are DEBUG
+    try:
+        yield handler.times
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 class _Iterations(logging.Handler):
@@ -215,19 +234,16 @@ def _one(client, folder: Path, out: Path, mode: str, k: int, iters: int, interva
     _settle(client)
     base = client.run(_worker_stats)
     exact = interval <= 0 and all(client.run(_reset_peak).values())
-    handler = _Iterations()
-    logging.getLogger("kmeans_dask.lloyd").addHandler(handler)
-    logging.getLogger("kmeans_dask.lloyd").setLevel(logging.DEBUG)  # iterations are DEBUG
-    try:
-        with _Sampler(client, 0 if exact else interval or 0.1) as sampler:
-            t0 = time.perf_counter()
-            result = run(config, client=client)
-            total = time.perf_counter() - t0
-    finally:
-        logging.getLogger("kmeans_dask.lloyd").removeHandler(handler)
+    with (
+        _iteration_times() as times,
+        _Sampler(client, 0 if exact else interval or 0.1) as sampler,
+    ):
+        t0 = time.perf_counter()
+        result = run(config, client=client)
+        total = time.perf_counter() - t0
     after = client.run(_worker_stats)
     manifest = json.loads((Path(result.results_uri) / "manifest.json").read_text())
-    gaps = np.diff(handler.times)
+    gaps = np.diff(times)
     return {
         "total": total,
         "timings": result.timings,
@@ -358,24 +374,19 @@ def main() -> None:
 
 
 def _fixed_cost(client, d: int, k: int) -> tuple[float, int]:
-    """Seconds of a persisted Lloyd iteration that does (almost) no work: 2 blocks of 2,000
-    rows, one per worker, through the same per-worker calls (the median gap, and how many)."""
+    """Seconds of a persisted Lloyd iteration that does (almost) no work: 2 blocks of 4,096
+    rows (the planner's smallest; 2 chunks of 2,000 rows became one block on one worker),
+    one per worker, through the same per-worker calls (the median gap, and how many)."""
     import dask.array as da
 
     from kmeans_dask import KMeans
 
-    X = np.random.default_rng(0).uniform(size=(4000, d)).astype(np.float32)
-    handler = _Iterations()
-    logger = logging.getLogger("kmeans_dask.lloyd")
-    logger.addHandler(handler)
-    try:
-        with client.as_current():
-            KMeans(k, init="random", max_iter=60, tol=0, random_state=0).fit(
-                da.from_array(X, chunks=(2000, d))
-            )
-    finally:
-        logger.removeHandler(handler)
-    gaps = np.diff(handler.times)
+    X = np.random.default_rng(0).uniform(size=(FIXED_ROWS, d)).astype(np.float32)
+    with _iteration_times() as times, client.as_current():
+        KMeans(k, init="random", max_iter=60, tol=0, random_state=0).fit(
+            da.from_array(X, chunks=(FIXED_ROWS // 2, d))
+        )
+    gaps = np.diff(times)
     return float(np.median(gaps)), len(gaps)
 
 
@@ -384,7 +395,8 @@ def _summary(per_row: dict[int, list[float]], fixed: float, n_fixed: int) -> Non
     spread (the goal: within 15%)."""
     print(
         f"\npersisted s/iter per 1M rows, every job (rounds over the sizes); fixed cost of an "
-        f"iteration (4,000 rows in 2 blocks): {fixed * 1e3:.1f} ms (median of {n_fixed} gaps)"
+        f"iteration ({FIXED_ROWS:,} rows in 2 blocks): {fixed * 1e3:.1f} ms "
+        f"(median of {n_fixed} gaps)"
     )
     print(f"{'rows':>10} {'jobs':>24} {'median':>8} {'net of fixed':>12}")
     medians = {}
