@@ -142,7 +142,7 @@ def _pruned_pass(Q: np.ndarray, X: np.ndarray, index: ClusterIndex, k: int, mu: 
     out_d, out_i = _padded(Q.shape[0], k)
     ok = np.empty(Q.shape[0], dtype=np.bool_)
     qnorm = np.sqrt(qn2)
-    _refine(Q, X, hv, hi, k, qnorm, index.rmax, _U32, out_d, out_i, ok, index.order)
+    _refine(Q, X, hv, hi, k, qnorm, index.rmax, _U32, out_d, out_i, ok, index.order, qorder)
     return out_d, out_i, ok, int(computed)
 
 
