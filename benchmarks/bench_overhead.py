@@ -7,12 +7,12 @@
 For every size it reads ``bench_scale.py``'s data (``benchmarks/data/scale-{rows}x32-s0.5/``,
 generated when absent) into persisted blocks exactly as the job plans them, starts the
 per-worker actors the Lloyd iterations use (``engine.groups.WorkerGroups``), and runs
-``--passes`` E-steps of the plain kernel through them, alternately:
+``--passes`` E-steps of the plain kernel through them, each followed by a timing pass:
 
-* as the iterations run them (``engine.estep.plain_pass``, no exact distances): the wall
-  time of one pass, client to client;
-* through a pass that also times the kernel call on the worker: the kernel seconds per
-  block, summed per worker.
+* the E-step as the iterations run it (``engine.estep.plain_pass``, no exact distances):
+  the wall time of one pass, client to client;
+* then the same kernel on every block as one task per block on the worker that holds it,
+  timed inside the task: the kernel seconds summed per worker.
 
 It prints, per size: the block plan and placement, the median wall time of a pass, the
 median kernel time of the busiest worker and of the average worker (both per 1M rows), and
