@@ -126,3 +126,34 @@ def test_metrics_need_two_clusters():
     with pytest.raises(ValueError, match=r"needs 2 <= number of clusters"):
         calinski_harabasz_score(X, np.zeros(50, int))
     assert np.isnan(silhouette_sample_score(X, np.zeros(50, int)))
+
+
+@pytest.mark.parametrize("block, chunk", [(256, 1024), (7, 13), (64, 5000)])
+@pytest.mark.parametrize("structured", [True, False])
+def test_silhouette_rows_equal_sklearn_for_every_labelling(block, chunk, structured):
+    """The per-row kernel of the sampled silhouettes: the sample is reordered by its joint
+    labels internally, and each row's own distance is left out; duplicates, a singleton
+    cluster and an empty cluster included. ``structured``: nested labellings (few joint
+    runs); else independent random labellings (nearly one run per row)."""
+    from sklearn.metrics import silhouette_samples
+
+    from kmeans_dask.kernels.metrics import silhouette_rows
+
+    rng = np.random.default_rng(5)
+    n = 900
+    S = rng.normal(size=(n, 6))
+    S[40] = S[41] = S[42]  # duplicates
+    S -= S.mean(axis=0)
+    ks = np.array([2, 3, 5, 9])
+    if structured:
+        labels = np.stack([(np.floor(S[:, 0] * 2.0).astype(int) % k) for k in ks], axis=1)
+    else:
+        labels = np.stack([rng.integers(0, k, n) for k in ks], axis=1)
+    labels[:, 3] = np.where(labels[:, 3] == 8, 7, labels[:, 3])  # cluster 8 of K=9 empty
+    labels[17, 3] = 8  # ... but for one row: a singleton
+    rows = np.r_[0:50, 300:420, 17, 899]
+    out = silhouette_rows(S[rows], rows, S, labels, ks, block=block, chunk=chunk)
+    for j in range(len(ks)):
+        expected = silhouette_samples(S, labels[:, j])[rows]
+        np.testing.assert_allclose(out[:, j], expected, rtol=1e-9, atol=1e-12)
+    assert out[rows.tolist().index(17), 3] == 0.0  # singleton: 0 by definition

@@ -167,45 +167,103 @@ def stratified_candidates(
     return u[pick], pick + offset, pick
 
 
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _dist_sum(g, ri, s2, lo, hi):
+    # sum of sqrt(||r||^2 + ||s_c||^2 - 2 r.s_c) (clamped at 0) over lo <= c < hi, from the
+    # row's products g and the sample's squared norms s2 (both indexed from the tile start)
+    # (slices first: a loop from 0 is vectorised, one from a runtime start was not)
+    gs = g[lo:hi]
+    ns = s2[lo:hi]
+    s = 0.0
+    for c in range(gs.shape[0]):
+        s += np.sqrt(max(ri + ns[c] - 2.0 * gs[c], 0.0))
+    return s
+
+
+@njit(nogil=True, cache=True, fastmath=_FAST)
+def _run_sums(G, rr, ss, c0, bounds, r0, own, acc):
+    # acc[i, r] += the distances from row i to the sample columns of run r within
+    # [c0, c0 + G.shape[1]) (columns sorted by run: run r is bounds[r]:bounds[r + 1]),
+    # the row's own column (own[i], sorted position) left out; G holds the products
+    m, tc = G.shape
+    c1 = c0 + tc
+    n_runs = bounds.shape[0] - 1
+    s2 = ss[c0:c1]
+    for i in range(m):
+        g = G[i]
+        ri = rr[i]
+        oi = own[i] - c0
+        r = r0
+        while r < n_runs and bounds[r] < c1:
+            lo = max(bounds[r], c0) - c0
+            hi = min(bounds[r + 1], c1) - c0
+            if lo <= oi < hi:
+                s = _dist_sum(g, ri, s2, lo, oi) + _dist_sum(g, ri, s2, oi + 1, hi)
+            else:
+                s = _dist_sum(g, ri, s2, lo, hi)
+            acc[i, r] += s
+            r += 1
+
+
 def silhouette_rows(
     rows: np.ndarray,
     row_index: np.ndarray,
     sample: np.ndarray,
     labels: np.ndarray,
     ks: np.ndarray,
-    block: int = 1024,
+    block: int = 256,
+    chunk: int = 1024,
 ) -> np.ndarray:
     """Exact Euclidean silhouettes of ``rows`` for several labellings of the same sample.
 
-    ``labels`` is (n_sample, n_labellings), column ``j`` in ``0 .. ks[j] - 1``. Each block of
-    pairwise distances is computed once and summed per cluster of every labelling with one
-    product against the stacked one-hot matrix. ``rows`` are part of the sample, at
+    ``labels`` is (n_sample, n_labellings), column ``j`` in ``0 .. ks[j] - 1``. The sample
+    is ordered by its joint labels, so that a run of consecutive sample rows shares its
+    cluster in every labelling: each distance is computed once (one product per tile of
+    ``block`` rows x ``chunk`` sample rows, a tile of values that stays in cache) and added
+    to its run's sum, and each run's sums then go to one cluster of every labelling (a
+    small product with the runs' one-hot matrix). ``rows`` are part of the sample, at
     positions ``row_index``; per labelling the result is
-    ``sklearn.metrics.silhouette_samples`` of those rows. Distances are computed ``block``
-    rows at a time (never n x n); the caller centres the data. Returns
-    (n_rows, n_labellings).
+    ``sklearn.metrics.silhouette_samples`` of those rows. The caller centres the data (the
+    expanded distances stay accurate). Returns (n_rows, n_labellings).
     """
     S = np.asarray(sample, dtype=np.float64)
     n = S.shape[0]
+    labels = np.asarray(labels, dtype=np.int64)
+    ks = np.asarray(ks, dtype=np.int64)
+    runs, run_of = np.unique(labels, axis=0, return_inverse=True)
+    run_of = run_of.reshape(-1)
+    order = np.argsort(run_of, kind="stable")
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    S = np.ascontiguousarray(S[order])
+    bounds = np.searchsorted(run_of[order], np.arange(runs.shape[0] + 1)).astype(np.int64)
     ss = np.einsum("ij,ij->i", S, S)
     offsets = np.concatenate([[0], np.cumsum(ks)])
-    onehot = np.zeros((n, int(offsets[-1])))
+    onehot = np.zeros((runs.shape[0], int(offsets[-1])))
     counts = []
     for j, k in enumerate(ks):
-        onehot[np.arange(n), offsets[j] + labels[:, j]] = 1.0
+        onehot[np.arange(runs.shape[0]), offsets[j] + runs[:, j]] = 1.0
         counts.append(np.bincount(labels[:, j], minlength=int(k)).astype(np.float64))
+    first_run = np.searchsorted(bounds, np.arange(0, n, chunk), side="right") - 1
     out = np.empty((rows.shape[0], len(ks)))
+    acc = np.empty((block, runs.shape[0]))
+    buf = np.empty(block * chunk)  # the products of one tile (C-contiguous for np.dot's out)
     for start in range(0, rows.shape[0], block):
         R = np.asarray(rows[start : start + block], dtype=np.float64)
         m = R.shape[0]
-        D = np.einsum("ij,ij->i", R, R)[:, None] - 2.0 * (R @ S.T) + ss[None, :]
-        np.maximum(D, 0.0, out=D)
-        np.sqrt(D, out=D)
-        D[np.arange(m), row_index[start : start + block]] = 0.0
-        sums = D @ onehot  # (m, sum of ks): distance sums per cluster of every labelling
+        idx = np.asarray(row_index[start : start + m], dtype=np.int64)
+        rr = np.einsum("ij,ij->i", R, R)
+        a_m = acc[:m]
+        a_m[:] = 0.0
+        for ci, c0 in enumerate(range(0, n, chunk)):
+            c1 = min(c0 + chunk, n)
+            Gt = buf[: m * (c1 - c0)].reshape(m, c1 - c0)
+            np.dot(R, S[c0:c1].T, out=Gt)
+            _run_sums(Gt, rr, ss, c0, bounds, first_run[ci], position[idx], a_m)
+        sums = a_m @ onehot  # (m, sum of ks): distance sums per cluster of every labelling
         for j in range(len(ks)):
             per_cluster = sums[:, offsets[j] : offsets[j + 1]]
-            lab = labels[row_index[start : start + block], j]
+            lab = labels[idx, j]
             cnt = counts[j]
             n_own = cnt[lab]
             a = per_cluster[np.arange(m), lab] / np.maximum(n_own - 1, 1)
