@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -190,3 +191,25 @@ def test_sq_distances_match_naive():
     rng = np.random.default_rng(2)
     X, C = rng.normal(size=(50, 4)), rng.normal(size=(6, 4))
     np.testing.assert_allclose(kernels.sq_distances(X, C), _naive(X, C), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 1023, 1025, 9000])
+def test_lloyd_partials_multi_equal_each_set_alone_bit_for_bit(dtype, n):
+    """The sweep's fused pass (every K still iterating, one read of each tile) gives each
+    centre set exactly its own lloyd_partials: sums, weights and exact inertia."""
+    rng = np.random.default_rng(n)
+    X = (rng.normal(size=(n, 7)) * 3 + 50).astype(dtype)  # far from the origin
+    w = rng.random(n) if n % 2 else None
+    mu = X.mean(axis=0).astype(np.float64)
+    css = [kernels.CentreSet(X[rng.integers(0, n, size=k)], mu) for k in (2, 5, 1, 9, 3)]
+    exact = [True, False, True, False, True]
+    got = kernels.lloyd_partials_multi(X, css, w, exact)
+    assert len(got) == len(css)
+    for cs, e, (sums, wsum, inertia) in zip(css, exact, got, strict=True):
+        s1, w1, i1 = kernels.lloyd_partials(X, cs, w, e)
+        assert sums.shape == (cs.k, 7)
+        np.testing.assert_array_equal(sums, s1)
+        np.testing.assert_array_equal(wsum, w1)
+        assert inertia == i1
+        assert (inertia > 0) == e

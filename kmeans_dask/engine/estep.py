@@ -37,7 +37,16 @@ from .blocks import Block, BlockSet
 from .groups import GroupsUnavailable, WorkerGroups
 from .tree import reduce_root
 
-__all__ = ["SWITCH_KEY", "EStep", "TaskStates", "bounds_pass", "plain_pass", "switch_ratio"]
+__all__ = [
+    "PLAIN_PASSES",
+    "SWITCH_KEY",
+    "EStep",
+    "TaskStates",
+    "bounds_pass",
+    "plain_pass",
+    "plain_passes",
+    "switch_ratio",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +83,24 @@ def plain_pass(block: Block, state: None, cs: kernels.CentreSet, exact: bool = T
 def keep_pass(block: Block, state, cs: kernels.CentreSet, exact: bool = True) -> tuple:
     """The plain kernel's partial of one block; the block's bounds state is kept as it is."""
     return plain_pass(block, None, cs, exact)[0], state
+
+
+#: the per-block passes :func:`plain_passes` can run together
+PLAIN_PASSES = (plain_pass, keep_pass)
+
+
+def plain_passes(block: Block, states: list, broadcasts: list[dict]) -> list[tuple]:
+    """Several fits' :data:`PLAIN_PASSES` on one block in one pass over its rows
+    (:func:`kernels.lloyd.lloyd_partials_multi`): per fit ``(partial, new state)``, bit for
+    bit what its own pass returns (``plain_pass`` drops the state, ``keep_pass`` keeps it)."""
+    css = [bc["cs"] for bc in broadcasts]
+    parts = kernels.lloyd_partials_multi(
+        block.X, css, block.w, [bc.get("exact", True) for bc in broadcasts]
+    )
+    return [
+        ((sums, wsum, inertia, block.X.shape[0] * cs.k), state)
+        for (sums, wsum, inertia), cs, state in zip(parts, css, states, strict=True)
+    ]
 
 
 def bounds_pass(block: Block, state: bkernels.BoundsState | None, step: bkernels.BoundsStep):

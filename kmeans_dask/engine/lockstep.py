@@ -30,7 +30,7 @@ import dask
 import numpy as np
 
 from .blocks import Block, BlockSet
-from .estep import EStep, TaskStates
+from .estep import PLAIN_PASSES, EStep, TaskStates, plain_passes
 from .groups import GroupsUnavailable, PassFunc, WorkerGroups
 from .tree import add_partials
 
@@ -87,16 +87,37 @@ class PerFit:
 def combined_pass(
     block: Block, state: dict | None, requests: Sequence[Request]
 ) -> tuple[PerFit, dict]:
-    """Every request's function on one block, each with its own state (by member id)."""
+    """Every request's function on one block, each with its own state (by member id).
+
+    The plain Lloyd passes among them run in one pass over the block's rows
+    (:func:`.estep.plain_passes`: each tile of rows is read from memory once for all of them;
+    the same partials bit for bit); the others (bounds) one by one."""
     states = state or {}
-    parts, new = [], {}
-    for member, func, fresh, broadcast in requests:
+    out: dict[int, Any] = {}
+    new: dict[int, Any] = {}
+    plain = [r for r in requests if r[1] in PLAIN_PASSES]
+    if len(plain) >= 2:
         try:
-            part, new[member] = func(block, None if fresh else states.get(member), **broadcast)
+            done = plain_passes(
+                block,
+                [None if fresh else states.get(member) for member, _, fresh, _ in plain],
+                [broadcast for *_, broadcast in plain],
+            )
+        except Exception:  # run them one by one below: each fit hears its own error
+            done = None
+        if done is not None:
+            for (member, *_), (part, kept) in zip(plain, done, strict=True):
+                out[member], new[member] = part, kept
+    for member, func, fresh, broadcast in requests:
+        if member in out:
+            continue
+        try:
+            out[member], new[member] = func(
+                block, None if fresh else states.get(member), **broadcast
+            )
         except Exception as exc:  # this fit's error, not the others'
-            part = Failed(exc)
-        parts.append(part)
-    return PerFit(tuple(parts)), new
+            out[member] = Failed(exc)
+    return PerFit(tuple(out[r[0]] for r in requests)), new
 
 
 class _Request:
