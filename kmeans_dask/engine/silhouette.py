@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..kernels import metrics as mk
 from ..kernels.streams import Stream, row_uniforms
@@ -87,7 +88,10 @@ def _silhouette_task(
 ) -> np.ndarray:
     start, stop = part
     idx = np.arange(start, stop)
-    return mk.silhouette_rows(sample[start:stop], idx, sample, labels, np.asarray(ks))
+    # one BLAS thread, as on a worker: a threaded product may round differently, and the
+    # same sample must give the same bits in the client's thread pool and on a cluster
+    with threadpool_limits(limits=1, user_api="blas"):
+        return mk.silhouette_rows(sample[start:stop], idx, sample, labels, np.asarray(ks))
 
 
 def _blockwise_silhouettes(
