@@ -167,24 +167,41 @@ def stratified_candidates(
     return u[pick], pick + offset, pick
 
 
-@njit(nogil=True, cache=True, fastmath=_FAST)
-def _dist_sum(g, ri, s2, lo, hi):
-    # sum of sqrt(||r||^2 + ||s_c||^2 - 2 r.s_c) (clamped at 0) over lo <= c < hi, from the
-    # row's products g and the sample's squared norms s2 (both indexed from the tile start)
-    # (slices first: a loop from 0 is vectorised, one from a runtime start was not)
-    gs = g[lo:hi]
-    ns = s2[lo:hi]
-    s = 0.0
-    for c in range(gs.shape[0]):
-        s += np.sqrt(max(ri + ns[c] - 2.0 * gs[c], 0.0))
-    return s
+# No fastmath flags in the two functions below: with 'reassoc' LLVM chose the order of a
+# run's sum differently in a fresh compile than in numba's cached one (seen: the last bit of
+# a silhouette differed between the client and the workers). The distances are computed
+# element by element (vectorised without reordering anything), then summed in eight explicit
+# lanes in a fixed order.
+@njit(nogil=True, cache=True)
+def _lane_sum(v, lo, hi):
+    # sum of v[lo:hi] in eight lanes, combined in a fixed order
+    x = v[lo:hi]  # slices first: a loop from 0 vectorises, one from a runtime start did not
+    n = x.shape[0]
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    c = 0
+    while c + 8 <= n:
+        a0 += x[c]
+        a1 += x[c + 1]
+        a2 += x[c + 2]
+        a3 += x[c + 3]
+        a4 += x[c + 4]
+        a5 += x[c + 5]
+        a6 += x[c + 6]
+        a7 += x[c + 7]
+        c += 8
+    tail = 0.0
+    while c < n:
+        tail += x[c]
+        c += 1
+    return (((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))) + tail
 
 
-@njit(nogil=True, cache=True, fastmath=_FAST)
-def _run_sums(G, rr, ss, c0, bounds, r0, own, acc):
+@njit(nogil=True, cache=True)
+def _run_sums(G, rr, ss, c0, bounds, r0, own, acc, dist):
     # acc[i, r] += the distances from row i to the sample columns of run r within
     # [c0, c0 + G.shape[1]) (columns sorted by run: run r is bounds[r]:bounds[r + 1]),
-    # the row's own column (own[i], sorted position) left out; G holds the products
+    # the row's own column (own[i], sorted position) left out (0 added instead: exact); G
+    # holds the products; dist is a buffer of G.shape[1] values
     m, tc = G.shape
     c1 = c0 + tc
     n_runs = bounds.shape[0] - 1
@@ -192,16 +209,14 @@ def _run_sums(G, rr, ss, c0, bounds, r0, own, acc):
     for i in range(m):
         g = G[i]
         ri = rr[i]
-        oi = own[i] - c0
+        for c in range(tc):
+            v = ri + s2[c] - 2.0 * g[c]
+            dist[c] = np.sqrt(v) if v > 0.0 else 0.0
+        if c0 <= own[i] < c1:
+            dist[own[i] - c0] = 0.0
         r = r0
         while r < n_runs and bounds[r] < c1:
-            lo = max(bounds[r], c0) - c0
-            hi = min(bounds[r + 1], c1) - c0
-            if lo <= oi < hi:
-                s = _dist_sum(g, ri, s2, lo, oi) + _dist_sum(g, ri, s2, oi + 1, hi)
-            else:
-                s = _dist_sum(g, ri, s2, lo, hi)
-            acc[i, r] += s
+            acc[i, r] += _lane_sum(dist, max(bounds[r], c0) - c0, min(bounds[r + 1], c1) - c0)
             r += 1
 
 
@@ -248,6 +263,7 @@ def silhouette_rows(
     out = np.empty((rows.shape[0], len(ks)))
     acc = np.empty((block, runs.shape[0]))
     buf = np.empty(block * chunk)  # the products of one tile (C-contiguous for np.dot's out)
+    dist = np.empty(chunk)
     for start in range(0, rows.shape[0], block):
         R = np.asarray(rows[start : start + block], dtype=np.float64)
         m = R.shape[0]
@@ -259,7 +275,7 @@ def silhouette_rows(
             c1 = min(c0 + chunk, n)
             Gt = buf[: m * (c1 - c0)].reshape(m, c1 - c0)
             np.dot(R, S[c0:c1].T, out=Gt)
-            _run_sums(Gt, rr, ss, c0, bounds, first_run[ci], position[idx], a_m)
+            _run_sums(Gt, rr, ss, c0, bounds, first_run[ci], position[idx], a_m, dist)
         sums = a_m @ onehot  # (m, sum of ks): distance sums per cluster of every labelling
         for j in range(len(ks)):
             per_cluster = sums[:, offsets[j] : offsets[j + 1]]
