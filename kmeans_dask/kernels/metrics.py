@@ -167,57 +167,27 @@ def stratified_candidates(
     return u[pick], pick + offset, pick
 
 
-# No fastmath flags in the two functions below: with 'reassoc' LLVM chose the order of a
-# run's sum differently in a fresh compile than in numba's cached one (seen: the last bit of
-# a silhouette differed between the client and the workers). The distances are computed
-# element by element (vectorised without reordering anything), then summed in eight explicit
-# lanes in a fixed order.
+# No fastmath flags here: a reassociated sum was ordered differently by a fresh numba compile
+# than by the cached one (seen: the last bit of a silhouette differed between the client and
+# the workers). Every loop below is element by element across rows (vectorised without
+# reordering any sum); each sum runs over the sample columns in their order.
 @njit(nogil=True, cache=True)
-def _lane_sum(v, lo, hi):
-    # sum of v[lo:hi] in eight lanes, combined in a fixed order
-    x = v[lo:hi]  # slices first: a loop from 0 vectorises, one from a runtime start did not
-    n = x.shape[0]
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-    c = 0
-    while c + 8 <= n:
-        a0 += x[c]
-        a1 += x[c + 1]
-        a2 += x[c + 2]
-        a3 += x[c + 3]
-        a4 += x[c + 4]
-        a5 += x[c + 5]
-        a6 += x[c + 6]
-        a7 += x[c + 7]
-        c += 8
-    tail = 0.0
-    while c < n:
-        tail += x[c]
-        c += 1
-    return (((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))) + tail
-
-
-@njit(nogil=True, cache=True)
-def _run_sums(G, rr, ss, c0, bounds, r0, own, acc, dist):
-    # acc[i, r] += the distances from row i to the sample columns of run r within
-    # [c0, c0 + G.shape[1]) (columns sorted by run: run r is bounds[r]:bounds[r + 1]),
-    # the row's own column (own[i], sorted position) left out (0 added instead: exact); G
-    # holds the products; dist is a buffer of G.shape[1] values
-    m, tc = G.shape
-    c1 = c0 + tc
-    n_runs = bounds.shape[0] - 1
-    s2 = ss[c0:c1]
-    for i in range(m):
-        g = G[i]
-        ri = rr[i]
-        for c in range(tc):
-            v = ri + s2[c] - 2.0 * g[c]
-            dist[c] = np.sqrt(v) if v > 0.0 else 0.0
-        if c0 <= own[i] < c1:
-            dist[own[i] - c0] = 0.0
-        r = r0
-        while r < n_runs and bounds[r] < c1:
-            acc[i, r] += _lane_sum(dist, max(bounds[r], c0) - c0, min(bounds[r + 1], c1) - c0)
-            r += 1
+def _run_sums(G, rr, ss, c0, run_of, own_row, acc, dv):
+    # acc[r, i] += the distance from row i to every sample column c0 <= c < c0 + G.shape[0]
+    # of run r = run_of[c]; G[c - c0, i] holds the product, own_row[c - c0] the row whose own
+    # column c is (-1: none), whose distance 0 is added instead (exactly); dv: m values
+    tc, m = G.shape
+    for c in range(tc):
+        v2 = ss[c0 + c]
+        g = G[c]
+        for i in range(m):
+            v = rr[i] + v2 - 2.0 * g[i]
+            dv[i] = np.sqrt(v) if v > 0.0 else 0.0
+        if own_row[c] >= 0:
+            dv[own_row[c]] = 0.0
+        a = acc[run_of[c0 + c]]
+        for i in range(m):
+            a[i] += dv[i]
 
 
 def silhouette_rows(
@@ -235,9 +205,10 @@ def silhouette_rows(
     is ordered by its joint labels, so that a run of consecutive sample rows shares its
     cluster in every labelling: each distance is computed once (one product per tile of
     ``block`` rows x ``chunk`` sample rows, a tile of values that stays in cache) and added
-    to its run's sum, and each run's sums then go to one cluster of every labelling (a
-    small product with the runs' one-hot matrix). ``rows`` are part of the sample, at
-    positions ``row_index``; per labelling the result is
+    to its run's sum, for all the tile's rows at once (vectorised across rows, so short runs
+    cost no more than long ones); each run's sums then go to one cluster of every labelling
+    (one product with the runs' one-hot matrix per ``block`` rows). ``rows`` are part of the
+    sample, at positions ``row_index``; per labelling the result is
     ``sklearn.metrics.silhouette_samples`` of those rows. The caller centres the data (the
     expanded distances stay accurate). Returns (n_rows, n_labellings).
     """
@@ -251,7 +222,6 @@ def silhouette_rows(
     position = np.empty(n, dtype=np.int64)
     position[order] = np.arange(n)
     S = np.ascontiguousarray(S[order])
-    bounds = np.searchsorted(run_of[order], np.arange(runs.shape[0] + 1)).astype(np.int64)
     ss = np.einsum("ij,ij->i", S, S)
     offsets = np.concatenate([[0], np.cumsum(ks)])
     onehot = np.zeros((runs.shape[0], int(offsets[-1])))
@@ -259,24 +229,29 @@ def silhouette_rows(
     for j, k in enumerate(ks):
         onehot[np.arange(runs.shape[0]), offsets[j] + runs[:, j]] = 1.0
         counts.append(np.bincount(labels[:, j], minlength=int(k)).astype(np.float64))
-    first_run = np.searchsorted(bounds, np.arange(0, n, chunk), side="right") - 1
+    run_sorted = np.ascontiguousarray(run_of[order])
     out = np.empty((rows.shape[0], len(ks)))
-    acc = np.empty((block, runs.shape[0]))
+    acc = np.empty((runs.shape[0], block))
     buf = np.empty(block * chunk)  # the products of one tile (C-contiguous for np.dot's out)
-    dist = np.empty(chunk)
+    dv = np.empty(block)
+    own_row = np.empty(chunk, dtype=np.int64)
     for start in range(0, rows.shape[0], block):
         R = np.asarray(rows[start : start + block], dtype=np.float64)
         m = R.shape[0]
         idx = np.asarray(row_index[start : start + m], dtype=np.int64)
+        own = position[idx]
         rr = np.einsum("ij,ij->i", R, R)
-        a_m = acc[:m]
+        a_m = acc[:, :m]
         a_m[:] = 0.0
-        for ci, c0 in enumerate(range(0, n, chunk)):
+        for c0 in range(0, n, chunk):
             c1 = min(c0 + chunk, n)
-            Gt = buf[: m * (c1 - c0)].reshape(m, c1 - c0)
-            np.dot(R, S[c0:c1].T, out=Gt)
-            _run_sums(Gt, rr, ss, c0, bounds, first_run[ci], position[idx], a_m, dist)
-        sums = a_m @ onehot  # (m, sum of ks): distance sums per cluster of every labelling
+            Gt = buf[: m * (c1 - c0)].reshape(c1 - c0, m)
+            np.dot(S[c0:c1], R.T, out=Gt)
+            own_row[:] = -1
+            here = (own >= c0) & (own < c1)
+            own_row[own[here] - c0] = np.flatnonzero(here)
+            _run_sums(Gt, rr, ss, c0, run_sorted, own_row, a_m, dv)
+        sums = a_m.T @ onehot  # (m, sum of ks): distance sums per cluster of every labelling
         for j in range(len(ks)):
             per_cluster = sums[:, offsets[j] : offsets[j + 1]]
             lab = labels[idx, j]
