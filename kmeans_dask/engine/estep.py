@@ -34,7 +34,7 @@ import numpy as np
 from ..kernels import bounds as bkernels
 from ..kernels import lloyd as kernels
 from .blocks import Block, BlockSet
-from .groups import GroupsUnavailable, WorkerGroups
+from .groups import GroupsUnavailable, PassFunc, WorkerGroups
 from .tree import reduce_root
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "EStep",
     "TaskStates",
     "bounds_pass",
+    "fusable",
     "plain_pass",
     "plain_passes",
     "switch_ratio",
@@ -85,18 +86,22 @@ def keep_pass(block: Block, state, cs: kernels.CentreSet, exact: bool = True) ->
     return plain_pass(block, None, cs, exact)[0], state
 
 
-#: the per-block passes :func:`plain_passes` can run together
+#: the per-block passes :func:`plain_passes` can run together (without exact distances)
 PLAIN_PASSES = (plain_pass, keep_pass)
 
 
+def fusable(func: PassFunc, broadcast: dict) -> bool:
+    """Whether a pass can join :func:`plain_passes`: a plain kernel pass without the exact
+    distances (every iteration after a run's first)."""
+    return func in PLAIN_PASSES and not broadcast.get("exact", True)
+
+
 def plain_passes(block: Block, states: list, broadcasts: list[dict]) -> list[tuple]:
-    """Several fits' :data:`PLAIN_PASSES` on one block in one pass over its rows
+    """Several fits' :func:`fusable` passes on one block in one pass over its rows
     (:func:`kernels.lloyd.lloyd_partials_multi`): per fit ``(partial, new state)``, bit for
     bit what its own pass returns (``plain_pass`` drops the state, ``keep_pass`` keeps it)."""
     css = [bc["cs"] for bc in broadcasts]
-    parts = kernels.lloyd_partials_multi(
-        block.X, css, block.w, [bc.get("exact", True) for bc in broadcasts]
-    )
+    parts = kernels.lloyd_partials_multi(block.X, css, block.w)
     return [
         ((sums, wsum, inertia, block.X.shape[0] * cs.k), state)
         for (sums, wsum, inertia), cs, state in zip(parts, css, states, strict=True)

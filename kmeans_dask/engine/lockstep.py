@@ -30,7 +30,7 @@ import dask
 import numpy as np
 
 from .blocks import Block, BlockSet
-from .estep import PLAIN_PASSES, EStep, TaskStates, plain_passes
+from .estep import EStep, TaskStates, fusable, plain_passes
 from .groups import GroupsUnavailable, PassFunc, WorkerGroups
 from .tree import add_partials
 
@@ -89,13 +89,14 @@ def combined_pass(
 ) -> tuple[PerFit, dict]:
     """Every request's function on one block, each with its own state (by member id).
 
-    The plain Lloyd passes among them run in one pass over the block's rows
-    (:func:`.estep.plain_passes`: each tile of rows is read from memory once for all of them;
-    the same partials bit for bit); the others (bounds) one by one."""
+    The plain Lloyd passes among them (after each fit's first) run in one pass over the
+    block's rows (:func:`.estep.plain_passes`: each tile of rows is read from memory once for
+    all of them; the same partials bit for bit); the others (bounds, a first pass with the
+    exact distances) one by one."""
     states = state or {}
     out: dict[int, Any] = {}
     new: dict[int, Any] = {}
-    plain = [r for r in requests if r[1] in PLAIN_PASSES]
+    plain = [r for r in requests if fusable(r[1], r[3])]
     if len(plain) >= 2:
         try:
             done = plain_passes(

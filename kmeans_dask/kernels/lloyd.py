@@ -156,11 +156,10 @@ def _assign_tile(X, start, m, Gb, shifted_t, bias, C, w, has_w, labels, mind, su
 
 
 @njit(nogil=True, cache=True)
-def _multi_kernel(X, w, has_w, packed_t, toff, bias, boff, C, coff, sums, soff, wsum, exact,
-                  inertia):
-    # _assign_kernel's partials for several centre sets at once, tile by tile: each tile is
-    # read from memory once for all of them (set f: k = boff[f + 1] - boff[f] centres, its
-    # arrays packed flat at the offsets), with the same per-set statements and order
+def _multi_kernel(X, w, has_w, packed_t, toff, bias, boff, C, coff, sums, soff, wsum):
+    # _assign_kernel's partials (no exact distances) for several centre sets at once, tile by
+    # tile: each tile is read from memory once for all of them (set f: k = boff[f + 1] -
+    # boff[f] centres, its arrays packed flat at the offsets), the same statements in order
     n, d = X.shape
     nf = boff.shape[0] - 1
     G = np.empty(BLOCK_ROWS * boff[nf], dtype=X.dtype)
@@ -171,11 +170,11 @@ def _multi_kernel(X, w, has_w, packed_t, toff, bias, boff, C, coff, sums, soff, 
         for f in range(nf):
             k = boff[f + 1] - boff[f]
             Gf = G[BLOCK_ROWS * boff[f]:BLOCK_ROWS * boff[f + 1]].reshape((BLOCK_ROWS, k))
-            inertia[f] = _assign_tile(
+            _assign_tile(
                 X, start, m, Gf[:m], packed_t[toff[f]:toff[f + 1]].reshape((d, k)),
                 bias[boff[f]:boff[f + 1]], C[coff[f]:coff[f + 1]].reshape((k, d)), w, has_w,
                 no_labels, no_mind, sums[soff[f]:soff[f + 1]].reshape((k, d)),
-                wsum[boff[f]:boff[f + 1]], True, exact[f], False, inertia[f])
+                wsum[boff[f]:boff[f + 1]], True, False, False, 0.0)
 
 
 _EMPTY_F = np.empty(0, dtype=np.float64)
@@ -245,26 +244,25 @@ def lloyd_partials(
 
 
 def lloyd_partials_multi(
-    X: np.ndarray,
-    centre_sets: Sequence[CentreSet],
-    w: np.ndarray | None = None,
-    exact: Sequence[bool] | None = None,
+    X: np.ndarray, centre_sets: Sequence[CentreSet], w: np.ndarray | None = None
 ) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    """:func:`lloyd_partials` of one chunk for several centre sets (the K of a sweep) in one
-    pass: the chunk is read tile by tile and each tile, in cache, serves every set. Each
-    result equals ``lloyd_partials(X, cs, w, exact)`` of its set bit for bit (the same
-    products and statements in the same order).
+    """``lloyd_partials(X, cs, w, exact=False)`` of one chunk for several centre sets (the K
+    of a sweep) in one pass: the chunk is read tile by tile and each tile, in cache, serves
+    every set. Each result equals its set's own bit for bit: the same products, argmin and
+    sums in the same order. (Without the exact distances: their reassociated sum may be
+    vectorised differently where the compiler sees a different context.)
 
     Parameters
     ----------
     centre_sets : sequence of CentreSet
         In the dtype of ``X``.
-    exact : sequence of bool, optional
-        Per set, whether to compute the exact inertia (default: all True).
+
+    Returns
+    -------
+    list of (sums, weight, 0.0)
+        As :func:`lloyd_partials` returns them, one per centre set.
     """
     nf = len(centre_sets)
-    if exact is None:
-        exact = [True] * nf
     d = X.shape[1]
     ks = np.array([cs.k for cs in centre_sets], dtype=np.int64)
     boff = np.concatenate([[0], np.cumsum(ks)]).astype(np.int64)
@@ -274,13 +272,10 @@ def lloyd_partials_multi(
     C = np.concatenate([cs.centres.ravel() for cs in centre_sets]).astype(X.dtype)
     sums = np.zeros(int(doff[-1]), dtype=np.float64)
     wsum = np.zeros(int(boff[-1]), dtype=np.float64)
-    inertia = np.zeros(nf, dtype=np.float64)
     wa, has_w = _weights_arg(w)
-    _multi_kernel(X, wa, has_w, packed_t, doff, bias, boff, C, doff, sums, doff, wsum,
-                  np.array(exact, dtype=np.bool_), inertia)
+    _multi_kernel(X, wa, has_w, packed_t, doff, bias, boff, C, doff, sums, doff, wsum)
     return [
-        (sums[doff[f]:doff[f + 1]].reshape(int(ks[f]), d), wsum[boff[f]:boff[f + 1]],
-         float(inertia[f]))
+        (sums[doff[f]:doff[f + 1]].reshape(int(ks[f]), d), wsum[boff[f]:boff[f + 1]], 0.0)
         for f in range(nf)
     ]
 
