@@ -5,7 +5,7 @@
 How
 ---
 The query rows are grouped by their nearest landmark centroid and walked in tiles of
-:data:`~kmeans_dask.kernels.knn.TILE_QUERY` rows. A tile visits the clusters in the order of
+:data:`TILE_QUERY` rows. A tile visits the clusters in the order of
 its smallest centroid distance; for each cluster, only the tile's rows whose lower bound
 ``(||q - c|| - radius_c)^2`` does not exceed their current candidate threshold
 ``||q - mu||^2 + A_q`` (``A_q`` the worst of the row's ~2k float32 candidates) take part in
@@ -35,18 +35,30 @@ from .knn import (
     _U32,
     _U64,
     PAD_INDEX,
-    TILE_QUERY,
-    TILE_REF,
     _empty_heap,
+    _offer_row,
     _padded,
     _refine,
-    _replace_root,
     block_topk,
     n_candidates,
 )
 from .knn_index import ClusterIndex
 
-__all__ = ["AUTO_MIN_SKIP", "MODES", "PROBE_ROWS", "QUERY_SLAB", "pruned_topk"]
+__all__ = [
+    "AUTO_MIN_SKIP",
+    "MODES",
+    "PROBE_ROWS",
+    "QUERY_SLAB",
+    "TILE_QUERY",
+    "TILE_REF",
+    "pruned_topk",
+]
+
+#: Query rows per tile (rows of one region: a tile's rows share the clusters they need, so
+#: a smaller tile than the plain kernel's keeps the products' active rows dense).
+TILE_QUERY = 128
+#: Reference rows per GEMM, within one cluster.
+TILE_REF = 1024
 
 #: Query rows probed by ``mode='auto'`` before it decides for the rest of the block.
 PROBE_ROWS = 256
@@ -109,22 +121,8 @@ def _select_pruned(Qs, qn2, lbd2, cd2, qorder, rows, norms, starts, hv, hi):
                 g = G[: na * m].reshape((na, m))
                 np.dot(Qa[:na], rows[r0 : r0 + m].T, g)
                 computed += na * m
-                n_words = (m + 7) // 8
                 for a in range(na):
-                    qi = act[a]
-                    thr = hv[qi, 0]
-                    row = g[a]  # flags past m are never read: no need to clear them
-                    for j in range(m):
-                        flags[j] = np.uint8(row[j] + norms[r0 + j] < thr)
-                    for w in range(n_words):
-                        if words[w] == 0:
-                            continue
-                        for j in range(8 * w, min(8 * w + 8, m)):
-                            if flags[j]:
-                                v = row[j] + norms[r0 + j]
-                                if v < thr:
-                                    _replace_root(hv, hi, qi, v, r0 + j)
-                                    thr = hv[qi, 0]
+                    _offer_row(g[a], norms, r0, m, r0, act[a], hv, hi, flags, words, False)
     return computed
 
 
