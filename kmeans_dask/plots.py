@@ -94,8 +94,10 @@ def profiles_png(z: np.ndarray, segments: Sequence, features: Sequence[str]) -> 
             for j in range(n_feat):
                 if np.isfinite(z[i, j]):
                     dark = abs(z[i, j]) > 0.6 * lim
-                    ax.text(j, i, f"{z[i, j]:+.1f}", ha="center", va="center", fontsize=8,
-                            color="white" if dark else "black")
+                    ax.text(
+                        j, i, f"{z[i, j]:+.1f}", ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black", in_layout=False,
+                    )  # inside the image: the layout need not measure them
     ax.set_xlabel("feature")
     ax.set_ylabel("segment")
     ax.set_title("Segment profiles: (segment mean - overall mean) / overall std")
