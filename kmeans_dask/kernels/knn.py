@@ -55,9 +55,10 @@ __all__ = [
 #: Query rows per GEMM tile of the plain selection.
 TILE_QUERY = 256
 #: Reference rows per GEMM tile: a (TILE_QUERY x TILE_REF) float32 tile is 512 KiB, in L2.
-#: (256 x 512 rather than 128 x 1024: 0.51 against 0.61 ns per distance for the
-#: selection, one thread, 4,000 x 250,000, d = 32; each reference tile is cast once and
-#: multiplied with every query tile, so a shorter one costs nothing more.)
+#: (256 x 512 rather than 128 x 1024: 0.57 against 0.64 ns per distance for the
+#: selection without the count of ``_offer_row``, one thread, 4,000 x 250,000, d = 32;
+#: each reference tile is cast once and multiplied with every query tile, so a shorter one
+#: costs nothing more.)
 TILE_REF = 512
 #: Index of padding entries (a block with fewer than k rows): sorts after every real row.
 PAD_INDEX = np.iinfo(np.int64).max
@@ -138,9 +139,9 @@ def _offer_row(row, norms, nbase, m, r0, qi, hv, hi, flags, words, count_first):
     A vectorised pass flags the few values under it, then a scan over 8-byte words visits
     only the flagged ones (``flags`` past ``m`` are never read). With ``count_first`` a
     vectorised count comes first: in a plain search, once a heap holds near rows most
-    (query, tile) rows have no value under it and cost that one pass (selection 0.56 ->
-    0.50 ns per distance, one thread, 4,000 x 250,000, d = 32); the pruned search visits
-    near rows, where the count is mostly wasted (+13%), and skips it.
+    (query, tile) rows have no value under it and cost that one pass (selection 0.62 ->
+    0.54 ns per distance at 128 x 1,024 tiles, one thread, 4,000 x 250,000, d = 32); the
+    pruned search visits near rows, where the count is mostly wasted (+13%), and skips it.
     """
     thr = hv[qi, 0]
     if count_first:
@@ -191,7 +192,6 @@ def _select(Qs, R, mu, hv, hi):
             rn[j] = s
             rmax2 = max(rmax2, s)
         Rt = Rb[:m].T
-        flags[:] = 0
         for q0 in range(0, nq, tq):
             mq = min(tq, nq - q0)
             g = G[: mq * m].reshape((mq, m))
