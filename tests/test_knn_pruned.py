@@ -227,3 +227,35 @@ def test_invalid_algorithm(blobs):
     match = r"The 'algorithm' parameter of KNeighborsScorer must be one of 'auto', 'brute', "
     with pytest.raises(InvalidParameterError, match=match + r"'pruned'. Got 'kd_tree' instead."):
         KNeighborsScorer(algorithm="kd_tree").fit(R, y)
+
+
+def test_auto_drops_an_index_its_own_rows_cannot_prune_with():
+    """'auto' keeps a block's index only when a probe of the block's own rows skips at least
+    AUTO_KEEP_SKIP of their distances: on structureless data the index is dropped at its
+    first search (no memory, no probe per pair task) and every pair is brute force, with
+    scikit-learn's neighbours; 'pruned' keeps it whatever it skips."""
+    from kmeans_dask.kernels.knn_pruned import AUTO_KEEP_SKIP, prunable
+
+    rng = np.random.default_rng(8)
+    U = rng.uniform(-1, 1, (2 * SMALLEST, 16))
+    mu = U.mean(axis=0)
+    assert not prunable(U, build_index(U, mu), 5, mu)
+    B = _blobs(SMALLEST + 500, D, 9)
+    assert prunable(B, build_index(B, B.mean(axis=0)), 5, B.mean(axis=0))
+    assert 0 < AUTO_KEEP_SKIP < 1
+
+    R, Q = U, rng.uniform(-1, 1, (400, 16))
+    y = rng.integers(0, 3, R.shape[0])
+    ref = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(R)
+    auto = KNeighborsScorer(n_neighbors=5, task="classify").fit(R, y)
+    dist, ind = auto.kneighbors(Q)
+    assert auto.search_stats_["mode"] == "auto" and auto.search_stats_["skipped"] == 0
+    assert auto._ref.blocks.sizes == [SMALLEST, SMALLEST]  # each big enough for an index
+    assert auto._ref.index == [None, None]  # built, probed with their own rows, dropped
+    ref_dist, ref_ind = ref.kneighbors(Q)
+    np.testing.assert_array_equal(ind, ref_ind)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-12, atol=1e-12)
+    pruned = KNeighborsScorer(n_neighbors=5, algorithm="pruned").fit(R, y)
+    np.testing.assert_array_equal(pruned.kneighbors(Q)[1], ref_ind)
+    assert all(ix is not None for ix in pruned._ref.index)
+    assert pruned.search_stats_["mode"] == "pruned"

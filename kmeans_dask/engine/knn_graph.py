@@ -71,7 +71,7 @@ def search(ref: Reference, Xq: Any, k: int, names: list[str] | None) -> tuple[li
     check = dask.delayed(_check_query, pure=True)
     pair = dask.delayed(_pair, pure=True)
     bs = ref.blocks
-    mode, index = ref.plan(int(sum(Xq.chunks[0])))
+    mode, index = ref.plan(int(sum(Xq.chunks[0])), k)
     index = index if index is not None else [None] * len(ref.nodes)
     out = []
     for qi, (part, row0) in enumerate(zip(parts, starts, strict=True)):

@@ -12,6 +12,7 @@ import dask
 import numpy as np
 
 from ..kernels import knn_index as ki
+from ..kernels import knn_pruned as kp
 from .blocks import Block, BlockSet
 
 __all__ = ["AUTO_QUERIES_PER_CLUSTER", "Reference"]
@@ -75,10 +76,13 @@ class Reference:
         """The per-block index nodes, once a search has built them (else None)."""
         return self._built.get("index")
 
-    def plan(self, n_queries: int) -> tuple[str, list | None]:
-        """``(mode, index)`` of a search of ``n_queries`` rows: 'brute' without an index;
-        'pruned' or 'auto' (probe, then prune or not per pair) with the per-block indexes,
-        built now if they were not yet and the search is large enough to pay for them."""
+    def plan(self, n_queries: int, k: int) -> tuple[str, list | None]:
+        """``(mode, index)`` of a search of ``n_queries`` rows for ``k`` neighbours: 'brute'
+        without an index; 'pruned' or 'auto' (probe, then prune or not per pair) with the
+        per-block indexes, built now if they were not yet and the search is large enough to
+        pay for them. 'auto' keeps a block's index only when the block's own rows, searched
+        as queries, can prune (:func:`~kmeans_dask.kernels.knn_pruned.prunable`, with this
+        first search's ``k``); a block without one is searched by brute force."""
         bs = self.blocks
         clusters = [n // ki.CLUSTER_ROWS for n in bs.sizes]
         big = [j for j, c in enumerate(clusters) if c >= ki.MIN_CLUSTERS]
@@ -87,12 +91,18 @@ class Reference:
         if self.index is None:
             if self.algorithm == "auto" and n_queries < AUTO_QUERIES_PER_CLUSTER * max(clusters):
                 return "brute", None
-            self._built["index"] = self._build(big)
+            self._built["index"] = self._build(big, k)
         return ("pruned" if self.algorithm == "pruned" else "auto"), self.index
 
-    def _build(self, big: list[int]) -> list:
+    def _build(self, big: list[int], k: int) -> list:
         bs = self.blocks
-        built = bs.map_values(_build_index, [bs.handles[j] for j in big], mu=self.mu)
+        built = bs.map_values(
+            _build_index,
+            [bs.handles[j] for j in big],
+            mu=self.mu,
+            k=k,
+            keep="always" if self.algorithm == "pruned" else "prunable",
+        )
         index: list = [None] * bs.n_blocks
         for j, h in zip(big, built, strict=True):
             index[j] = h
@@ -107,8 +117,11 @@ class Reference:
         return index
 
 
-def _build_index(block: Block, mu: np.ndarray) -> ki.ClusterIndex | None:
-    return ki.build_index(block.X, mu)
+def _build_index(block: Block, mu: np.ndarray, k: int, keep: str) -> ki.ClusterIndex | None:
+    index = ki.build_index(block.X, mu)
+    if index is None or keep == "always" or kp.prunable(block.X, index, k, mu):
+        return index
+    return None  # pruning cannot pay on this block: brute force, no probes, no memory
 
 
 # --------------------------------------------------------------------------- search

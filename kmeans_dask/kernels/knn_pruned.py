@@ -22,7 +22,9 @@ at build time, then a relative margin of a few ulps.
 
 ``mode='auto'`` first searches a probe of :data:`PROBE_ROWS` evenly spaced query rows; when
 they skip less than :data:`AUTO_MIN_SKIP` of the distances, the rest of the block takes the
-plain kernel (pruning cannot pay there: heavy overlap, structureless data).
+plain kernel (pruning cannot pay there: heavy overlap, structureless data). :func:`prunable`
+runs the same probe once per reference block, with the block's own rows as the queries, so
+that an index that cannot pay is dropped before any search pays for probes.
 """
 
 from __future__ import annotations
@@ -45,12 +47,14 @@ from .knn import (
 from .knn_index import ClusterIndex
 
 __all__ = [
+    "AUTO_KEEP_SKIP",
     "AUTO_MIN_SKIP",
     "MODES",
     "PROBE_ROWS",
     "QUERY_SLAB",
     "TILE_QUERY",
     "TILE_REF",
+    "prunable",
     "pruned_topk",
 ]
 
@@ -64,6 +68,10 @@ TILE_REF = 1024
 PROBE_ROWS = 256
 #: Least fraction of skipped distances on the probe for ``auto`` to keep pruning.
 AUTO_MIN_SKIP = 0.4
+#: Least fraction skipped by a block's own rows for ``auto`` to keep its index (half of
+#: :data:`AUTO_MIN_SKIP`: only a hopeless index is dropped; between the two, each search's
+#: probe of its actual queries decides).
+AUTO_KEEP_SKIP = 0.2
 #: Query rows whose bounds (``QUERY_SLAB x n_clusters`` float64, twice) are held at once.
 QUERY_SLAB = 4096
 MODES = ("pruned", "auto")
@@ -207,10 +215,10 @@ def pruned_topk(
     rows = np.arange(nq)
     computed = 0
     if mode == "auto" and nq > PROBE_ROWS:
-        probe = np.unique(np.linspace(0, nq - 1, PROBE_ROWS).astype(np.int64))
+        probe = _probe_rows(nq)
         computed = _pruned_rows(Q, X, index, k, mu, probe, out_d, out_i)
         rows = np.setdiff1d(rows, probe)
-        if computed > (1.0 - AUTO_MIN_SKIP) * probe.size * n:
+        if not _pays(computed, probe.size, n):
             dd, ii, _ = block_topk(np.ascontiguousarray(Q[rows]), X, k, mu, 0)
             out_d[rows] = dd
             out_i[rows] = ii
@@ -220,3 +228,28 @@ def pruned_topk(
     real = out_i != PAD_INDEX
     out_i[real] += offset
     return out_d, out_i, np.array([computed, total], dtype=np.int64)
+
+
+def _probe_rows(n: int) -> np.ndarray:
+    return np.unique(np.linspace(0, n - 1, min(PROBE_ROWS, n)).astype(np.int64))
+
+
+def _pays(computed: int, n_probe: int, n_ref: int, least: float = AUTO_MIN_SKIP) -> bool:
+    return computed <= (1.0 - least) * n_probe * n_ref
+
+
+def prunable(X: np.ndarray, index: ClusterIndex, k: int, mu: np.ndarray) -> bool:
+    """Whether ``index`` can pay for itself: a pruned search of :data:`PROBE_ROWS` evenly
+    spaced rows of the block itself (as queries, ``k`` neighbours) skips at least
+    :data:`AUTO_KEEP_SKIP` of their distances.
+
+    The block's rows stand for the queries to come (new rows of the same kind). Where they
+    cannot prune (structureless or heavily overlapping data: every cluster's radius is about
+    its distance to the others) no query can prune much either, so ``algorithm='auto'`` drops
+    the index and its per-search probes. Costs about 2 x ``PROBE_ROWS`` plain rows.
+    """
+    probe = _probe_rows(X.shape[0])
+    out_d, out_i = _padded(probe.size, k)
+    Q = np.ascontiguousarray(X[probe])
+    computed = _pruned_rows(Q, X, index, k, mu, np.arange(probe.size), out_d, out_i)
+    return _pays(computed, probe.size, X.shape[0], AUTO_KEEP_SKIP)
