@@ -3,12 +3,13 @@
 :func:`build_index` runs a small seeded k-means (a sample of the block, a few Lloyd
 iterations, then every row to its nearest centre) with about :data:`CLUSTER_ROWS` rows per
 cluster, and returns a :class:`ClusterIndex`: the block's rows grouped by cluster (a
-permutation, ``order``), each cluster's centroid (the mean of its rows) and radius (the
-largest distance of its rows to that centroid, computed exactly in float64 and padded for
-rounding), and the grouped rows prepared for the float32 selection of
-:mod:`kmeans_dask.kernels.knn` (``-2 (r - mu)`` and ``||r - mu||^2``, as that kernel builds
-them tile by tile). The clustering only decides how much the search can skip, never its
-result: the bounds use the actual radii of the actual member rows.
+permutation, ``order``; within a cluster, nearest its centroid first), each cluster's
+centroid (the mean of its rows) and radius (the largest distance of its rows to that
+centroid, computed exactly in float64 and padded for rounding), and the grouped rows
+prepared for the float32 selection of :mod:`kmeans_dask.kernels.knn` (``-2 (r - mu)`` and
+``||r - mu||^2``, as that kernel builds them tile by tile). The clustering only decides
+how much the search can skip, never its result: the bounds use the actual radii of the
+actual member rows.
 
 Inputs are assumed validated (finite, 2-D, C-contiguous float32/float64).
 """
@@ -39,7 +40,8 @@ class ClusterIndex:
     Attributes
     ----------
     order : ndarray of shape (n,), int64
-        Row of the block at each grouped position.
+        Row of the block at each grouped position (clusters in path order; within one,
+        rows by increasing distance to its centroid, ties by row).
     starts : ndarray of shape (n_clusters + 1,), int64
         Cluster ``c`` holds grouped positions ``starts[c]:starts[c + 1]``.
     centroids : ndarray of shape (n_clusters, d), float64
@@ -120,7 +122,12 @@ def _chain(C: np.ndarray) -> np.ndarray:
 
 @njit(nogil=True, cache=True)
 def _cluster_stats(X, order, starts, mu, centroids, radii, rows, norms):
-    """Centroid (member mean) and radius per cluster, and the grouped selection operands.
+    """Centroid (member mean) and radius per cluster, each cluster's rows re-ordered nearest
+    to its centroid first (``order`` in place), and the grouped selection operands.
+
+    The order is a speed-up only: a query's candidate heap fills with near rows early, so
+    fewer later rows replace one (one thread, 10,000 clustered queries x 250,000 rows,
+    d = 32: 0.353 -> 0.325 s per pruned search; results identical).
 
     Returns ``max ||r - mu||^2`` over the block.
     """
@@ -135,22 +142,25 @@ def _cluster_stats(X, order, starts, mu, centroids, radii, rows, norms):
                 centroids[c, t] += np.float64(X[order[p], t])
         for t in range(d):
             centroids[c, t] /= e - s
-        r2 = 0.0
+        dcs = np.empty(e - s)
+        for p in range(s, e):
+            dc = 0.0
+            for t in range(d):
+                u = np.float64(X[order[p], t]) - centroids[c, t]
+                dc += u * u
+            dcs[p - s] = dc
+        members = order[s:e][np.argsort(dcs, kind="mergesort")]
+        order[s:e] = members
         for p in range(s, e):
             j = order[p]
-            dc = 0.0
             dm = 0.0
             for t in range(d):
-                x = np.float64(X[j, t])
-                u = x - centroids[c, t]
-                dc += u * u
-                v = x - mu[t]
+                v = np.float64(X[j, t]) - mu[t]
                 dm += v * v
                 rows[p, t] = -2.0 * v  # scaling by -2 is exact
             norms[p] = dm
-            r2 = max(r2, dc)
             rmax2 = max(rmax2, dm)
-        radii[c] = np.sqrt(r2)
+        radii[c] = np.sqrt(dcs.max())
     return rmax2
 
 
