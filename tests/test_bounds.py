@@ -57,12 +57,12 @@ def _data(kind: str, dtype, n: int = 6_000, seed: int = 0) -> np.ndarray:
 
 def _run_kernel(X, w, centre_seq, ref, inplace=False):
     """Feed a sequence of centres to both kernels; check every step; return the skips."""
-    state, prev, skipped, groups = None, None, 0, None
+    state, prev, skipped, groups, base = None, None, 0, None, None
     n, k = X.shape[0], centre_seq[0].shape[0]
     for it, C in enumerate(centre_seq):
         s1, w1, i1 = lloyd_partials(X, CentreSet(C, ref), w)
-        step = bounds_step(C, prev, ref, False, groups)
-        groups = step.groups
+        step = bounds_step(C, prev, ref, False, groups, base)
+        groups, base = step.groups, step.cum
         s2, w2, i2, computed, state = bounds_partials(X, w, step, state, inplace=inplace)
         np.testing.assert_array_equal(s2, s1, err_msg=f"sums, step {it}")
         np.testing.assert_array_equal(w2, w1, err_msg=f"weights, step {it}")
@@ -73,10 +73,11 @@ def _run_kernel(X, w, centre_seq, ref, inplace=False):
         D = np.sqrt(((X[:, None, :].astype(np.float64) - C[None].astype(np.float64)) ** 2)
                     .sum(axis=2))
         D[np.arange(n), labels] = np.inf
+        bounds = state.bounds()  # the stored values less their cumulative drifts
         for g in range(state.lower.shape[1]):  # per group of centres
             Dg = D[:, groups == g]
             second = Dg.min(axis=1) if Dg.shape[1] else np.full(n, np.inf)
-            assert np.all(state.lower[:, g] <= second * (1 + 1e-12)), (it, g)
+            assert np.all(bounds[:, g] <= second * (1 + 1e-12)), (it, g)
         skipped += n * k - computed
         prev = C
     return skipped
@@ -194,6 +195,36 @@ def test_centre_groups_and_mismatched_state():
     assert computed == len(X) * 40 and i2 == i1
     np.testing.assert_array_equal(s2, s1)
     np.testing.assert_array_equal(state2.groups, other)
+
+
+def test_state_written_against_other_cumulative_drifts_is_recomputed():
+    """The stored bounds are read less the cumulative drifts they were written against; a
+    step built on other cumulative drifts (a lost or repeated pass) recomputes the block
+    rather than read them against the wrong ones; the right base prunes."""
+    X, _ = make_blobs(3_000, n_features=4, centers=30, cluster_std=0.5, center_box=(-30, 30),
+                      random_state=2)
+    ref = X.mean(axis=0)
+    C0 = X[:30].copy()
+    seq = _lloyd_sequence(X, C0, ref, 4)
+    first = bounds_step(seq[0], None, ref, True)
+    _, _, _, _, state = bounds_partials(X, None, first, None, inplace=True)
+    second = bounds_step(seq[1], seq[0], ref, False, first.groups, first.cum)
+    _, _, _, computed, state = bounds_partials(X, None, second, state, inplace=True)
+    assert computed < len(X) * 30  # pruned: the base matches
+    np.testing.assert_array_equal(state.cum[0], second.cum[0])
+    # the third step built on the first step's drifts again: recomputed in full, exact
+    stale = bounds_step(seq[2], seq[1], ref, False, first.groups, first.cum)
+    s1, w1, i1 = lloyd_partials(X, CentreSet(seq[2], ref))
+    s2, w2, i2, computed, state = bounds_partials(X, None, stale, state, inplace=True)
+    assert computed == len(X) * 30 and i2 == i1
+    np.testing.assert_array_equal(s2, s1)
+    np.testing.assert_array_equal(w2, w1)
+    # and the state now reads against the stale step's drifts: its successor prunes again
+    nxt = bounds_step(seq[3], seq[2], ref, False, first.groups, stale.cum)
+    s1, _, i1 = lloyd_partials(X, CentreSet(seq[3], ref))
+    s2, _, i2, computed, state = bounds_partials(X, None, nxt, state, inplace=True)
+    assert computed < len(X) * 30 and i2 == i1
+    np.testing.assert_array_equal(s2, s1)
 
 
 # ------------------------------------------------------------------ the estimator

@@ -177,6 +177,8 @@ class EStep:
         self._centres: np.ndarray | None = None  # the centres the states were built against
         self._last: np.ndarray | None = None  # the previous iteration's centres
         self._groups: np.ndarray | None = None  # the centres' Yinyang groups, kept for the run
+        self._cum: tuple | None = None  # the cumulative drifts the states were written against
+        self._step: bkernels.BoundsStep | None = None  # the last bounds pass's broadcast
         self._full = True  # no usable state
         self._ratio: float | None = None  # switch_ratio(k, dtype), set by the first call
         # the data's weighted sum of squares about the reference, from the first pass's exact
@@ -196,7 +198,7 @@ class EStep:
         kind, total = self._pass(C, kind, func, bc)
         self.kinds.append(kind)
         if kind != "plain":
-            self._centres, self._full = C, False
+            self._centres, self._full, self._cum = C, False, self._step.cum
         self._last = C
         sums, wsum, inertia, computed = total
         shift = kernels.inertia_shift(C, self.reference, sums, wsum)
@@ -234,14 +236,19 @@ class EStep:
         if not self.bounds:
             cs = kernels.CentreSet(C, self.reference)
             return "plain", plain_pass, {"cs": cs, "exact": exact}
-        step = bkernels.bounds_step(C, self._centres, self.reference, self._full, self._groups)
+        step = bkernels.bounds_step(
+            C, self._centres, self.reference, self._full, self._groups, self._cum
+        )
         self._groups = step.groups
         if self._ratio is None:
             self._ratio = switch_ratio(C.shape[0], C.dtype)
         kind = self.pass_kind(step, C)
         if kind == "plain":
             return kind, keep_pass, {"cs": step.cs, "exact": exact}
-        step.full = kind == "full"
+        if kind == "full" and not step.full:
+            # every row recomputed: the bounds are written against zero cumulative drifts
+            step = bkernels.bounds_step(C, self._centres, self.reference, True, self._groups)
+        self._step = step
         return kind, bounds_pass, {"step": step}
 
     def _by_block(self, func, bc: dict) -> tuple:

@@ -9,7 +9,11 @@ to every centre of ``g`` other than ``a`` (float32, rounded down). Each iteratio
 
 * ``l_g`` loses the largest move of the centres of ``g`` (triangle inequality; the assigned
   centre's own move does not count), and Hamerly's bound ``2 s(a) - ||x - c_a||`` (``s(a)``:
-  half the distance from ``c_a`` to its nearest other centre) is taken if larger;
+  half the distance from ``c_a`` to its nearest other centre) is taken if larger. The moves
+  are not subtracted row by row: the state stores each bound plus the group's cumulative move
+  at the time it was computed (:attr:`BoundsStep.cum`, per group, and per centre for the
+  assigned centre's own group), and a pass reads it less today's cumulative move, so a row
+  whose bounds hold costs reads only (no write);
 * the exact distance to the assigned centre ``||x - c_a||`` is computed for every row (``d``
   operations: it is needed anyway for the exact inertia, and it is the tightest upper bound);
 * a row keeps ``a`` without computing its other distances when ``min_g l_g^2 -
@@ -41,9 +45,10 @@ saved. Partial sums and inertia are accumulated in row order with the plain kern
 statements, so the per-block partials, hence the centres, are bit-identical to the plain
 path's.
 
-Every bound only ever decreases between recomputations, so an E-step may update the state in
-place (``inplace=True``) and still be run twice on the same state (a retried task): the
-bounds stay valid, only looser.
+An E-step may update the state in place (``inplace=True``) and still be run twice on the
+same state (a retried task): the state records the cumulative drifts it was written against
+(:attr:`BoundsState.cum`), and a step built on other ones (:attr:`BoundsStep.base`)
+recomputes the block instead of reading them.
 """
 
 from __future__ import annotations
@@ -78,17 +83,38 @@ class BoundsState:
     and one lower bound per group of centres (float32), ``4 + 4 t`` bytes a row
     (:meth:`bytes_per_row`)."""
 
-    __slots__ = ("groups", "labels", "lower", "tries")
+    __slots__ = ("cum", "groups", "labels", "lower", "tries")
 
     def __init__(
-        self, labels: np.ndarray, lower: np.ndarray, tries: np.ndarray, groups: np.ndarray
+        self,
+        labels: np.ndarray,
+        lower: np.ndarray,
+        tries: np.ndarray,
+        groups: np.ndarray,
+        cum: tuple | None = None,
     ) -> None:
         self.labels = labels
+        #: per group, the lower bound plus the cumulative drift of :attr:`cum` it is read
+        #: against (rounded down; see :meth:`bounds`)
         self.lower = lower
         #: decayed counts of partial products tried and sent back to the plain product
         self.tries = tries
         #: the grouping the bounds refer to
         self.groups = groups
+        #: the cumulative drifts ``(per group, per centre)`` the stored bounds are relative to
+        #: (:attr:`BoundsStep.cum` of the pass that last wrote them)
+        self.cum = cum
+
+    def bounds(self) -> np.ndarray:
+        """The lower bounds themselves (float64, ``(n, t)``): per row and group, a lower
+        bound on the distance to every centre of the group but the row's own, at the centres
+        of the pass that last wrote the state."""
+        gcum, acum = self.cum
+        out = self.lower.astype(np.float64) - gcum
+        own = self.groups[self.labels]
+        rows = np.arange(len(self.labels))
+        out[rows, own] = self.lower[rows, own].astype(np.float64) - acum[self.labels]
+        return out
 
     @staticmethod
     def bytes_per_row(k: int) -> int:
@@ -104,7 +130,8 @@ class BoundsStep:
     """
 
     __slots__ = (
-        "centre_sq", "cs", "drift", "full", "groups", "p", "reference", "shifted64_t",
+        "base", "centre_sq", "cs", "cum", "drift", "full", "groups", "p", "reference",
+        "shifted64_t",
     )
 
     def __init__(
@@ -115,6 +142,8 @@ class BoundsStep:
         p: tuple,
         full: bool,
         drift: np.ndarray,
+        base: tuple,
+        cum: tuple,
     ) -> None:
         self.cs = cs
         self.reference = reference
@@ -128,6 +157,12 @@ class BoundsStep:
         self.full = full
         #: how far every centre moved since the state's centres (padded up; 0: none)
         self.drift = drift
+        #: the cumulative drifts ``(per group: the largest move in the group, per centre: the
+        #: largest move of the other centres of its group)``, summed (rounded up) over the
+        #: passes since the last full one: ``base`` before this step's drift (a state must
+        #: have been written against it, else its block is recomputed), ``cum`` after it
+        self.base = base
+        self.cum = cum
 
     def move_ratio(self, since: np.ndarray | None = None) -> float:
         """How far the centres moved (since the state's centres, or since ``since``) against
@@ -179,6 +214,8 @@ def centre_groups(C: np.ndarray, t: int) -> np.ndarray:
 
 
 def _group_drifts(drift: np.ndarray, groups: np.ndarray) -> tuple:
+    # per group the largest drift; per centre the largest drift of the other centres of its
+    # group (the group's second largest for the centre that moved most)
     t = int(groups.max()) + 1
     gmax = np.zeros(t)
     garg = np.full(t, -1, dtype=np.int64)
@@ -189,7 +226,16 @@ def _group_drifts(drift: np.ndarray, groups: np.ndarray) -> tuple:
             gmax[g], garg[g] = drift[j], j
         elif gsecond[g] == 0.0:
             gsecond[g] = drift[j]
-    return gmax, garg, gsecond
+    others = gmax[groups]
+    own = garg[groups] == np.arange(len(groups))
+    others[own] = gsecond[groups[own]]
+    return gmax, others
+
+
+def _cumulative(base: tuple, drift: np.ndarray, groups: np.ndarray) -> tuple:
+    # base + this step's drifts, rounded up (every sum an upper bound of the exact one)
+    gmax, others = _group_drifts(drift, groups)
+    return (np.nextafter(base[0] + gmax, np.inf), np.nextafter(base[1] + others, np.inf))
 
 
 def bounds_step(
@@ -198,11 +244,14 @@ def bounds_step(
     reference: np.ndarray,
     full: bool,
     groups: np.ndarray | None = None,
+    base: tuple | None = None,
 ) -> BoundsStep:
     """The broadcast of an iteration with centres ``C`` whose state was built against
     ``C_prev`` (None, or ``full``: every row is recomputed). ``groups``: the previous step's
     (:attr:`BoundsStep.groups`; None: group ``C``; blocks whose state refers to another
-    grouping are recomputed)."""
+    grouping are recomputed). ``base``: the :attr:`BoundsStep.cum` of the step that last
+    wrote the states (None: a full pass wrote them; blocks whose state was written against
+    other cumulative drifts are recomputed)."""
     cs = CentreSet(C, reference)
     ref = np.asarray(reference, dtype=np.float64)
     c64 = C.astype(np.float64)
@@ -230,9 +279,22 @@ def bounds_step(
     cnorm = np.sqrt(np.einsum("ij,ij->i", c64, c64)) * (1 + PAD)
     members = np.argsort(groups, kind="stable")
     gstart = np.searchsorted(groups[members], np.arange(int(groups.max()) + 2))
-    p = (half_sep, cnorm, groups, *_group_drifts(drift, groups), margin, margin64, radius,
-         members, gstart)
-    return BoundsStep(cs, ref, groups, p, full, drift)
+    t = int(groups.max()) + 1
+    zero = (np.zeros(t), np.zeros(k))  # the cumulative drifts a full pass writes against
+    if full:
+        base = cum = zero
+    else:
+        base = zero if base is None else base
+        cum = _cumulative(base, drift, groups)
+    # the read's absolute pad covers the rounding of a bound less a cumulative drift
+    cpad = float(max(cum[0].max(initial=0.0), cum[1].max(initial=0.0)))
+    p = (half_sep, cnorm, groups, cum[0], cum[1], cpad, margin, margin64, radius, members,
+         gstart)
+    return BoundsStep(cs, ref, groups, p, full, drift, base, cum)
+
+
+def _same_cum(a: tuple | None, b: tuple) -> bool:
+    return a is not None and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def _pairwise_sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -259,6 +321,7 @@ def bounds_partials(
         or state is None
         or state.lower.shape != (n, t)
         or not np.array_equal(state.groups, step.groups)
+        or not _same_cum(state.cum, step.base)
     )
     if full and inplace and state is not None and state.lower.shape == (n, t):
         # every row is recomputed: the arrays are reused (no allocation per full pass)
@@ -271,6 +334,8 @@ def bounds_partials(
     elif not inplace:
         state = BoundsState(state.labels.copy(), state.lower.copy(), state.tries.copy(),
                             step.groups)
+    # the stored bounds are read against step.cum (a full pass: stored against it)
+    state.cum = step.cum
     state.tries *= 0.5
     sums = np.zeros((k, d), dtype=np.float64)
     wsum = np.zeros(k, dtype=np.float64)

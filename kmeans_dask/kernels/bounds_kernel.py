@@ -54,8 +54,8 @@ def _errors(xn, margin, margin64, radius, err, err64, i):
 def _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo):
     # the rows of X[start:start + m] whose bounds cannot exclude a change go to todo (their
     # count is returned); the others keep their label, sq their exact distance to it, and
-    # their group bounds lose their groups' drifts
-    (half_sep, cnorm, group_of, gmax, garg, gsecond, margin, margin64, radius, _, _) = p
+    # their stored bounds (read only: the drifts are in the cumulative ones, see _store)
+    (half_sep, cnorm, group_of, gcum, acum, cpad, margin, margin64, radius, _, _) = p
     d = X.shape[1]
     t = lower.shape[1]
     nt = 0
@@ -66,26 +66,30 @@ def _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo):
         sq[i] = s
         du = np.sqrt(s) * (1.0 + 1e-9)
         _errors(du + cnorm[a], margin, margin64, radius, err, err64, i)
-        # Hamerly's bound on every other centre; the group bounds minus their drifts (the
-        # largest move in the group, but the assigned centre's own); both padded (relative,
-        # and absolute at the row's scale: the subtractions round by about eps64 times
-        # the distances involved, all <= ||x|| + radius)
-        low2 = 2.0 * half_sep[a] - du
-        pad = 1e-14 * (du + cnorm[a] + radius)
+        # the group bounds less their groups' cumulative drifts (the assigned centre's own
+        # group: less the drifts of its other centres), at least Hamerly's bound on every
+        # other centre; padded (relative, and absolute at the row's scale and the drifts':
+        # the subtractions round by about eps64 times the values involved)
         ga = group_of[a]
-        lmin = np.inf
-        for g in range(t):
-            lo = np.float64(lower[row, g]) - (gsecond[g] if g == ga and garg[g] == a else gmax[g])
-            if low2 > lo:
-                lo = low2
-            lo = lo * (1.0 - 1e-9) - pad
-            lower[row, g] = _down32(lo)
-            if lo < lmin:
-                lmin = lo
+        lmin = np.float64(lower[row, ga]) - acum[a]
+        for g in range(ga):
+            lmin = min(lmin, np.float64(lower[row, g]) - gcum[g])
+        for g in range(ga + 1, t):
+            lmin = min(lmin, np.float64(lower[row, g]) - gcum[g])
+        lmin = max(lmin, 2.0 * half_sep[a] - du)
+        lmin = lmin * (1.0 - 1e-9) - 1e-14 * (du + cnorm[a] + radius + cpad)
         if not (lmin > du and lmin * lmin - du * du > 2.0 * err[i]):
             todo[nt] = i
             nt += 1
     return nt
+
+
+@njit(nogil=True, cache=True)
+def _store(lower, row, g, low2, own, bj, gcum, acum):
+    # the group bound sqrt(low2) (from squares: clipped at 0), stored plus the cumulative
+    # drift it will be read against (acum[bj] for the row's own group ``own``), rounded down
+    lo = np.sqrt(low2) * (1.0 - 1e-9) if low2 > 0.0 else 0.0
+    lower[row, g] = _down32(lo + (acum[bj] if g == own else gcum[g]))
 
 
 @njit(nogil=True, cache=True, fastmath=_FLAGS)
@@ -124,7 +128,7 @@ def _full_tile(X, start, m, G, bias, C, labels, lower, members, gstart, v, gmin,
     # every row of the tile from its product G: the plain kernel's argmin, exact distance and
     # partials (its statements, in row order), and the group bounds from the same values;
     # returns the inertia
-    cnorm, margin, margin64, radius = pb
+    cnorm, margin, margin64, radius, group_of, gcum, acum = pb
     d = X.shape[1]
     k = bias.shape[0]
     t = lower.shape[1]
@@ -164,9 +168,9 @@ def _full_tile(X, start, m, G, bias, C, labels, lower, members, gstart, v, gmin,
         xn = np.sqrt(s) * (1.0 + 1e-9) + cnorm[bj]
         e = margin * xn + margin64 * (xn + radius) * (xn + radius)
         base = (s - best) * (1.0 - 1e-9) - 3.0 * e
+        own = group_of[bj]
         for g in range(t):
-            low2 = gmin[g] + base
-            lower[row, g] = _down32(np.sqrt(low2) * (1.0 - 1e-9) if low2 > 0.0 else 0.0)
+            _store(lower, row, g, gmin[g] + base, own, bj, gcum, acum)
     return inertia
 
 
@@ -175,7 +179,8 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, plain_sha
     """The pruned E-step over the rows of X: labels and bounds updated in place, partials
     accumulated; returns (inertia, distances computed by products)."""
     (shifted_t, bias, C, ref, shifted64_t, centre_sq) = q
-    cnorm, members, gstart = p[1], p[9], p[10]
+    cnorm, group_of, gcum, acum = p[1], p[2], p[3], p[4]
+    members, gstart = p[9], p[10]
     margin, margin64, radius = p[6], p[7], p[8]
     n, d = X.shape
     k = shifted_t.shape[1]
@@ -198,7 +203,8 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, plain_sha
             np.dot(X[start:start + m], shifted_t, G[:m])
             computed += m * k
             inertia = _full_tile(X, start, m, G, bias, C, labels, lower, members, gstart, v,
-                                 gmin, (cnorm, margin, margin64, radius), w, has_w, sums,
+                                 gmin, (cnorm, margin, margin64, radius, group_of, gcum, acum),
+                                 w, has_w, sums,
                                  wsum, inertia)
             continue
         nt = _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo)
@@ -237,9 +243,9 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, plain_sha
                 labels[row] = bj
                 # ||x - c_j||^2 >= v_j - E + ||x - mu||^2 >= v_j - best + ||x - c_bj||^2 - 2 E
                 base = (sq[i] - best) * (1.0 - 1e-9) - 3.0 * err[i]
+                own = group_of[bj]
                 for g in range(t):
-                    low2 = gmin[g] + base
-                    lower[row, g] = _down32(np.sqrt(low2) * (1.0 - 1e-9) if low2 > 0.0 else 0.0)
+                    _store(lower, row, g, gmin[g] + base, own, bj, gcum, acum)
         # partials in row order, with the plain kernel's statements
         inertia = _accumulate(X, start, m, labels, sq, w, has_w, sums, wsum, inertia)
     return inertia, computed
