@@ -33,13 +33,11 @@ def _sq_from(X, row, ref, d):
 @njit(nogil=True, cache=True)
 def _down32(x):
     # x rounded down to float32 (a lower bound stays a lower bound): shrunk by 2^-22 first,
-    # more than float32's relative rounding (2^-24); 0 for non-positive or subnormal values,
-    # float32's largest value for larger ones
-    if not x > 1e-37:
-        return np.float32(0.0)
-    if x >= 3.4e38:
-        return np.float32(3.4e38)
-    return np.float32(x * (1.0 - 2.384185791015625e-07))
+    # more than float32's relative rounding (2^-24); 0 for non-positive, subnormal or NaN
+    # values, at most 3.4e38 (below float32's largest); selects, no branches (it runs t times
+    # a row when the bounds are rebuilt)
+    y = min(x * (1.0 - 2.384185791015625e-07), 3.4e38)
+    return np.float32(y if x > 1e-37 else 0.0)
 
 
 @njit(nogil=True, cache=True)
@@ -85,11 +83,15 @@ def _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo):
 
 
 @njit(nogil=True, cache=True)
-def _store(lower, row, g, low2, own, bj, gcum, acum):
-    # the group bound sqrt(low2) (from squares: clipped at 0), stored plus the cumulative
-    # drift it will be read against (acum[bj] for the row's own group ``own``), rounded down
-    lo = np.sqrt(low2) * (1.0 - 1e-9) if low2 > 0.0 else 0.0
-    lower[row, g] = _down32(lo + (acum[bj] if g == own else gcum[g]))
+def _store(lower, row, gmin, base, own, bj, gcum, acum):
+    # the row's group bounds sqrt(gmin[g] + base) (from squares: clipped at 0), stored plus
+    # the cumulative drift each will be read against (acum[bj] for the row's own group
+    # ``own``), rounded down; one loop without branches over the groups, then the own group
+    for g in range(lower.shape[1]):
+        lo = np.sqrt(max(gmin[g] + base, 0.0)) * (1.0 - 1e-9)
+        lower[row, g] = _down32(lo + gcum[g])
+    lo = np.sqrt(max(gmin[own] + base, 0.0)) * (1.0 - 1e-9)
+    lower[row, own] = _down32(lo + acum[bj])
 
 
 @njit(nogil=True, cache=True, fastmath=_FLAGS)
@@ -168,9 +170,7 @@ def _full_tile(X, start, m, G, bias, C, labels, lower, members, gstart, v, gmin,
         xn = np.sqrt(s) * (1.0 + 1e-9) + cnorm[bj]
         e = margin * xn + margin64 * (xn + radius) * (xn + radius)
         base = (s - best) * (1.0 - 1e-9) - 3.0 * e
-        own = group_of[bj]
-        for g in range(t):
-            _store(lower, row, g, gmin[g] + base, own, bj, gcum, acum)
+        _store(lower, row, gmin, base, group_of[bj], bj, gcum, acum)
     return inertia
 
 
@@ -243,9 +243,7 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, plain_sha
                 labels[row] = bj
                 # ||x - c_j||^2 >= v_j - E + ||x - mu||^2 >= v_j - best + ||x - c_bj||^2 - 2 E
                 base = (sq[i] - best) * (1.0 - 1e-9) - 3.0 * err[i]
-                own = group_of[bj]
-                for g in range(t):
-                    _store(lower, row, g, gmin[g] + base, own, bj, gcum, acum)
+                _store(lower, row, gmin, base, group_of[bj], bj, gcum, acum)
         # partials in row order, with the plain kernel's statements
         inertia = _accumulate(X, start, m, labels, sq, w, has_w, sums, wsum, inertia)
     return inertia, computed
