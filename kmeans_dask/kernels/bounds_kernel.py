@@ -125,12 +125,12 @@ def _best_groups(v, k, members, gstart, gmin):
 
 
 @njit(nogil=True, cache=True, fastmath=_FLAGS)
-def _full_tile(X, start, m, G, bias, C, labels, lower, members, gstart, v, gmin, pb, w, has_w,
-               sums, wsum, inertia):
+def _full_tile(X, start, m, G, bias, C, labels, lower, p, v, gmin, w, has_w, sums, wsum,
+               inertia):
     # every row of the tile from its product G: the plain kernel's argmin, exact distance and
     # partials (its statements, in row order), and the group bounds from the same values;
     # returns the inertia
-    cnorm, margin, margin64, radius, group_of, gcum, acum = pb
+    (_, cnorm, group_of, gcum, acum, _, margin, margin64, radius, members, gstart) = p
     d = X.shape[1]
     k = bias.shape[0]
     t = lower.shape[1]
@@ -179,9 +179,7 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, plain_sha
     """The pruned E-step over the rows of X: labels and bounds updated in place, partials
     accumulated; returns (inertia, distances computed by products)."""
     (shifted_t, bias, C, ref, shifted64_t, centre_sq) = q
-    cnorm, group_of, gcum, acum = p[1], p[2], p[3], p[4]
-    members, gstart = p[9], p[10]
-    margin, margin64, radius = p[6], p[7], p[8]
+    group_of, gcum, acum, members, gstart = p[2], p[3], p[4], p[9], p[10]
     n, d = X.shape
     k = shifted_t.shape[1]
     t = lower.shape[1]
@@ -202,10 +200,8 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, plain_sha
             # the plain kernel's product and one fused pass over the tile's rows
             np.dot(X[start:start + m], shifted_t, G[:m])
             computed += m * k
-            inertia = _full_tile(X, start, m, G, bias, C, labels, lower, members, gstart, v,
-                                 gmin, (cnorm, margin, margin64, radius, group_of, gcum, acum),
-                                 w, has_w, sums,
-                                 wsum, inertia)
+            inertia = _full_tile(X, start, m, G, bias, C, labels, lower, p, v, gmin, w, has_w,
+                                 sums, wsum, inertia)
             continue
         nt = _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo)
         if nt > 0:
