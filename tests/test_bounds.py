@@ -55,7 +55,7 @@ def _data(kind: str, dtype, n: int = 6_000, seed: int = 0) -> np.ndarray:
 # ------------------------------------------------------------------ the kernel
 
 
-def _run_kernel(X, w, centre_seq, ref, inplace=False):
+def _run_kernel(X, w, centre_seq, ref, inplace=False, local=True):
     """Feed a sequence of centres to both kernels; check every step; return the skips."""
     state, prev, skipped, groups, base = None, None, 0, None, None
     n, k = X.shape[0], centre_seq[0].shape[0]
@@ -63,7 +63,8 @@ def _run_kernel(X, w, centre_seq, ref, inplace=False):
         s1, w1, i1 = lloyd_partials(X, CentreSet(C, ref), w)
         step = bounds_step(C, prev, ref, False, groups, base)
         groups, base = step.groups, step.cum
-        s2, w2, i2, computed, state = bounds_partials(X, w, step, state, inplace=inplace)
+        s2, w2, i2, computed, state = bounds_partials(X, w, step, state, inplace=inplace,
+                                                      local=local)
         np.testing.assert_array_equal(s2, s1, err_msg=f"sums, step {it}")
         np.testing.assert_array_equal(w2, w1, err_msg=f"weights, step {it}")
         assert i2 == i1, (it, i2, i1)
@@ -173,6 +174,46 @@ def test_kernel_grouped_bounds_many_centres(kind, k, dtype):
     skipped = _run_kernel(X, w, seq, ref, inplace=True)
     if kind == "blobs":
         assert skipped > 0.5 * len(X) * k * len(seq), skipped
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["separated", "overlap", "duplicates"])
+def test_local_filter_matches_plain_with_fewer_distances(kind, dtype):
+    """Yinyang's local filter (a row whose bounds fail computes the distances to the failing
+    groups' centres only) gives the plain kernel's results and valid bounds, labels moving
+    between groups included, and computes fewer distances than the same passes without it."""
+    X = _data(kind, dtype, n=6_000, seed=2)
+    rng = np.random.default_rng(4)
+    w = rng.uniform(0.1, 3.0, len(X))
+    ref = X.astype(np.float64).mean(axis=0)
+    k = 48  # four groups of twelve
+    C0 = X[rng.choice(len(X), k, replace=False)].copy()
+    if kind == "duplicates":
+        C0[1] = C0[0]
+    seq = _lloyd_sequence(X, C0, ref, 14, w)
+    # a jump after the first passes: many rows fail on some groups only
+    C = seq[6].copy()
+    C[rng.integers(k)] = X[rng.integers(len(X))]
+    seq = [*seq[:7], C, *_lloyd_sequence(X, C, ref, 6, w)]
+    with_local = _run_kernel(X, w, seq, ref, inplace=True)
+    without = _run_kernel(X, w, seq, ref, inplace=True, local=False)
+    if kind == "overlap" and dtype == np.float32:
+        # float32 products are cheap: the local filter is taken only when a block's failing
+        # groups hold under 12% of its distances, which these heavily overlapping passes
+        # never reach
+        assert with_local == without, (with_local, without)
+    else:
+        assert with_local > without, (with_local, without)
+
+
+def test_centre_groups_are_balanced():
+    """Evenly spread centres (where an unconstrained k-means of the centres puts most of them
+    in one group) are split into groups of at most ceil(k / t) centres."""
+    rng = np.random.default_rng(0)
+    for k, t in ((64, 6), (256, 25), (48, 4), (7, 3)):
+        C = rng.uniform(-10, 10, size=(k, 32))
+        sizes = np.bincount(centre_groups(C, t))
+        assert len(sizes) == t and sizes.max() <= -(-k // t), (k, t, sizes)
 
 
 def test_centre_groups_and_mismatched_state():

@@ -30,8 +30,15 @@ the dtype), doubled in ``v_j``; the float64 terms (``bias_j``, the subtraction) 
 the second term. The constants leave a factor of 2 over the worst case. ``||x||`` is bounded
 by ``||x - c_a|| + ||c_a||`` (no extra pass over the row).
 When the true gap exceeds ``2 E`` the plain kernel's argmin is ``a`` whatever its rounding,
-so skipping is safe; exact ties (duplicates, coincident centres) are never skipped. Rows that
-are not skipped get all their distances from a product: the whole 1,024-row block's product
+so skipping is safe; exact ties (duplicates, coincident centres) are never skipped. A row
+that is not skipped needs only the centres of the groups whose own bound fails the same test
+(Yinyang's local filter): every other centre is farther than ``a`` by more than ``2 E``.
+When a block's failing groups hold few of its distances (:data:`LOCAL_SHARE`), those are
+computed in float64 (per group, one product of the rows that need it) with ``a``'s, and the
+best is accepted under the same rule as below; the failing groups' bounds are rebuilt from
+their values, the others kept (the old label's group, if kept, now also bounds the old
+label: its exact distance enters it). Otherwise the rows get all their distances from a
+product: the whole 1,024-row block's product
 computed exactly as the plain kernel does (then the argmin is the plain kernel's, bit for
 bit), or, when few rows of a block need it, a float64 product of just those rows (gathered),
 centred on ``mu`` (error far below ``E``), accepted only when its best and second-best values
@@ -53,6 +60,8 @@ recomputes the block instead of reading them.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 
 from .bounds_kernel import bounds_kernel
@@ -71,6 +80,10 @@ __all__ = [
 PAD = 1e-9
 #: most groups of centres (memory: 4 bytes a row each)
 MAX_GROUPS = 32
+#: per dtype, the largest share of a block's row-centre distances for which the rows whose
+#: bounds fail compute their distances one by one (Yinyang's local filter: the assigned
+#: centre's and the failing groups' only) rather than by a product
+LOCAL_SHARE = {"float64": 0.25, "float32": 0.12}
 
 
 def n_groups(k: int) -> int:
@@ -130,8 +143,8 @@ class BoundsStep:
     """
 
     __slots__ = (
-        "base", "centre_sq", "cs", "cum", "drift", "full", "groups", "p", "reference",
-        "shifted64_t",
+        "base", "centre_sq", "cs", "cum", "drift", "full", "grouped", "groups", "p",
+        "reference", "shifted64", "shifted64_t",
     )
 
     def __init__(
@@ -149,8 +162,17 @@ class BoundsStep:
         self.reference = reference
         self.groups = groups
         shifted = cs.centres.astype(np.float64) - reference
+        self.shifted64 = np.ascontiguousarray(shifted)
         self.shifted64_t = np.ascontiguousarray(shifted.T)
         self.centre_sq = np.einsum("ij,ij->i", shifted, shifted)
+        #: for the local filter: per group (in member order) its centred centres as one
+        #: (d, size) block, their squared norms, and every centre's member position
+        members, gstart = p[9], p[10]
+        self.grouped = (
+            np.concatenate([shifted[members[a:b]].T.ravel() for a, b in pairwise(gstart)]),
+            self.centre_sq[members],
+            np.argsort(members, kind="stable"),
+        )
         #: (half_sep, cnorm, group_of, gmax, garg, gsecond, margin, margin64, radius, members,
         #: gstart): see :func:`bounds_step` and the kernel
         self.p = p
@@ -187,8 +209,14 @@ class BoundsStep:
 
 
 def centre_groups(C: np.ndarray, t: int) -> np.ndarray:
-    """Group of every centre: a deterministic k-means of the centres into ``t`` groups
-    (farthest-first start from the centre nearest their mean, 10 Lloyd steps)."""
+    """Group of every centre: a deterministic k-means of the centres into ``t`` groups of at
+    most ``ceil(k / t)`` centres each (farthest-first start from the centre nearest their
+    mean, then 10 steps that fill the groups nearest pair first, up to that size).
+
+    Balanced on purpose: a group's bounds lose the largest move of any of its centres, and
+    the rows whose bounds fail compute the distances to the failing groups' centres only, so
+    one group holding most centres (what an unconstrained k-means of evenly spread centres
+    gives: the farthest-first seeds are outliers) makes both filters useless."""
     c = np.asarray(C, dtype=np.float64)
     k = c.shape[0]
     t = min(t, k)
@@ -202,15 +230,34 @@ def centre_groups(C: np.ndarray, t: int) -> np.ndarray:
         picks.append(j)
         dist = np.minimum(dist, ((c - c[j]) ** 2).sum(axis=1))
     seeds = c[picks]
+    cap = -(-k // t)
     labels = np.zeros(k, dtype=np.int64)
     for _ in range(10):
-        labels = np.argmin(_pairwise_sq(c, seeds), axis=1)
+        labels = _fill_nearest(_pairwise_sq(c, seeds), cap)
         for g in range(t):
             members = labels == g
             if members.any():
                 seeds[g] = c[members].mean(axis=0)
     # number the groups 0..t'-1 (an empty group is dropped)
     return np.unique(labels, return_inverse=True)[1].astype(np.int64)
+
+
+def _fill_nearest(dist: np.ndarray, cap: int) -> np.ndarray:
+    # every centre to a group, the (centre, group) pairs taken nearest first (stable: ties
+    # by index), a group taking at most ``cap`` centres
+    k, t = dist.shape
+    labels = np.full(k, -1, dtype=np.int64)
+    size = np.zeros(t, dtype=np.int64)
+    left = k
+    for flat in np.argsort(dist, axis=None, kind="stable").tolist():
+        i, g = divmod(flat, t)
+        if labels[i] < 0 and size[g] < cap:
+            labels[i] = g
+            size[g] += 1
+            left -= 1
+            if left == 0:
+                break
+    return labels
 
 
 def _group_drifts(drift: np.ndarray, groups: np.ndarray) -> tuple:
@@ -308,10 +355,12 @@ def bounds_partials(
     step: BoundsStep,
     state: BoundsState | None,
     inplace: bool = False,
+    local: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, float, int, BoundsState]:
     """One pruned E-step on a block: the plain :func:`lloyd_partials` results, the number of
     row-centre distances computed by products, and the new state (``state`` is updated in
-    place and returned when ``inplace``, else left unchanged).
+    place and returned when ``inplace``, else left unchanged). ``local=False``: rows whose
+    bounds fail compute every distance (no local filter; same results, for comparisons).
     """
     n = X.shape[0]
     k, d = step.cs.centres.shape
@@ -343,10 +392,12 @@ def bounds_partials(
     # a partial float64 product of some rows costs about what the plain product of as many
     # rows costs in float64, twice that in float32
     plain_share = 0.75 if X.dtype == np.float64 else 0.4
+    local_share = LOCAL_SHARE.get(X.dtype.name, LOCAL_SHARE["float64"]) if local else -1.0
+    shares = (plain_share, local_share)
     q = (step.cs.shifted_t, step.cs.bias, step.cs.centres, step.reference, step.shifted64_t,
-         step.centre_sq)
+         step.centre_sq, step.shifted64, *step.grouped)
     inertia, computed = bounds_kernel(
         X, wa, w is not None, state.labels, state.lower, state.tries, sums, wsum, full,
-        plain_share, step.p, q,
+        shares, step.p, q,
     )
     return sums, wsum, float(inertia), int(computed), state
