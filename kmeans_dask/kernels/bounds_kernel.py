@@ -349,23 +349,27 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, shares, p
     computed = 0
     for start in range(0, n, BLOCK_ROWS):
         m = min(BLOCK_ROWS, n - start)
-        if full:
-            # the plain kernel's product and one fused pass over the tile's rows
+        nt = 0
+        plain = local = False
+        if not full:
+            nt, need = _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo, fail)
+            # the cheapest way to the unsettled rows' values: few distances (the failing
+            # groups' centres) in float64 (Yinyang's local filter); else a float64 product
+            # of those rows with every centre, unless most rows need one; the plain product
+            # also once near-ties keep sending this chunk's blocks back to it
+            plain = 2.0 * tries[1] > tries[0] + 2.0 or (
+                need > local_share * m * k and nt > plain_share * m
+            )
+            local = not plain and need <= local_share * m * k
+        if full or (plain and nt > plain_share * m):
+            # the plain kernel's product and one fused pass over the tile's rows (most rows
+            # need it: cheaper than row by row)
             np.dot(X[start:start + m], shifted_t, G[:m])
             computed += m * k
             inertia = _full_tile(X, start, m, G, bias, C, labels, lower, p, v, gmin, w, has_w,
                                  sums, wsum, inertia)
             continue
-        nt, need = _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo, fail)
         if nt > 0:
-            # the cheapest way to the unsettled rows' values: few distances (the failing
-            # groups' centres) one by one in float64 (Yinyang's local filter); else a float64
-            # product of those rows with every centre, unless most rows need one; the plain
-            # product also once near-ties keep sending this chunk's blocks back to it
-            plain = 2.0 * tries[1] > tries[0] + 2.0 or (
-                need > local_share * m * k and nt > plain_share * m
-            )
-            local = not plain and need <= local_share * m * k
             if plain:
                 np.dot(X[start:start + m], shifted_t, G[:m])
                 computed += m * k
