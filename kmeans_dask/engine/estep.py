@@ -54,24 +54,21 @@ logger = logging.getLogger(__name__)
 #: dask config key: the largest move ratio (:meth:`BoundsStep.move_ratio`) at which the bounds
 #: prune (default: :func:`switch_ratio`; ``inf``: prune in every iteration, 0: never)
 SWITCH_KEY = "kmeans_dask.bounds-switch"
-#: the default move ratio at k = 16 per dtype, scaled by 16 / k (at most
-#: :data:`MAX_SWITCH_RATIO`). Measured per iteration, one thread, 2e5 x 32 overlapping blobs
-#: (benchmarks/README.md, "Adaptive bounds (session 6)"): a pruned pass beat a plain one from
-#: about 0.1-0.15 at k = 16, 0.01-0.02 at k = 64, 0.011 at k = 256 in float64, and from
-#: 0.025 at k = 16 in float32 (its product is cheap: the bounds' bookkeeping weighs more);
-#: the values err on the side of plain passes
-SWITCH_RATIO = {"float64": 0.1, "float32": 0.025}
-MAX_SWITCH_RATIO = 0.3
+#: the default move ratio per dtype, for every k. Measured to convergence in process, one
+#: thread, overlapping blobs (d = 32) with Yinyang's local filter (session 15,
+#: benchmarks/README.md): k = 16, 64, 256 in float64 were fastest from 0.05 (0.1 at k = 64
+#: too; the former 0.1 x 16 / k pruned far too late at k = 256: 6.0 s against 4.4 s), k = 64
+#: in float32 from 0.025 (its product is cheap: the bounds' bookkeeping weighs more)
+SWITCH_RATIO = {"float64": 0.05, "float32": 0.025}
 
 
 def switch_ratio(k: int, dtype: np.dtype) -> float:
     """The move ratio up to which the bounds prune for ``k`` centres of ``dtype`` (dask
-    config :data:`SWITCH_KEY` if set)."""
+    config :data:`SWITCH_KEY` if set; else :data:`SWITCH_RATIO`, the same for every ``k``)."""
     value = dask.config.get(SWITCH_KEY, None)
     if value is not None:
         return float(value)
-    base = SWITCH_RATIO.get(np.dtype(dtype).name, SWITCH_RATIO["float64"])
-    return min(MAX_SWITCH_RATIO, base * 16.0 / max(k, 1))
+    return SWITCH_RATIO.get(np.dtype(dtype).name, SWITCH_RATIO["float64"])
 
 
 def plain_pass(block: Block, state: None, cs: kernels.CentreSet, exact: bool = True) -> tuple:
