@@ -125,17 +125,12 @@ def _value64(Xg, r, S, centre_sq, j, d):
     return centre_sq[j] - 2.0 * s
 
 
-#: at most this many distances of a group are computed by loops rather than by a product
-#: (a BLAS call costs a few microseconds: far more than a few rows' distances)
-SMALL_PRODUCT = 1024
-
-
-@njit(nogil=True, cache=True, fastmath=_FLAGS)
+@njit(nogil=True, cache=True)
 def _group_values(Xg, nt, todo, fail, SG, sorted_sq, gstart, B, rows, out, V):
     # Yinyang's local filter, values: per group, the float64 values of the unsettled rows
     # whose bounds on it fail with its centres (SG: per group a (d, size) block of the
-    # centred centres, in member order) into V[r, member position], from one product (or,
-    # for few rows, loops: any order, err64 bounds it); returns their count
+    # centred centres, in member order) into V[r, member position], from one product (for
+    # a few rows too: BLAS's small-matrix kernel beats loops here); returns their count
     d = Xg.shape[1]
     t = fail.shape[1]
     computed = 0
@@ -151,18 +146,6 @@ def _group_values(Xg, nt, todo, fail, SG, sorted_sq, gstart, B, rows, out, V):
         if ng == 0:
             continue
         computed += ng * size
-        if ng * size <= SMALL_PRODUCT:
-            for q in range(ng):
-                r = rows[q]
-                for jj in range(size):
-                    V[r, gs + jj] = 0.0
-                for c in range(d):
-                    x = Xg[r, c]
-                    for jj in range(size):
-                        V[r, gs + jj] += x * block[c, jj]
-                for jj in range(size):
-                    V[r, gs + jj] = sorted_sq[gs + jj] - 2.0 * V[r, gs + jj]
-            continue
         for q in range(ng):
             for c in range(d):
                 B[q, c] = Xg[rows[q], c]
@@ -337,9 +320,11 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, shares, p
     Gg = np.empty((BLOCK_ROWS, k), dtype=np.float64)
     gmin = np.empty(t, dtype=np.float64)
     v = np.empty(k, dtype=np.float64)
-    B = np.empty((BLOCK_ROWS, d), dtype=np.float64)
-    rows = np.empty(BLOCK_ROWS, dtype=np.int64)
-    out = np.empty(BLOCK_ROWS * k, dtype=np.float64)
+    # the local filter's buffers (none with one group: it is not used)
+    nl = BLOCK_ROWS if t > 1 else 0
+    B = np.empty((nl, d), dtype=np.float64)
+    rows = np.empty(nl, dtype=np.int64)
+    out = np.empty(nl * k, dtype=np.float64)
     sq = np.empty(BLOCK_ROWS, dtype=np.float64)
     err = np.empty(BLOCK_ROWS, dtype=np.float64)
     err64 = np.empty(BLOCK_ROWS, dtype=np.float64)
@@ -360,7 +345,8 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, shares, p
             plain = 2.0 * tries[1] > tries[0] + 2.0 or (
                 need > local_share * m * k and nt > plain_share * m
             )
-            local = not plain and need <= local_share * m * k
+            # (one group: the local filter would compute every distance, row by row)
+            local = not plain and t > 1 and need <= local_share * m * k
         if full or (plain and nt > plain_share * m):
             # the plain kernel's product and one fused pass over the tile's rows (most rows
             # need it: cheaper than row by row)
