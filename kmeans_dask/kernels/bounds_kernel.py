@@ -6,46 +6,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .bounds_local import group_values, local_rows
+from .bounds_rows import FLAGS, down32, errors, sq_to
 from .lloyd import BLOCK_ROWS
-
-_FLAGS = {"reassoc", "contract", "nsz", "arcp"}  # the plain kernel's flags (same accumulation)
-
-
-@njit(nogil=True, cache=True, fastmath=_FLAGS)
-def _sq_to(X, row, C, j, d):
-    s = 0.0
-    for t in range(d):
-        diff = np.float64(X[row, t]) - np.float64(C[j, t])
-        s += diff * diff
-    return s
-
-
-@njit(nogil=True, cache=True, fastmath=_FLAGS)
-def _sq_from(X, row, ref, d):
-    # ||x - mu||^2 in float64 (any order: it enters the bounds only, with a relative pad)
-    s = 0.0
-    for t in range(d):
-        diff = np.float64(X[row, t]) - ref[t]
-        s += diff * diff
-    return s
-
-
-@njit(nogil=True, cache=True)
-def _down32(x):
-    # x rounded down to float32 (a lower bound stays a lower bound): shrunk by 2^-22 first,
-    # more than float32's relative rounding (2^-24); 0 for non-positive, subnormal or NaN
-    # values, at most 3.4e38 (below float32's largest); selects, no branches (it runs t times
-    # a row when the bounds are rebuilt)
-    y = min(x * (1.0 - 2.384185791015625e-07), 3.4e38)
-    return np.float32(y if x > 1e-37 else 0.0)
-
-
-@njit(nogil=True, cache=True)
-def _errors(xn, margin, margin64, radius, err, err64, i):
-    # error bounds of the plain kernel's values (err) and of float64 ones (err64) for a row
-    # of norm at most xn
-    err64[i] = margin64 * (xn + radius) * (xn + radius)
-    err[i] = margin * xn + err64[i]
 
 
 @njit(nogil=True, cache=True)
@@ -63,10 +26,10 @@ def _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo, fail):
     for i in range(m):
         row = start + i
         a = labels[row]
-        s = _sq_to(X, row, C, a, d)
+        s = sq_to(X, row, C, a, d)
         sq[i] = s
         du = np.sqrt(s) * (1.0 + 1e-9)
-        _errors(du + cnorm[a], margin, margin64, radius, err, err64, i)
+        errors(du + cnorm[a], margin, margin64, radius, err, err64, i)
         # the group bounds less their groups' cumulative drifts (the assigned centre's own
         # group: less the drifts of its other centres), at least Hamerly's bound on every
         # other centre; padded (relative, and absolute at the row's scale and the drifts':
@@ -97,13 +60,6 @@ def _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo, fail):
     return nt, need
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _read(lower, row, g, ga, a, gcum, acum, ham, pad):
-    # the row's bound on group g as the test reads it (see _test_rows)
-    lg = np.float64(lower[row, g]) - (acum[a] if g == ga else gcum[g])
-    return max(lg, ham) * (1.0 - 1e-9) - pad
-
-
 @njit(nogil=True, cache=True)
 def _store(lower, row, gmin, base, own, bj, gcum, acum):
     # the row's group bounds sqrt(gmin[g] + base) (from squares: clipped at 0), stored plus
@@ -111,119 +67,12 @@ def _store(lower, row, gmin, base, own, bj, gcum, acum):
     # ``own``), rounded down; one loop without branches over the groups, then the own group
     for g in range(lower.shape[1]):
         lo = np.sqrt(max(gmin[g] + base, 0.0)) * (1.0 - 1e-9)
-        lower[row, g] = _down32(lo + gcum[g])
+        lower[row, g] = down32(lo + gcum[g])
     lo = np.sqrt(max(gmin[own] + base, 0.0)) * (1.0 - 1e-9)
-    lower[row, own] = _down32(lo + acum[bj])
+    lower[row, own] = down32(lo + acum[bj])
 
 
-@njit(nogil=True, cache=True, fastmath=_FLAGS)
-def _value64(Xg, r, S, centre_sq, j, d):
-    # ||x - c_j||^2 - ||x - mu||^2 from the centred float64 row (any order: err64 bounds it)
-    s = 0.0
-    for c in range(d):
-        s += Xg[r, c] * S[j, c]
-    return centre_sq[j] - 2.0 * s
-
-
-@njit(nogil=True, cache=True)
-def _group_values(Xg, nt, todo, fail, SG, sorted_sq, gstart, B, rows, out, V):
-    # Yinyang's local filter, values: per group, the float64 values of the unsettled rows
-    # whose bounds on it fail with its centres (SG: per group a (d, size) block of the
-    # centred centres, in member order) into V[r, member position], from one product (for
-    # a few rows too: BLAS's small-matrix kernel beats loops here); returns their count
-    d = Xg.shape[1]
-    t = fail.shape[1]
-    computed = 0
-    for g in range(t):
-        gs = gstart[g]
-        size = gstart[g + 1] - gs
-        block = SG[gs * d:(gs + size) * d].reshape((d, size))
-        ng = 0
-        for r in range(nt):
-            if fail[todo[r], g]:
-                rows[ng] = r
-                ng += 1
-        if ng == 0:
-            continue
-        computed += ng * size
-        for q in range(ng):
-            for c in range(d):
-                B[q, c] = Xg[rows[q], c]
-        prod = out[:ng * size].reshape((ng, size))
-        np.dot(B[:ng], block, prod)
-        for q in range(ng):
-            r = rows[q]
-            for jj in range(size):
-                V[r, gs + jj] = sorted_sq[gs + jj] - 2.0 * prod[q, jj]
-    return computed
-
-
-@njit(nogil=True, cache=True)
-def _local_rows(X, start, nt, todo, Xg, S, centre_sq, C, labels, lower, fail, sq, err, err64, V,
-                pos, gmin, half_sep, cnorm, group_of, gcum, acum, members, gstart, pads):
-    # Yinyang's local filter for the rows whose bounds fail (todo[:nt]), from the float64
-    # values of the failing groups' centres (V[r], by member position; _group_values) and
-    # of the assigned centre (every other centre is farther than the assigned one by more
-    # than 2 E: the plain kernel cannot pick it). When a row's best beats all its other
-    # values by more than the error bounds, its label, sq and bounds are updated: the
-    # failing groups' bounds from their values, the others kept, the old label's group (if
-    # not failing) now also bounding the old label. Returns the first row (r) too close to
-    # call (the plain product decides it and the rest), nt if none. One call per tile: a
-    # call per row with this many arrays costs more than the row's work.
-    cpad, radius = pads
-    d = X.shape[1]
-    t = lower.shape[1]
-    for r in range(nt):
-        i = todo[r]
-        row = start + i
-        a = labels[row]
-        ga = group_of[a]
-        va = V[r, pos[a]] if fail[i, ga] else _value64(Xg, r, S, centre_sq, a, d)
-        best = va
-        bj = a
-        for g in range(t):
-            if fail[i, g]:
-                for idx in range(gstart[g], gstart[g + 1]):
-                    x = V[r, idx]
-                    j = members[idx]
-                    # the plain kernel's tie rule: the first index of the minimum
-                    if x < best or (x == best and j < bj):
-                        best = x
-                        bj = j
-        second = va if bj != a and not fail[i, ga] else np.inf
-        for g in range(t):
-            if fail[i, g]:
-                low = np.inf
-                for idx in range(gstart[g], gstart[g + 1]):
-                    if members[idx] != bj:
-                        low = min(low, V[r, idx])
-                gmin[g] = low
-                second = min(second, low)
-        if not (second - best > 2.0 * err[i] + 2.0 * err64[i]):
-            return r
-        old = np.inf
-        if bj != a:
-            s = _sq_to(X, row, C, bj, d)
-            du = np.sqrt(sq[i]) * (1.0 + 1e-9)
-            if not fail[i, ga]:
-                # the old label's group bounded its other centres; now it must bound a too
-                old = _read(lower, row, ga, ga, a, gcum, acum, 2.0 * half_sep[a] - du,
-                            1e-14 * (du + cnorm[a] + radius + cpad))
-            sq[i] = s
-            labels[row] = bj
-        base = (sq[i] - best) * (1.0 - 1e-9) - 3.0 * err[i]
-        gb = group_of[bj]
-        for g in range(t):
-            if fail[i, g]:
-                lo = np.sqrt(max(gmin[g] + base, 0.0)) * (1.0 - 1e-9)
-                lower[row, g] = _down32(lo + (acum[bj] if g == gb else gcum[g]))
-        if bj != a and not fail[i, ga]:
-            lo = min(old, np.sqrt(max(va + base, 0.0)) * (1.0 - 1e-9))
-            lower[row, ga] = _down32(lo + gcum[ga])
-    return nt
-
-
-@njit(nogil=True, cache=True, fastmath=_FLAGS)
+@njit(nogil=True, cache=True, fastmath=FLAGS)
 def _values(G, r, bias, v, k):
     # the plain kernel's values of one row of a product (its statement; 2 G is exact, so a
     # fused multiply-add gives the same value)
@@ -231,7 +80,7 @@ def _values(G, r, bias, v, k):
         v[j] = bias[j] - 2.0 * G[r, j]
 
 
-@njit(nogil=True, cache=True, fastmath=_FLAGS)
+@njit(nogil=True, cache=True, fastmath=FLAGS)
 def _best_groups(v, k, members, gstart, gmin):
     # the first minimum of v (the plain kernel's loop and tie rule) and, per group
     # (members[gstart[g]:gstart[g + 1]]), the smallest value at any other index (in gmin);
@@ -253,7 +102,7 @@ def _best_groups(v, k, members, gstart, gmin):
     return bj, best, second
 
 
-@njit(nogil=True, cache=True, fastmath=_FLAGS)
+@njit(nogil=True, cache=True, fastmath=FLAGS)
 def _full_tile(X, start, m, G, bias, C, labels, lower, p, v, gmin, w, has_w, sums, wsum,
                inertia):
     # every row of the tile from its product G: the plain kernel's argmin, exact distance and
@@ -295,7 +144,7 @@ def _full_tile(X, start, m, G, bias, C, labels, lower, p, v, gmin, w, has_w, sum
         wsum[bj] += wi
         inertia += wi * s
         labels[row] = bj
-        # the bounds as in the kernel (see _errors and bounds_kernel)
+        # the bounds as in the kernel (see errors and bounds_kernel)
         xn = np.sqrt(s) * (1.0 + 1e-9) + cnorm[bj]
         e = margin * xn + margin64 * (xn + radius) * (xn + radius)
         base = (s - best) * (1.0 - 1e-9) - 3.0 * e
@@ -307,24 +156,23 @@ def _full_tile(X, start, m, G, bias, C, labels, lower, p, v, gmin, w, has_w, sum
 def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, shares, p, q):
     """The pruned E-step over the rows of X: labels and bounds updated in place, partials
     accumulated; returns (inertia, distances computed)."""
-    (shifted_t, bias, C, ref, shifted64_t, centre_sq, shifted64, SG, sorted_sq, pos) = q
-    plain_share, local_share = shares
-    # the per-row arrays one by one (see _local_rows)
-    half_sep, cnorm, group_of, gcum, acum = p[0], p[1], p[2], p[3], p[4]
-    members, gstart, pads = p[9], p[10], (p[5], p[8])
+    shifted_t, bias, C = q[0], q[1], q[2]
+    plain_share = shares[0]
     n, d = X.shape
     k = shifted_t.shape[1]
     t = lower.shape[1]
     G = np.empty((BLOCK_ROWS, k), dtype=X.dtype)
-    Xg = np.empty((BLOCK_ROWS, d), dtype=np.float64)
-    Gg = np.empty((BLOCK_ROWS, k), dtype=np.float64)
-    gmin = np.empty(t, dtype=np.float64)
-    v = np.empty(k, dtype=np.float64)
     # the local filter's buffers (none with one group: it is not used)
     nl = BLOCK_ROWS if t > 1 else 0
-    B = np.empty((nl, d), dtype=np.float64)
-    rows = np.empty(nl, dtype=np.int64)
-    out = np.empty(nl * k, dtype=np.float64)
+    bufs = (
+        np.empty((BLOCK_ROWS, d), dtype=np.float64),  # the unsettled rows, centred (float64)
+        np.empty((BLOCK_ROWS, k), dtype=np.float64),  # their values
+        np.empty((nl, d), dtype=np.float64),  # a group's rows
+        np.empty(nl, dtype=np.int64),  # their indices
+        np.empty(nl * k, dtype=np.float64),  # their product
+    )
+    gmin = np.empty(t, dtype=np.float64)
+    v = np.empty(k, dtype=np.float64)
     sq = np.empty(BLOCK_ROWS, dtype=np.float64)
     err = np.empty(BLOCK_ROWS, dtype=np.float64)
     err64 = np.empty(BLOCK_ROWS, dtype=np.float64)
@@ -343,10 +191,10 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, shares, p
             # of those rows with every centre, unless most rows need one; the plain product
             # also once near-ties keep sending this chunk's blocks back to it
             plain = 2.0 * tries[1] > tries[0] + 2.0 or (
-                need > local_share * m * k and nt > plain_share * m
+                need > shares[1] * m * k and nt > plain_share * m
             )
             # (one group: the local filter would compute every distance, row by row)
-            local = not plain and t > 1 and need <= local_share * m * k
+            local = not plain and t > 1 and need <= shares[1] * m * k
         if full or (plain and nt > plain_share * m):
             # the plain kernel's product and one fused pass over the tile's rows (most rows
             # need it: cheaper than row by row)
@@ -356,59 +204,78 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, shares, p
                                  sums, wsum, inertia)
             continue
         if nt > 0:
-            if plain:
-                np.dot(X[start:start + m], shifted_t, G[:m])
-                computed += m * k
-            else:
-                tries[0] += 1.0
-                for r in range(nt):
-                    for c in range(d):
-                        Xg[r, c] = np.float64(X[start + todo[r], c]) - ref[c]
-                if local:
-                    computed += _group_values(Xg, nt, todo, fail, SG, sorted_sq, gstart, B, rows,
-                                              out, Gg)
-                else:
-                    np.dot(Xg[:nt], shifted64_t, Gg[:nt])
-                    computed += nt * k
-            r0 = 0
-            if local:
-                r0 = _local_rows(X, start, nt, todo, Xg, shifted64, centre_sq, C, labels, lower,
-                                 fail, sq, err, err64, Gg, pos, gmin, half_sep, cnorm, group_of,
-                                 gcum, acum, members, gstart, pads)
-                if r0 < nt:
-                    # too close to call from another product: the plain kernel's values decide
-                    plain = True
-                    tries[1] += 1.0
-                    np.dot(X[start:start + m], shifted_t, G[:m])
-                    computed += m * k
-            for r in range(r0, nt):
-                i = todo[r]
-                row = start + i
-                if plain:
-                    _values(G, i, bias, v, k)
-                else:
-                    _values(Gg, r, centre_sq, v, k)
-                bj, best, second = _best_groups(v, k, members, gstart, gmin)
-                if not plain and not (second - best > 2.0 * err[i] + 2.0 * err64[i]):
-                    # too close to call from another product: the plain kernel's values decide
-                    plain = True
-                    tries[1] += 1.0
-                    np.dot(X[start:start + m], shifted_t, G[:m])
-                    computed += m * k
-                    _values(G, i, bias, v, k)
-                    bj, best, second = _best_groups(v, k, members, gstart, gmin)
-                if bj != labels[row]:
-                    sq[i] = _sq_to(X, row, C, bj, d)
-                labels[row] = bj
-                # ||x - c_j||^2 >= v_j - E + ||x - mu||^2 >= v_j - best + ||x - c_bj||^2 - 2 E
-                base = (sq[i] - best) * (1.0 - 1e-9) - 3.0 * err[i]
-                _store(lower, row, gmin, base, group_of[bj], bj, gcum, acum)
+            computed += _unsettled(X, start, m, nt, plain, local, G, labels, lower, tries, p, q,
+                                   bufs, gmin, v, sq, err, err64, todo, fail)
         # partials in row order, with the plain kernel's statements
         inertia = _accumulate(X, start, m, labels, sq, w, has_w, sums, wsum, inertia)
     return inertia, computed
 
 
-@njit(nogil=True, cache=True, fastmath=_FLAGS)
+@njit(nogil=True, cache=True)
+def _unsettled(X, start, m, nt, plain, local, G, labels, lower, tries, p, q, bufs, gmin, v, sq,
+               err, err64, todo, fail):
+    # the labels, sq and bounds of the tile's unsettled rows (todo[:nt]) from the plain
+    # product, a float64 product of those rows, or the local filter; returns the distances
+    # computed
+    (shifted_t, bias, C, ref, shifted64_t, centre_sq, shifted64, SG, sorted_sq, pos) = q
+    Xg, Gg, B, rows, out = bufs
+    # the per-row arrays one by one (see local_rows)
+    half_sep, cnorm, group_of, gcum, acum = p[0], p[1], p[2], p[3], p[4]
+    members, gstart, pads = p[9], p[10], (p[5], p[8])
+    d = X.shape[1]
+    k = shifted_t.shape[1]
+    computed = 0
+    if plain:
+        np.dot(X[start:start + m], shifted_t, G[:m])
+        computed += m * k
+    else:
+        tries[0] += 1.0
+        for r in range(nt):
+            for c in range(d):
+                Xg[r, c] = np.float64(X[start + todo[r], c]) - ref[c]
+        if local:
+            computed += group_values(Xg, nt, todo, fail, SG, sorted_sq, gstart, B, rows, out,
+                                      Gg)
+        else:
+            np.dot(Xg[:nt], shifted64_t, Gg[:nt])
+            computed += nt * k
+    r0 = 0
+    if local:
+        r0 = local_rows(X, start, nt, todo, Xg, shifted64, centre_sq, C, labels, lower, fail,
+                         sq, err, err64, Gg, pos, gmin, half_sep, cnorm, group_of, gcum, acum,
+                         members, gstart, pads)
+        if r0 < nt:
+            # too close to call from another product: the plain kernel's values decide
+            plain = True
+            tries[1] += 1.0
+            np.dot(X[start:start + m], shifted_t, G[:m])
+            computed += m * k
+    for r in range(r0, nt):
+        i = todo[r]
+        row = start + i
+        if plain:
+            _values(G, i, bias, v, k)
+        else:
+            _values(Gg, r, centre_sq, v, k)
+        bj, best, second = _best_groups(v, k, members, gstart, gmin)
+        if not plain and not (second - best > 2.0 * err[i] + 2.0 * err64[i]):
+            # too close to call from another product: the plain kernel's values decide
+            plain = True
+            tries[1] += 1.0
+            np.dot(X[start:start + m], shifted_t, G[:m])
+            computed += m * k
+            _values(G, i, bias, v, k)
+            bj, best, second = _best_groups(v, k, members, gstart, gmin)
+        if bj != labels[row]:
+            sq[i] = sq_to(X, row, C, bj, d)
+        labels[row] = bj
+        # ||x - c_j||^2 >= v_j - E + ||x - mu||^2 >= v_j - best + ||x - c_bj||^2 - 2 E
+        base = (sq[i] - best) * (1.0 - 1e-9) - 3.0 * err[i]
+        _store(lower, row, gmin, base, group_of[bj], bj, gcum, acum)
+    return computed
+
+
+@njit(nogil=True, cache=True, fastmath=FLAGS)
 def _accumulate(X, start, m, labels, sq, w, has_w, sums, wsum, inertia):
     d = X.shape[1]
     for i in range(m):

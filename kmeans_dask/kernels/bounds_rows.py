@@ -1,0 +1,43 @@
+"""Row primitives shared by the bounds kernels (:mod:`.bounds_kernel`, :mod:`.bounds_local`):
+the exact distance, float32 rounding down, the error bounds. Numba only."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+FLAGS = {"reassoc", "contract", "nsz", "arcp"}  # the plain kernel's flags (same accumulation)
+
+
+@njit(nogil=True, cache=True, fastmath=FLAGS)
+def sq_to(X, row, C, j, d):
+    s = 0.0
+    for t in range(d):
+        diff = np.float64(X[row, t]) - np.float64(C[j, t])
+        s += diff * diff
+    return s
+
+
+@njit(nogil=True, cache=True)
+def down32(x):
+    # x rounded down to float32 (a lower bound stays a lower bound): shrunk by 2^-22 first,
+    # more than float32's relative rounding (2^-24); 0 for non-positive, subnormal or NaN
+    # values, at most 3.4e38 (below float32's largest); selects, no branches (it runs t times
+    # a row when the bounds are rebuilt)
+    y = min(x * (1.0 - 2.384185791015625e-07), 3.4e38)
+    return np.float32(y if x > 1e-37 else 0.0)
+
+
+@njit(nogil=True, cache=True)
+def errors(xn, margin, margin64, radius, err, err64, i):
+    # error bounds of the plain kernel's values (err) and of float64 ones (err64) for a row
+    # of norm at most xn
+    err64[i] = margin64 * (xn + radius) * (xn + radius)
+    err[i] = margin * xn + err64[i]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def read_bound(lower, row, g, ga, a, gcum, acum, ham, pad):
+    # the row's bound on group g as the test reads it (see _test_rows)
+    lg = np.float64(lower[row, g]) - (acum[a] if g == ga else gcum[g])
+    return max(lg, ham) * (1.0 - 1e-9) - pad
