@@ -80,8 +80,8 @@ __all__ = [
 #: relative padding of every bound computed in float64 (far above its rounding error)
 PAD = 1e-9
 #: per dtype, the largest share of a block's row-centre distances for which the rows whose
-#: bounds fail compute their distances one by one (Yinyang's local filter: the assigned
-#: centre's and the failing groups' only) rather than by a product
+#: bounds fail compute only the assigned centre's and the failing groups' distances
+#: (Yinyang's local filter, a product per group) rather than every distance
 LOCAL_SHARE = {"float64": 0.25, "float32": 0.12}
 
 
@@ -167,7 +167,7 @@ class BoundsStep:
             self.centre_sq[members],
             np.argsort(members, kind="stable"),
         )
-        #: (half_sep, cnorm, group_of, gmax, garg, gsecond, margin, margin64, radius, members,
+        #: (half_sep, cnorm, group_of, gcum, acum, cpad, margin, margin64, radius, members,
         #: gstart): see :func:`bounds_step` and the kernel
         self.p = p
         self.full = full

@@ -12,10 +12,11 @@ from .lloyd import BLOCK_ROWS
 
 
 @njit(nogil=True, cache=True)
-def _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo, fail):
+def _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo, fail, own):
     # the rows of X[start:start + m] whose bounds cannot exclude a change go to todo (their
     # count is returned, with the distances Yinyang's local filter would compute for them:
-    # the assigned centre's and those of the groups whose bounds fail, flagged in fail);
+    # the assigned centre's and those of the groups whose bounds fail, flagged in fail;
+    # own: the bound read on the assigned centre's group, for when the label moves);
     # the others keep their label, sq their exact distance to it, and their stored bounds
     # (read only: the drifts are in the cumulative ones, see _store)
     (half_sep, cnorm, group_of, gcum, acum, cpad, margin, margin64, radius, _, gstart) = p
@@ -56,6 +57,8 @@ def _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo, fail):
                 bad = not (lg > du and lg * lg - du * du > e2)
                 fail[i, g] = bad
                 need += (gstart[g + 1] - gstart[g]) if bad else 0
+                if g == ga:
+                    own[i] = lg
             need -= 1 if fail[i, ga] else 0
     return nt, need
 
@@ -178,6 +181,7 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, shares, p
     err64 = np.empty(BLOCK_ROWS, dtype=np.float64)
     todo = np.empty(BLOCK_ROWS, dtype=np.int64)
     fail = np.empty((BLOCK_ROWS, t), dtype=np.bool_)
+    own = np.empty(BLOCK_ROWS, dtype=np.float64)
     inertia = 0.0
     computed = 0
     for start in range(0, n, BLOCK_ROWS):
@@ -185,7 +189,8 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, shares, p
         nt = 0
         plain = local = False
         if not full:
-            nt, need = _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo, fail)
+            nt, need = _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo, fail,
+                                  own)
             # the cheapest way to the unsettled rows' values: few distances (the failing
             # groups' centres) in float64 (Yinyang's local filter); else a float64 product
             # of those rows with every centre, unless most rows need one; the plain product
@@ -205,7 +210,7 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, shares, p
             continue
         if nt > 0:
             computed += _unsettled(X, start, m, nt, plain, local, G, labels, lower, tries, p, q,
-                                   bufs, gmin, v, sq, err, err64, todo, fail)
+                                   bufs, gmin, v, sq, err, err64, todo, fail, own)
         # partials in row order, with the plain kernel's statements
         inertia = _accumulate(X, start, m, labels, sq, w, has_w, sums, wsum, inertia)
     return inertia, computed
@@ -213,15 +218,14 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, shares, p
 
 @njit(nogil=True, cache=True)
 def _unsettled(X, start, m, nt, plain, local, G, labels, lower, tries, p, q, bufs, gmin, v, sq,
-               err, err64, todo, fail):
+               err, err64, todo, fail, own):
     # the labels, sq and bounds of the tile's unsettled rows (todo[:nt]) from the plain
     # product, a float64 product of those rows, or the local filter; returns the distances
     # computed
     (shifted_t, bias, C, ref, shifted64_t, centre_sq, shifted64, SG, sorted_sq, pos) = q
     Xg, Gg, B, rows, out = bufs
     # the per-row arrays one by one (see local_rows)
-    half_sep, cnorm, group_of, gcum, acum = p[0], p[1], p[2], p[3], p[4]
-    members, gstart, pads = p[9], p[10], (p[5], p[8])
+    group_of, gcum, acum, members, gstart = p[2], p[3], p[4], p[9], p[10]
     d = X.shape[1]
     k = shifted_t.shape[1]
     computed = 0
@@ -242,8 +246,8 @@ def _unsettled(X, start, m, nt, plain, local, G, labels, lower, tries, p, q, buf
     r0 = 0
     if local:
         r0 = local_rows(X, start, nt, todo, Xg, shifted64, centre_sq, C, labels, lower, fail,
-                         sq, err, err64, Gg, pos, gmin, half_sep, cnorm, group_of, gcum, acum,
-                         members, gstart, pads)
+                        own, sq, err, err64, Gg, pos, gmin, group_of, gcum, acum, members,
+                        gstart)
         if r0 < nt:
             # too close to call from another product: the plain kernel's values decide
             plain = True

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .bounds_rows import FLAGS, down32, read_bound, sq_to
+from .bounds_rows import FLAGS, down32, sq_to
 
 
 @njit(nogil=True, cache=True, fastmath=FLAGS)
@@ -53,18 +53,18 @@ def group_values(Xg, nt, todo, fail, SG, sorted_sq, gstart, B, rows, out, V):
 
 
 @njit(nogil=True, cache=True)
-def local_rows(X, start, nt, todo, Xg, S, centre_sq, C, labels, lower, fail, sq, err, err64, V,
-                pos, gmin, half_sep, cnorm, group_of, gcum, acum, members, gstart, pads):
+def local_rows(X, start, nt, todo, Xg, S, centre_sq, C, labels, lower, fail, own, sq, err,
+               err64, V, pos, gmin, group_of, gcum, acum, members, gstart):
     # Yinyang's local filter for the rows whose bounds fail (todo[:nt]), from the float64
     # values of the failing groups' centres (V[r], by member position; group_values) and
     # of the assigned centre (every other centre is farther than the assigned one by more
     # than 2 E: the plain kernel cannot pick it). When a row's best beats all its other
     # values by more than the error bounds, its label, sq and bounds are updated: the
     # failing groups' bounds from their values, the others kept, the old label's group (if
-    # not failing) now also bounding the old label. Returns the first row (r) too close to
+    # not failing) now also bounding the old label (own[i]: its bound as the test read
+    # it, on the old label's other centres). Returns the first row (r) too close to
     # call (the plain product decides it and the rest), nt if none. One call per tile: a
     # call per row with this many arrays costs more than the row's work.
-    cpad, radius = pads
     d = X.shape[1]
     t = lower.shape[1]
     for r in range(nt):
@@ -95,15 +95,8 @@ def local_rows(X, start, nt, todo, Xg, S, centre_sq, C, labels, lower, fail, sq,
                 second = min(second, low)
         if not (second - best > 2.0 * err[i] + 2.0 * err64[i]):
             return r
-        old = np.inf
         if bj != a:
-            s = sq_to(X, row, C, bj, d)
-            du = np.sqrt(sq[i]) * (1.0 + 1e-9)
-            if not fail[i, ga]:
-                # the old label's group bounded its other centres; now it must bound a too
-                old = read_bound(lower, row, ga, ga, a, gcum, acum, 2.0 * half_sep[a] - du,
-                            1e-14 * (du + cnorm[a] + radius + cpad))
-            sq[i] = s
+            sq[i] = sq_to(X, row, C, bj, d)
             labels[row] = bj
         base = (sq[i] - best) * (1.0 - 1e-9) - 3.0 * err[i]
         gb = group_of[bj]
@@ -112,6 +105,7 @@ def local_rows(X, start, nt, todo, Xg, S, centre_sq, C, labels, lower, fail, sq,
                 lo = np.sqrt(max(gmin[g] + base, 0.0)) * (1.0 - 1e-9)
                 lower[row, g] = down32(lo + (acum[bj] if g == gb else gcum[g]))
         if bj != a and not fail[i, ga]:
-            lo = min(old, np.sqrt(max(va + base, 0.0)) * (1.0 - 1e-9))
+            # the old label's group bounded its other centres; now it must bound a too
+            lo = min(own[i], np.sqrt(max(va + base, 0.0)) * (1.0 - 1e-9))
             lower[row, ga] = down32(lo + gcum[ga])
     return nt

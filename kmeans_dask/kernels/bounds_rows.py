@@ -34,10 +34,3 @@ def errors(xn, margin, margin64, radius, err, err64, i):
     # of norm at most xn
     err64[i] = margin64 * (xn + radius) * (xn + radius)
     err[i] = margin * xn + err64[i]
-
-
-@njit(nogil=True, cache=True, inline="always")
-def read_bound(lower, row, g, ga, a, gcum, acum, ham, pad):
-    # the row's bound on group g as the test reads it (see _test_rows)
-    lg = np.float64(lower[row, g]) - (acum[a] if g == ga else gcum[g])
-    return max(lg, ham) * (1.0 - 1e-9) - pad
