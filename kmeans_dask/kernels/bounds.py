@@ -67,6 +67,7 @@ import numpy as np
 from .bounds_groups import centre_groups, n_groups, pairwise_sq
 from .bounds_kernel import bounds_kernel
 from .lloyd import CentreSet
+from .segments import SEGMENT_BYTES_PER_ROW, segment_rows
 
 __all__ = [
     "BoundsState",
@@ -86,11 +87,12 @@ LOCAL_SHARE = {"float64": 0.25, "float32": 0.12}
 
 
 class BoundsState:
-    """Per-row state of one block, kept on the worker between iterations: the label (int32)
-    and one lower bound per group of centres (float32), ``4 + 4 t`` bytes a row
-    (:meth:`bytes_per_row`)."""
+    """Per-row state of one block, kept on the worker between iterations: the label (int32),
+    an upper bound on the distance to it (float32), one lower bound per group of centres
+    (float32), and every segment's partial sums (:mod:`.segments`, at most 8 bytes a row):
+    ``16 + 4 t`` bytes a row (:meth:`bytes_per_row`)."""
 
-    __slots__ = ("cum", "groups", "labels", "lower", "tries")
+    __slots__ = ("cum", "groups", "labels", "lower", "seg_sums", "seg_w", "tries", "upper")
 
     def __init__(
         self,
@@ -99,34 +101,58 @@ class BoundsState:
         tries: np.ndarray,
         groups: np.ndarray,
         cum: tuple | None = None,
+        upper: np.ndarray | None = None,
+        seg_sums: np.ndarray | None = None,
+        seg_w: np.ndarray | None = None,
     ) -> None:
         self.labels = labels
         #: per group, the lower bound plus the cumulative drift of :attr:`cum` it is read
         #: against (rounded down; see :meth:`bounds`)
         self.lower = lower
+        #: the upper bound on the distance to the assigned centre, less that centre's
+        #: cumulative drift (rounded up; see :meth:`upper_bounds`)
+        self.upper = np.zeros(len(labels), np.float32) if upper is None else upper
+        #: per segment of rows, the weighted sums and weights of each centre's rows
+        self.seg_sums = seg_sums
+        self.seg_w = seg_w
         #: decayed counts of partial products tried and sent back to the plain product
         self.tries = tries
         #: the grouping the bounds refer to
         self.groups = groups
-        #: the cumulative drifts ``(per group, per centre)`` the stored bounds are relative to
-        #: (:attr:`BoundsStep.cum` of the pass that last wrote them)
+        #: the cumulative drifts ``(per group, per centre of the others in its group, per
+        #: centre of its own)`` the stored bounds are relative to (:attr:`BoundsStep.cum` of
+        #: the pass that last wrote them)
         self.cum = cum
 
     def bounds(self) -> np.ndarray:
         """The lower bounds themselves (float64, ``(n, t)``): per row and group, a lower
         bound on the distance to every centre of the group but the row's own, at the centres
         of the pass that last wrote the state."""
-        gcum, acum = self.cum
+        gcum, acum = self.cum[0], self.cum[1]
         out = self.lower.astype(np.float64) - gcum
         own = self.groups[self.labels]
         rows = np.arange(len(self.labels))
         out[rows, own] = self.lower[rows, own].astype(np.float64) - acum[self.labels]
         return out
 
+    def upper_bounds(self) -> np.ndarray:
+        """The upper bounds themselves (float64, ``(n,)``): per row, an upper bound on the
+        distance to its assigned centre, at the centres of the pass that last wrote the
+        state."""
+        return self.upper.astype(np.float64) + self.cum[2][self.labels]
+
+    def copy(self) -> BoundsState:
+        """An independent copy (the kernel updates a state in place)."""
+        return BoundsState(
+            self.labels.copy(), self.lower.copy(), self.tries.copy(), self.groups, self.cum,
+            self.upper.copy(), None if self.seg_sums is None else self.seg_sums.copy(),
+            None if self.seg_w is None else self.seg_w.copy(),
+        )
+
     @staticmethod
     def bytes_per_row(k: int) -> int:
         """Bytes a row of the state takes for ``k`` clusters."""
-        return 4 + 4 * n_groups(k)
+        return 8 + 4 * n_groups(k) + SEGMENT_BYTES_PER_ROW
 
 
 class BoundsStep:
@@ -168,13 +194,14 @@ class BoundsStep:
             np.argsort(members, kind="stable"),
         )
         #: (half_sep, cnorm, group_of, gcum, acum, cpad, margin, margin64, radius, members,
-        #: gstart): see :func:`bounds_step` and the kernel
+        #: gstart, ocum): see :func:`bounds_step` and the kernel
         self.p = p
         self.full = full
         #: how far every centre moved since the state's centres (padded up; 0: none)
         self.drift = drift
         #: the cumulative drifts ``(per group: the largest move in the group, per centre: the
-        #: largest move of the other centres of its group)``, summed (rounded up) over the
+        #: largest move of the other centres of its group, per centre: its own move)``,
+        #: summed (rounded up) over the
         #: passes since the last full one: ``base`` before this step's drift (a state must
         #: have been written against it, else its block is recomputed), ``cum`` after it
         self.base = base
@@ -224,7 +251,11 @@ def _group_drifts(drift: np.ndarray, groups: np.ndarray) -> tuple:
 def _cumulative(base: tuple, drift: np.ndarray, groups: np.ndarray) -> tuple:
     # base + this step's drifts, rounded up (every sum an upper bound of the exact one)
     gmax, others = _group_drifts(drift, groups)
-    return (np.nextafter(base[0] + gmax, np.inf), np.nextafter(base[1] + others, np.inf))
+    return (
+        np.nextafter(base[0] + gmax, np.inf),
+        np.nextafter(base[1] + others, np.inf),
+        np.nextafter(base[2] + drift, np.inf),
+    )
 
 
 def bounds_step(
@@ -269,16 +300,16 @@ def bounds_step(
     members = np.argsort(groups, kind="stable")
     gstart = np.searchsorted(groups[members], np.arange(int(groups.max()) + 2))
     t = int(groups.max()) + 1
-    zero = (np.zeros(t), np.zeros(k))  # the cumulative drifts a full pass writes against
+    zero = (np.zeros(t), np.zeros(k), np.zeros(k))  # what a full pass writes against
     if full:
         base = cum = zero
     else:
         base = zero if base is None else base
         cum = _cumulative(base, drift, groups)
     # the read's absolute pad covers the rounding of a bound less a cumulative drift
-    cpad = float(max(cum[0].max(initial=0.0), cum[1].max(initial=0.0)))
+    cpad = float(max(c.max(initial=0.0) for c in cum))
     p = (half_sep, cnorm, groups, cum[0], cum[1], cpad, margin, margin64, radius, members,
-         gstart)
+         gstart, cum[2])
     return BoundsStep(cs, ref, groups, p, full, drift, base, cum)
 
 
@@ -298,14 +329,23 @@ def bounds_partials(
     row-centre distances computed by products, and the new state (``state`` is updated in
     place and returned when ``inplace``, else left unchanged). ``local=False``: rows whose
     bounds fail compute every distance (no local filter; same results, for comparisons).
+
+    The inertia is exact (the plain kernel's) in a full pass, where every row is recomputed;
+    a pruned pass returns 0 in its place, as the plain kernel without ``exact`` does (rows
+    whose bounds hold are not read: :func:`kernels.lloyd.inertia_shift` gives the
+    iteration's inertia from the sums).
     """
     n = X.shape[0]
     k, d = step.cs.centres.shape
     t = int(step.groups.max()) + 1
+    seg = segment_rows(k, d)
+    shape = (-(-n // seg), k, d)
     full = (
         step.full
         or state is None
         or state.lower.shape != (n, t)
+        or state.seg_sums is None
+        or state.seg_sums.shape != shape
         or not np.array_equal(state.groups, step.groups)
         or not _same_cum(state.cum, step.base)
     )
@@ -313,13 +353,16 @@ def bounds_partials(
         # every row is recomputed: the arrays are reused (no allocation per full pass)
         state.groups = step.groups
         state.tries[:] = 0.0
+        if state.seg_sums is None or state.seg_sums.shape != shape:
+            state.seg_sums, state.seg_w = np.zeros(shape), np.zeros(shape[:2])
     elif full:
         state = BoundsState(
-            np.zeros(n, np.int32), np.zeros((n, t), np.float32), np.zeros(2), step.groups
+            np.zeros(n, np.int32), np.zeros((n, t), np.float32), np.zeros(2), step.groups,
+            None, np.zeros(n, np.float32), np.zeros(shape), np.zeros(shape[:2]),
         )
     elif not inplace:
-        state = BoundsState(state.labels.copy(), state.lower.copy(), state.tries.copy(),
-                            step.groups)
+        state = state.copy()
+        state.groups = step.groups
     # the stored bounds are read against step.cum (a full pass: stored against it)
     state.cum = step.cum
     state.tries *= 0.5
@@ -333,8 +376,7 @@ def bounds_partials(
     shares = (plain_share, local_share)
     q = (step.cs.shifted_t, step.cs.bias, step.cs.centres, step.reference, step.shifted64_t,
          step.centre_sq, step.shifted64, *step.grouped)
-    inertia, computed = bounds_kernel(
-        X, wa, w is not None, state.labels, state.lower, state.tries, sums, wsum, full,
-        shares, step.p, q,
-    )
+    st = (state.labels, state.lower, state.upper, state.seg_sums, state.seg_w, state.tries)
+    inertia, computed = bounds_kernel(X, wa, w is not None, st, sums, wsum, full, seg, shares,
+                                      step.p, q)
     return sums, wsum, float(inertia), int(computed), state

@@ -7,60 +7,98 @@ import numpy as np
 from numba import njit
 
 from .bounds_local import group_values, local_rows
-from .bounds_rows import FLAGS, down32, errors, sq_to
+from .bounds_rows import FLAGS, down32, errors, sq_to, up32
 from .lloyd import BLOCK_ROWS
+from .prefetch import prefetch_row
+from .segments import add_segment, clear, resum
 
 
 @njit(nogil=True, cache=True)
-def _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo, fail, own):
+def _test_rows(X, start, m, C, labels, lower, upper, p, sq, err, err64, todo, fail, own, lm):
     # the rows of X[start:start + m] whose bounds cannot exclude a change go to todo (their
     # count is returned, with the distances Yinyang's local filter would compute for them:
     # the assigned centre's and those of the groups whose bounds fail, flagged in fail;
     # own: the bound read on the assigned centre's group, for when the label moves);
-    # the others keep their label, sq their exact distance to it, and their stored bounds
-    # (read only: the drifts are in the cumulative ones, see _store)
-    (half_sep, cnorm, group_of, gcum, acum, cpad, margin, margin64, radius, _, gstart) = p
+    # the others keep their label and their stored bounds. A row is first tested with its
+    # upper bound (the row itself is not read); only the rows that fail it have their exact
+    # distance computed (into sq, and as their new upper bound) and are tested again.
+    (half_sep, cnorm, group_of, gcum, acum, cpad, margin, margin64, radius, _, gstart,
+     ocum) = p
     d = X.shape[1]
     t = lower.shape[1]
+    nc = _upper_test(X, start, m, labels, lower, upper, p, err, err64, todo, lm)
+    # the candidates' exact distances in a loop of their own: their rows are scattered, and
+    # independent reads overlap (each row's read would otherwise wait for the last test)
+    for r in range(nc):
+        i = todo[r]
+        row = start + i
+        sq[i] = sq_to(X, row, C, labels[row], d)
     nt = 0
     need = 0
+    for r in range(nc):
+        i = todo[r]
+        row = start + i
+        a = labels[row]
+        ga = group_of[a]
+        du = np.sqrt(sq[i]) * (1.0 + 1e-9)
+        upper[row] = up32(du - ocum[a])
+        errors(du + cnorm[a], margin, margin64, radius, err, err64, i)
+        ham = 2.0 * half_sep[a] - du
+        pad = 1e-14 * (du + cnorm[a] + radius + cpad)
+        lmin = max(lm[r], ham) * (1.0 - 1e-9) - pad
+        if lmin > du and lmin * lmin - du * du > 2.0 * err[i]:
+            continue
+        todo[nt] = i  # nt <= r: todo[r] is read above, before any write reaches it
+        nt += 1
+        need += 1
+        e2 = 2.0 * err[i]
+        for g in range(t):
+            lg = np.float64(lower[row, g]) - gcum[g]
+            if g == ga:
+                lg = np.float64(lower[row, g]) - acum[a]
+            lg = max(lg, ham) * (1.0 - 1e-9) - pad
+            bad = not (lg > du and lg * lg - du * du > e2)
+            fail[i, g] = bad
+            need += (gstart[g + 1] - gstart[g]) if bad else 0
+            if g == ga:
+                own[i] = lg
+        need -= 1 if fail[i, ga] else 0
+    return nt, need
+
+
+@njit(nogil=True, cache=True)
+def _upper_test(X, start, m, labels, lower, upper, p, err, err64, cand, lm):
+    # the rows of the tile whose upper bound does not settle them, into cand (their count is
+    # returned), with the least of their group bounds (lm); their rows are asked for ahead
+    (half_sep, cnorm, group_of, gcum, acum, cpad, margin, margin64, radius, _, _, ocum) = p
+    t = lower.shape[1]
+    nc = 0
     for i in range(m):
         row = start + i
         a = labels[row]
-        s = sq_to(X, row, C, a, d)
-        sq[i] = s
-        du = np.sqrt(s) * (1.0 + 1e-9)
-        errors(du + cnorm[a], margin, margin64, radius, err, err64, i)
         # the group bounds less their groups' cumulative drifts (the assigned centre's own
-        # group: less the drifts of its other centres), at least Hamerly's bound on every
-        # other centre; padded (relative, and absolute at the row's scale and the drifts':
-        # the subtractions round by about eps64 times the values involved)
+        # group: less the drifts of its other centres); the bounds are padded (relative, and
+        # absolute at the row's scale and the drifts': the subtractions round by about
+        # eps64 times the values involved)
         ga = group_of[a]
         lmin = np.float64(lower[row, ga]) - acum[a]
         for g in range(ga):
             lmin = min(lmin, np.float64(lower[row, g]) - gcum[g])
         for g in range(ga + 1, t):
             lmin = min(lmin, np.float64(lower[row, g]) - gcum[g])
-        ham = 2.0 * half_sep[a] - du
-        pad = 1e-14 * (du + cnorm[a] + radius + cpad)
-        lmin = max(lmin, ham) * (1.0 - 1e-9) - pad
-        if not (lmin > du and lmin * lmin - du * du > 2.0 * err[i]):
-            todo[nt] = i
-            nt += 1
-            need += 1
-            e2 = 2.0 * err[i]
-            for g in range(t):
-                lg = np.float64(lower[row, g]) - gcum[g]
-                if g == ga:
-                    lg = np.float64(lower[row, g]) - acum[a]
-                lg = max(lg, ham) * (1.0 - 1e-9) - pad
-                bad = not (lg > du and lg * lg - du * du > e2)
-                fail[i, g] = bad
-                need += (gstart[g + 1] - gstart[g]) if bad else 0
-                if g == ga:
-                    own[i] = lg
-            need -= 1 if fail[i, ga] else 0
-    return nt, need
+        # the stored upper bound plus the assigned centre's drifts since
+        u = (np.float64(upper[row]) + ocum[a]) * (1.0 + 1e-9)
+        pad = 1e-14 * (abs(u) + cnorm[a] + radius + cpad)
+        u += pad
+        errors(u + cnorm[a], margin, margin64, radius, err, err64, i)
+        # at least Hamerly's bound on every other centre
+        lu = max(lmin, 2.0 * half_sep[a] - u) * (1.0 - 1e-9) - pad
+        if not (lu > u and lu * lu - u * u > 2.0 * err[i]):
+            cand[nc] = i
+            lm[nc] = lmin
+            nc += 1
+            prefetch_row(X, row)
+    return nc
 
 
 @njit(nogil=True, cache=True)
@@ -106,12 +144,14 @@ def _best_groups(v, k, members, gstart, gmin):
 
 
 @njit(nogil=True, cache=True, fastmath=FLAGS)
-def _full_tile(X, start, m, G, bias, C, labels, lower, p, v, gmin, w, has_w, sums, wsum,
-               inertia):
-    # every row of the tile from its product G: the plain kernel's argmin, exact distance and
-    # partials (its statements, in row order), and the group bounds from the same values;
-    # returns the inertia
-    (_, cnorm, group_of, gcum, acum, _, margin, margin64, radius, members, gstart) = p
+def _full_tile(X, start, m, G, bias, C, labels, lower, upper, p, v, gmin, w, has_w, ss, sw,
+               pick, stamp, inertia):
+    # every row of the tile from its product G: the plain kernel's argmin and exact distance
+    # (its statements, in row order) and the bounds from the same values; stamp < 0 (a full
+    # pass): the rows' partials added to the segment's sums ss, sw (the plain kernel's
+    # statements, in row order); else the centres a row left or joined are marked in pick
+    # (their segment's sums are added again: resum). Returns the inertia.
+    (_, cnorm, group_of, gcum, acum, _, margin, margin64, radius, members, gstart, ocum) = p
     d = X.shape[1]
     k = bias.shape[0]
     t = lower.shape[1]
@@ -142,13 +182,21 @@ def _full_tile(X, start, m, G, bias, C, labels, lower, p, v, gmin, w, has_w, sum
         for c in range(d):
             diff = np.float64(X[row, c]) - np.float64(C[bj, c])
             s += diff * diff
-        for c in range(d):
-            sums[bj, c] += wi * X[row, c]
-        wsum[bj] += wi
+        if stamp < 0:
+            for c in range(d):
+                ss[bj, c] += wi * X[row, c]
+            sw[bj] += wi
+        else:
+            a = labels[row]
+            if a != bj:
+                pick[a] = stamp
+                pick[bj] = stamp
         inertia += wi * s
         labels[row] = bj
         # the bounds as in the kernel (see errors and bounds_kernel)
-        xn = np.sqrt(s) * (1.0 + 1e-9) + cnorm[bj]
+        du = np.sqrt(s) * (1.0 + 1e-9)
+        upper[row] = up32(du - ocum[bj])
+        xn = du + cnorm[bj]
         e = margin * xn + margin64 * (xn + radius) * (xn + radius)
         base = (s - best) * (1.0 - 1e-9) - 3.0 * e
         _store(lower, row, gmin, base, group_of[bj], bj, gcum, acum)
@@ -156,15 +204,36 @@ def _full_tile(X, start, m, G, bias, C, labels, lower, p, v, gmin, w, has_w, sum
 
 
 @njit(nogil=True, cache=True)
-def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, shares, p, q):
-    """The pruned E-step over the rows of X: labels and bounds updated in place, partials
-    accumulated; returns (inertia, distances computed)."""
-    shifted_t, bias, C = q[0], q[1], q[2]
-    plain_share = shares[0]
+def _track(start, nt, todo, old, labels, sq, upper, ocum, pick, stamp):
+    # after the unsettled rows' labels are final (sq: their exact distances to them): their
+    # upper bounds, and the centres a row left or joined marked in pick
+    for r in range(nt):
+        i = todo[r]
+        row = start + i
+        bj = labels[row]
+        upper[row] = up32(np.sqrt(sq[i]) * (1.0 + 1e-9) - ocum[bj])
+        if bj != old[r]:
+            pick[bj] = stamp
+            pick[old[r]] = stamp
+
+
+@njit(nogil=True, cache=True)
+def _marked(pick, stamp):
+    for j in range(pick.shape[0]):
+        if pick[j] == stamp:
+            return True
+    return False
+
+
+@njit(nogil=True, cache=True)
+def bounds_kernel(X, w, has_w, st, sums, wsum, full, seg, shares, p, q):
+    """The pruned E-step over the rows of X, segment by segment (``seg`` rows,
+    :mod:`.segments`): labels, bounds and segment sums (``st``) updated in place, partials
+    accumulated; returns (inertia: exact in a full pass, else 0; distances computed)."""
+    labels, lower, upper, seg_sums, seg_w, tries = st
     n, d = X.shape
-    k = shifted_t.shape[1]
+    k = q[0].shape[1]
     t = lower.shape[1]
-    G = np.empty((BLOCK_ROWS, k), dtype=X.dtype)
     # the local filter's buffers (none with one group: it is not used)
     nl = BLOCK_ROWS if t > 1 else 0
     bufs = (
@@ -174,46 +243,78 @@ def bounds_kernel(X, w, has_w, labels, lower, tries, sums, wsum, full, shares, p
         np.empty(nl, dtype=np.int64),  # their indices
         np.empty(nl * k, dtype=np.float64),  # their product
     )
-    gmin = np.empty(t, dtype=np.float64)
-    v = np.empty(k, dtype=np.float64)
-    sq = np.empty(BLOCK_ROWS, dtype=np.float64)
-    err = np.empty(BLOCK_ROWS, dtype=np.float64)
-    err64 = np.empty(BLOCK_ROWS, dtype=np.float64)
-    todo = np.empty(BLOCK_ROWS, dtype=np.int64)
-    fail = np.empty((BLOCK_ROWS, t), dtype=np.bool_)
-    own = np.empty(BLOCK_ROWS, dtype=np.float64)
+    rows = (
+        np.empty(BLOCK_ROWS, dtype=np.float64),  # sq: exact distances to the label
+        np.empty(BLOCK_ROWS, dtype=np.float64),  # err
+        np.empty(BLOCK_ROWS, dtype=np.float64),  # err64
+        np.empty(BLOCK_ROWS, dtype=np.int64),  # todo
+        np.empty((BLOCK_ROWS, t), dtype=np.bool_),  # fail
+        np.empty(BLOCK_ROWS, dtype=np.float64),  # own
+        np.empty(BLOCK_ROWS, dtype=np.int32),  # old: the unsettled rows' labels before
+        np.empty(k, dtype=np.float64),  # v: one row's values
+        np.empty(t, dtype=np.float64),  # gmin: one row's per-group minima
+        np.empty(BLOCK_ROWS, dtype=np.float64),  # lm: the candidates' least group bounds
+    )
+    G = np.empty((BLOCK_ROWS, k), dtype=X.dtype)
+    # pick[j] == s: centre j lost or gained a row in segment s (its sums there are redone)
+    pick = np.full(k, -1, dtype=np.int64)
     inertia = 0.0
     computed = 0
-    for start in range(0, n, BLOCK_ROWS):
-        m = min(BLOCK_ROWS, n - start)
-        nt = 0
-        plain = local = False
-        if not full:
-            nt, need = _test_rows(X, start, m, C, labels, lower, p, sq, err, err64, todo, fail,
-                                  own)
-            # the cheapest way to the unsettled rows' values: few distances (the failing
-            # groups' centres) in float64 (Yinyang's local filter); else a float64 product
-            # of those rows with every centre, unless most rows need one; the plain product
-            # also once near-ties keep sending this chunk's blocks back to it
-            plain = 2.0 * tries[1] > tries[0] + 2.0 or (
-                need > shares[1] * m * k and nt > plain_share * m
-            )
-            # (one group: the local filter would compute every distance, row by row)
-            local = not plain and t > 1 and need <= shares[1] * m * k
-        if full or (plain and nt > plain_share * m):
-            # the plain kernel's product and one fused pass over the tile's rows (most rows
-            # need it: cheaper than row by row)
-            np.dot(X[start:start + m], shifted_t, G[:m])
-            computed += m * k
-            inertia = _full_tile(X, start, m, G, bias, C, labels, lower, p, v, gmin, w, has_w,
-                                 sums, wsum, inertia)
-            continue
-        if nt > 0:
-            computed += _unsettled(X, start, m, nt, plain, local, G, labels, lower, tries, p, q,
-                                   bufs, gmin, v, sq, err, err64, todo, fail, own)
-        # partials in row order, with the plain kernel's statements
-        inertia = _accumulate(X, start, m, labels, sq, w, has_w, sums, wsum, inertia)
-    return inertia, computed
+    for si in range(seg_sums.shape[0]):
+        s0 = si * seg
+        s1 = min(n, s0 + seg)
+        ss, sw = seg_sums[si], seg_w[si]
+        if full:
+            clear(ss, sw)
+        for start in range(s0, s1, BLOCK_ROWS):
+            m = min(BLOCK_ROWS, s1 - start)
+            c, inertia = _tile(X, w, has_w, st, start, m, full, shares, p, q, G, bufs, rows,
+                               ss, sw, pick, -1 if full else si, inertia)
+            computed += c
+        if not full and _marked(pick, si):
+            resum(X, s0, s1, labels, w, has_w, ss, sw, pick, si)
+        add_segment(sums, wsum, ss, sw)
+    return (inertia if full else 0.0), computed
+
+
+@njit(nogil=True, cache=True)
+def _tile(X, w, has_w, st, start, m, full, shares, p, q, G, bufs, rows, ss, sw, pick, stamp,
+          inertia):
+    # one tile of bounds_kernel; returns (distances computed, inertia)
+    labels, lower, upper, _, _, tries = st
+    sq, err, err64, todo, fail, own, old, v, gmin, lm = rows
+    shifted_t, bias, C = q[0], q[1], q[2]
+    k = shifted_t.shape[1]
+    t = lower.shape[1]
+    nt = 0
+    plain = local = False
+    if not full:
+        nt, need = _test_rows(X, start, m, C, labels, lower, upper, p, sq, err, err64, todo,
+                              fail, own, lm)
+        # the cheapest way to the unsettled rows' values: few distances (the failing
+        # groups' centres) in float64 (Yinyang's local filter); else a float64 product
+        # of those rows with every centre, unless most rows need one; the plain product
+        # also once near-ties keep sending this chunk's blocks back to it
+        plain = 2.0 * tries[1] > tries[0] + 2.0 or (
+            need > shares[1] * m * k and nt > shares[0] * m
+        )
+        # (one group: the local filter would compute every distance, row by row)
+        local = not plain and t > 1 and need <= shares[1] * m * k
+    if full or (plain and nt > shares[0] * m):
+        # the plain kernel's product and one fused pass over the tile's rows (most rows
+        # need it: cheaper than row by row)
+        np.dot(X[start:start + m], shifted_t, G[:m])
+        inertia = _full_tile(X, start, m, G, bias, C, labels, lower, upper, p, v, gmin, w,
+                             has_w, ss, sw, pick, stamp, inertia)
+        return m * k, inertia
+    if nt == 0:
+        return 0, inertia
+    for r in range(nt):
+        old[r] = labels[start + todo[r]]
+    c = _unsettled(X, start, m, nt, plain, local, G, labels, lower, tries, p, q, bufs, gmin, v,
+                   sq, err, err64, todo, fail, own)
+    _track(start, nt, todo, old, labels, sq, upper, p[11], pick, stamp)
+    return c, inertia
 
 
 @njit(nogil=True, cache=True)
@@ -277,17 +378,3 @@ def _unsettled(X, start, m, nt, plain, local, G, labels, lower, tries, p, q, buf
         base = (sq[i] - best) * (1.0 - 1e-9) - 3.0 * err[i]
         _store(lower, row, gmin, base, group_of[bj], bj, gcum, acum)
     return computed
-
-
-@njit(nogil=True, cache=True, fastmath=FLAGS)
-def _accumulate(X, start, m, labels, sq, w, has_w, sums, wsum, inertia):
-    d = X.shape[1]
-    for i in range(m):
-        row = start + i
-        bj = labels[row]
-        wi = w[row] if has_w else 1.0
-        for c in range(d):
-            sums[bj, c] += wi * X[row, c]
-        wsum[bj] += wi
-        inertia += wi * sq[i]
-    return inertia

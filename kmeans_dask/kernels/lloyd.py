@@ -30,8 +30,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numba import njit
 
+from .segments import TILE_ROWS, add_segment, clear, segment_rows
+
 #: Rows per block inside the compiled kernels: a block's (rows x k) distances stay in cache.
-BLOCK_ROWS = 1024
+BLOCK_ROWS = TILE_ROWS
 
 __all__ = [
     "BLOCK_ROWS",
@@ -99,8 +101,10 @@ def sq_distances(X: np.ndarray, C: np.ndarray) -> np.ndarray:
 # Reassociation lets LLVM vectorise the per-row distance and sum loops (1.3-1.7x here);
 # no 'nnan'/'ninf' flags, so the comparisons with inf stay exact.
 @njit(nogil=True, cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
-def _assign_kernel(X, shifted_t, bias, C, w, has_w, labels, mind, sums, wsum, accumulate, exact):
-    """Blocked argmin + exact distance (+ weighted sums) over the rows of X.
+def _assign_kernel(X, shifted_t, bias, C, w, has_w, labels, mind, sums, wsum, accumulate, exact,
+                   seg):
+    """Blocked argmin + exact distance (+ weighted sums, by segments of ``seg`` rows:
+    :mod:`.segments`) over the rows of X.
 
     Returns the weighted exact inertia. ``labels``/``mind`` are written when their length
     is n; ``sums``/``wsum`` are accumulated when ``accumulate``. Without ``exact`` the exact
@@ -113,11 +117,16 @@ def _assign_kernel(X, shifted_t, bias, C, w, has_w, labels, mind, sums, wsum, ac
     k = shifted_t.shape[1]
     store = labels.shape[0] == n
     G = np.empty((BLOCK_ROWS, k), dtype=X.dtype)
+    ss = np.zeros((k if accumulate else 0, X.shape[1]), dtype=np.float64)
+    sw = np.zeros(k if accumulate else 0, dtype=np.float64)
     inertia = 0.0
     for start in range(0, n, BLOCK_ROWS):
         m = min(BLOCK_ROWS, n - start)
         inertia = _assign_tile(X, start, m, G[:m], shifted_t, bias, C, w, has_w, labels, mind,
-                               sums, wsum, accumulate, exact, store, inertia)
+                               ss, sw, accumulate, exact, store, inertia)
+        if accumulate and ((start + m) % seg == 0 or start + m == n):
+            add_segment(sums, wsum, ss, sw)
+            clear(ss, sw)
     return inertia
 
 
@@ -156,13 +165,16 @@ def _assign_tile(X, start, m, Gb, shifted_t, bias, C, w, has_w, labels, mind, su
 
 
 @njit(nogil=True, cache=True)
-def _multi_kernel(X, w, has_w, packed_t, toff, bias, boff, C, coff, sums, soff, wsum):
+def _multi_kernel(X, w, has_w, packed_t, toff, bias, boff, C, coff, sums, soff, wsum, segs):
     # _assign_kernel's partials (no exact distances) for several centre sets at once, tile by
     # tile: each tile is read from memory once for all of them (set f: k = boff[f + 1] -
-    # boff[f] centres, its arrays packed flat at the offsets), the same statements in order
+    # boff[f] centres, its arrays packed flat at the offsets, segments of segs[f] rows), the
+    # same statements in order
     n, d = X.shape
     nf = boff.shape[0] - 1
     G = np.empty(BLOCK_ROWS * boff[nf], dtype=X.dtype)
+    ss = np.zeros(soff[nf], dtype=np.float64)
+    sw = np.zeros(boff[nf], dtype=np.float64)
     no_labels = np.empty(0, dtype=np.int32)
     no_mind = np.empty(0, dtype=np.float64)
     for start in range(0, n, BLOCK_ROWS):
@@ -173,8 +185,14 @@ def _multi_kernel(X, w, has_w, packed_t, toff, bias, boff, C, coff, sums, soff, 
             _assign_tile(
                 X, start, m, Gf[:m], packed_t[toff[f]:toff[f + 1]].reshape((d, k)),
                 bias[boff[f]:boff[f + 1]], C[coff[f]:coff[f + 1]].reshape((k, d)), w, has_w,
-                no_labels, no_mind, sums[soff[f]:soff[f + 1]].reshape((k, d)),
-                wsum[boff[f]:boff[f + 1]], True, False, False, 0.0)
+                no_labels, no_mind, ss[soff[f]:soff[f + 1]].reshape((k, d)),
+                sw[boff[f]:boff[f + 1]], True, False, False, 0.0)
+            if (start + m) % segs[f] == 0 or start + m == n:
+                ssf = ss[soff[f]:soff[f + 1]].reshape((k, d))
+                swf = sw[boff[f]:boff[f + 1]]
+                add_segment(sums[soff[f]:soff[f + 1]].reshape((k, d)), wsum[boff[f]:boff[f + 1]],
+                            ssf, swf)
+                clear(ssf, swf)
 
 
 _EMPTY_F = np.empty(0, dtype=np.float64)
@@ -207,7 +225,7 @@ def assign(
     wa, has_w = _weights_arg(w)
     inertia = _assign_kernel(
         X, cs.shifted_t, cs.bias, cs.centres, wa, has_w, labels, mind, _EMPTY_2D, _EMPTY_F, False,
-        True,
+        True, BLOCK_ROWS,
     )
     return labels, mind, float(inertia)
 
@@ -238,7 +256,7 @@ def lloyd_partials(
     wa, has_w = _weights_arg(w)
     inertia = _assign_kernel(
         X, cs.shifted_t, cs.bias, cs.centres, wa, has_w, _EMPTY_I, _EMPTY_F, sums, wsum, True,
-        exact,
+        exact, segment_rows(k, d),
     )
     return sums, wsum, float(inertia)
 
@@ -273,7 +291,8 @@ def lloyd_partials_multi(
     sums = np.zeros(int(doff[-1]), dtype=np.float64)
     wsum = np.zeros(int(boff[-1]), dtype=np.float64)
     wa, has_w = _weights_arg(w)
-    _multi_kernel(X, wa, has_w, packed_t, doff, bias, boff, C, doff, sums, doff, wsum)
+    segs = np.array([segment_rows(int(k), d) for k in ks], dtype=np.int64)
+    _multi_kernel(X, wa, has_w, packed_t, doff, bias, boff, C, doff, sums, doff, wsum, segs)
     return [
         (sums[doff[f]:doff[f + 1]].reshape(int(ks[f]), d), wsum[boff[f]:boff[f + 1]], 0.0)
         for f in range(nf)
