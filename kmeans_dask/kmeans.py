@@ -65,9 +65,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     algorithm : {'lloyd', 'bounds', 'auto', 'minibatch'}, default='lloyd'
         ``'lloyd'``: full passes until ``tol``. ``'bounds'``: the same passes with the same
         results (assignments in every iteration, ``n_iter_``, centres bit for bit,
-        ``inertia_``), pruned by Yinyang's grouped bounds: per row a label and lower bounds
-        for ``t = min(32, k // 10)`` groups of centres (``4 + 4 t`` bytes) stay on the workers
-        between iterations; only rows whose bounds cannot exclude a change get distances
+        ``inertia_``), pruned by Yinyang's grouped bounds: per row a label and bounds (``t =
+        min(32, k // 10)`` groups; ``16 + 4 t`` bytes with segment sums) stay on the workers;
+        only rows whose bounds cannot exclude a change are read and get distances
         (``history_[i].n_skipped`` counts the distances spared). ``'auto'``: ``'bounds'``
         from 16 clusters in float64 and from 256 in float32, when the bounds are at most
         half a row's bytes; else ``'lloyd'``. ``'minibatch'``:

@@ -1,8 +1,9 @@
 """Bounds-pruned Lloyd (``algorithm="bounds"``) gives exactly plain Lloyd's results.
 
 The kernel is compared with the plain kernel on sequences of centres (Lloyd's own and
-adversarial jumps): bit-identical partial sums and weights (and inertia in full passes), the plain labels, and
-lower bounds that never exceed the true distance to the second-closest centre. The estimator
+adversarial jumps): bit-identical partial sums and weights (and inertia in full passes), the
+plain labels, lower bounds that never exceed the true distance to the second-closest centre
+and upper bounds never below the distance to the assigned one. The estimator
 is compared with ``algorithm="lloyd"`` on several data sets (separated, overlapping, duplicate
 rows with coincident centres, an empty cluster re-seeded), chunkings, dtypes, locally and on
 the LocalCluster: the same labels, ``n_iter_``, centres (bit for bit), inertia and history.

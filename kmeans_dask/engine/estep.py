@@ -4,9 +4,9 @@ centres, reduced along the block tree (:mod:`.tree`).
 A partial is ``(sums, weights, inertia, n_computed)``: the fused plain kernel
 (:func:`kernels.lloyd.lloyd_partials`) or, with ``bounds=True``, the pruned one
 (:func:`kernels.bounds.bounds_partials`: Yinyang's grouped bounds with Hamerly's) whose
-per-row state (label and lower bounds, ``4 + 4 t`` bytes a row for ``t`` groups of centres)
-stays next to its block between iterations. Both give bit-identical partials, hence plain
-Lloyd's centres, assignments, ``n_iter`` and inertia.
+per-row state (label, upper and lower bounds, segment sums: ``16 + 4 t`` bytes a row for ``t``
+groups of centres) stays next to its block between iterations. Both give bit-identical
+partials, hence plain Lloyd's centres, assignments, ``n_iter`` and inertia.
 
 Adaptive: pruning pays only once the centres move little against their spacing (on
 overlapping data the first iterations move every centre and settle no row, and a pruned pass

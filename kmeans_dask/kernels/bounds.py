@@ -3,9 +3,10 @@ the plain kernel exactly.
 
 The centres are split once into ``t`` groups (:func:`n_groups`, about ``k / 10``; one group
 for small ``k``) by a deterministic k-means of the first centres (:func:`centre_groups`). Per
-row the state keeps its label ``a`` and, per group ``g``, a lower bound ``l_g`` on the distance
-to every centre of ``g`` other than ``a`` (float32, rounded down). Each iteration (centres
-``C``, the state built against ``C_prev``):
+row the state keeps its label ``a``, an upper bound ``u`` on ``||x - c_a||`` (float32, rounded
+up) and, per group ``g``, a lower bound ``l_g`` on the distance to every centre of ``g`` other
+than ``a`` (float32, rounded down); per segment of rows it keeps each centre's partial sums
+(:mod:`.segments`). Each iteration (centres ``C``, the state built against ``C_prev``):
 
 * ``l_g`` loses the largest move of the centres of ``g`` (triangle inequality; the assigned
   centre's own move does not count), and Hamerly's bound ``2 s(a) - ||x - c_a||`` (``s(a)``:
@@ -13,12 +14,17 @@ to every centre of ``g`` other than ``a`` (float32, rounded down). Each iteratio
   are not subtracted row by row: the state stores each bound plus the group's cumulative move
   at the time it was computed (:attr:`BoundsStep.cum`, per group, and per centre for the
   assigned centre's own group), and a pass reads it less today's cumulative move, so a row
-  whose bounds hold costs reads only (no write);
-* the exact distance to the assigned centre ``||x - c_a||`` is computed for every row (``d``
-  operations: it is needed anyway for the exact inertia, and it is the tightest upper bound);
-* a row keeps ``a`` without computing its other distances when ``min_g l_g^2 -
-  ||x - c_a||^2 > 2 E``. Groups of centres that move little keep their bounds when one
-  centre far away moves a lot: many more rows are settled than with Hamerly's single bound.
+  whose bounds hold costs reads only (no write). ``u`` gains the assigned centre's own
+  cumulative move the same way;
+* a row keeps ``a`` without being read when ``min_g l_g^2 - u^2 > 2 E`` (Hamerly's bound
+  with ``u`` for ``||x - c_a||``). Otherwise its exact distance to ``c_a`` is computed (its
+  row is read, asked for ahead: :mod:`.prefetch`), becomes its new ``u``, and the test is
+  repeated with it. Groups of centres that move little keep their bounds when one centre far
+  away moves a lot: many more rows are settled than with Hamerly's single bound;
+* a segment of rows none of which changed label keeps its partial sums from the last pass,
+  bit for bit; in the others, the sums of the centres that lost or gained a row are added
+  again from their rows (:func:`.segments.resum`). A pass reads the rows whose bounds fail
+  and the rows of the centres whose membership changed, nothing else.
 
 Exactness. The plain kernel (:func:`kernels.lloyd._assign_kernel`) takes the argmin of
 ``v_j = bias_j - 2 x.(c_j - mu)`` with the product in the data's dtype, so its ``v_j`` differ
@@ -28,7 +34,7 @@ from the true ``||x - c_j||^2 - ||x - mu||^2`` by rounding. ``E`` bounds that er
 ``d eps / 2 ||x|| ||c_j - mu||`` (plus ``eps / 2`` of the same for rounding ``c_j - mu`` to
 the dtype), doubled in ``v_j``; the float64 terms (``bias_j``, the subtraction) are far below
 the second term. The constants leave a factor of 2 over the worst case. ``||x||`` is bounded
-by ``||x - c_a|| + ||c_a||`` (no extra pass over the row).
+by ``u + ||c_a||`` (no read of the row).
 When the true gap exceeds ``2 E`` the plain kernel's argmin is ``a`` whatever its rounding,
 so skipping is safe; exact ties (duplicates, coincident centres) are never skipped. A row
 that is not skipped needs only the centres of the groups whose own bound fails the same test
@@ -48,9 +54,10 @@ bounds are then the group minima less ``2 E``. All bound arithmetic is in float6
 the safe way (relative ``1e-9``, plus an absolute term at the row's scale), then rounded down
 to float32. Where the plain kernel's own rounding is coarse (float32 data far from the
 origin, ``E`` large), near-ties are common, most blocks take the plain product and little is
-saved. Partial sums and inertia are accumulated in row order with the plain kernel's
+saved. Partial sums are accumulated by segments, each in row order, with the plain kernel's
 statements, so the per-block partials, hence the centres, are bit-identical to the plain
-path's.
+path's. The exact inertia comes only from a full pass (a pruned pass does not read every row;
+the iterations take theirs from the sums, :func:`kernels.lloyd.inertia_shift`).
 
 An E-step may update the state in place (``inplace=True``) and still be run twice on the
 same state (a retried task): the state records the cumulative drifts it was written against

@@ -230,7 +230,7 @@ def bounds_kernel(X, w, has_w, st, sums, wsum, full, seg, shares, p, q):
     """The pruned E-step over the rows of X, segment by segment (``seg`` rows,
     :mod:`.segments`): labels, bounds and segment sums (``st``) updated in place, partials
     accumulated; returns (inertia: exact in a full pass, else 0; distances computed)."""
-    labels, lower, upper, seg_sums, seg_w, tries = st
+    labels, lower, _, seg_sums, seg_w, _ = st
     n, d = X.shape
     k = q[0].shape[1]
     t = lower.shape[1]

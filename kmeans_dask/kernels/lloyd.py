@@ -20,7 +20,8 @@ products with ``c - mu`` instead of ``c`` avoids the cancellation of the textboo
 form on data far from the origin (scikit-learn centres the data for the same reason; here
 only the k centres are shifted, the data is never copied). The distance to the chosen
 centre is then computed exactly as ``sum((x - c)^2)``, which costs ``d`` operations per row
-next to the product's ``k * d`` and makes every reported inertia exact.
+next to the product's ``k * d`` and makes every reported inertia exact. Partial sums are
+accumulated by segments of rows (:mod:`.segments`), as in every Lloyd kernel.
 """
 
 from __future__ import annotations

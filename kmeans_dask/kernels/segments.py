@@ -16,7 +16,6 @@ Numba only below the size rule.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from .bounds_rows import FLAGS
