@@ -14,7 +14,8 @@ from .segments import add_segment, clear, resum
 
 
 @njit(nogil=True, cache=True)
-def _test_rows(X, start, m, C, labels, lower, upper, p, sq, err, err64, todo, fail, own, lm):
+def _test_rows(X, start, m, C, labels, lower, upper, p, sq, err, err64, todo, fail, own, lm,
+               keep):
     # the rows of X[start:start + m] whose bounds cannot exclude a change go to todo (their
     # count is returned, with the distances Yinyang's local filter would compute for them:
     # the assigned centre's and those of the groups whose bounds fail, flagged in fail;
@@ -26,7 +27,7 @@ def _test_rows(X, start, m, C, labels, lower, upper, p, sq, err, err64, todo, fa
      ocum) = p
     d = X.shape[1]
     t = lower.shape[1]
-    nc = _upper_test(X, start, m, labels, lower, upper, p, err, err64, todo, lm)
+    nc = _upper_test(X, start, m, labels, lower, upper, p, err, err64, todo, lm, keep)
     # the candidates' exact distances in a loop of their own: their rows are scattered, and
     # independent reads overlap (each row's read would otherwise wait for the last test)
     for r in range(nc):
@@ -67,13 +68,41 @@ def _test_rows(X, start, m, C, labels, lower, upper, p, sq, err, err64, todo, fa
 
 
 @njit(nogil=True, cache=True)
-def _upper_test(X, start, m, labels, lower, upper, p, err, err64, cand, lm):
+def _screen(start, m, labels, lower, upper, p, lm, keep):
+    # a first test of the tile's rows, in loops the compiler vectorises across rows: every
+    # group bound less its group's whole drift (for the assigned centre's own group that is
+    # less than its bound, which excludes the centre's own move: a weaker, valid bound), and
+    # the upper bound; keep[i]: the row is settled by it
+    (half_sep, cnorm, _, gcum, _, cpad, margin, margin64, radius, _, _, ocum) = p
+    t = lower.shape[1]
+    for i in range(m):
+        lm[i] = np.float64(lower[start + i, 0]) - gcum[0]
+    for g in range(1, t):
+        gc = gcum[g]
+        for i in range(m):
+            lm[i] = min(lm[i], np.float64(lower[start + i, g]) - gc)
+    for i in range(m):
+        a = labels[start + i]
+        u = (np.float64(upper[start + i]) + ocum[a]) * (1.0 + 1e-9)
+        pad = 1e-14 * (abs(u) + cnorm[a] + radius + cpad)
+        u += pad
+        xn = u + cnorm[a]
+        e = margin * xn + margin64 * (xn + radius) * (xn + radius)
+        lu = max(lm[i], 2.0 * half_sep[a] - u) * (1.0 - 1e-9) - pad
+        keep[i] = (lu > u) & (lu * lu - u * u > 2.0 * e)
+
+
+@njit(nogil=True, cache=True)
+def _upper_test(X, start, m, labels, lower, upper, p, err, err64, cand, lm, keep):
     # the rows of the tile whose upper bound does not settle them, into cand (their count is
     # returned), with the least of their group bounds (lm); their rows are asked for ahead
     (half_sep, cnorm, group_of, gcum, acum, cpad, margin, margin64, radius, _, _, ocum) = p
     t = lower.shape[1]
+    _screen(start, m, labels, lower, upper, p, lm, keep)
     nc = 0
     for i in range(m):
+        if keep[i]:
+            continue
         row = start + i
         a = labels[row]
         # the group bounds less their groups' cumulative drifts (the assigned centre's own
@@ -254,6 +283,7 @@ def bounds_kernel(X, w, has_w, st, sums, wsum, full, seg, shares, p, q):
         np.empty(k, dtype=np.float64),  # v: one row's values
         np.empty(t, dtype=np.float64),  # gmin: one row's per-group minima
         np.empty(BLOCK_ROWS, dtype=np.float64),  # lm: the candidates' least group bounds
+        np.empty(BLOCK_ROWS, dtype=np.bool_),  # keep: settled by the screen
     )
     G = np.empty((BLOCK_ROWS, k), dtype=X.dtype)
     # pick[j] == s: centre j lost or gained a row in segment s (its sums there are redone)
@@ -282,7 +312,7 @@ def _tile(X, w, has_w, st, start, m, full, shares, p, q, G, bufs, rows, ss, sw, 
           inertia):
     # one tile of bounds_kernel; returns (distances computed, inertia)
     labels, lower, upper, _, _, tries = st
-    sq, err, err64, todo, fail, own, old, v, gmin, lm = rows
+    sq, err, err64, todo, fail, own, old, v, gmin, lm, keep = rows
     shifted_t, bias, C = q[0], q[1], q[2]
     k = shifted_t.shape[1]
     t = lower.shape[1]
@@ -290,7 +320,7 @@ def _tile(X, w, has_w, st, start, m, full, shares, p, q, G, bufs, rows, ss, sw, 
     plain = local = False
     if not full:
         nt, need = _test_rows(X, start, m, C, labels, lower, upper, p, sq, err, err64, todo,
-                              fail, own, lm)
+                              fail, own, lm, keep)
         # the cheapest way to the unsettled rows' values: few distances (the failing
         # groups' centres) in float64 (Yinyang's local filter); else a float64 product
         # of those rows with every centre, unless most rows need one; the plain product
