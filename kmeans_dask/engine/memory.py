@@ -119,9 +119,10 @@ def state_bytes_per_row(n_labellings: int, bounds_bytes: int = 0) -> int:
     every labelling alive at once (a K sweep keeps one per K until its metrics are done) plus
     16 for the silhouette sample's int64 codes and strata (or the KNN reference's codes); the
     k-means|| costs and nearest candidates (16) are released before the labels exist. Each
-    Lloyd run pruned by bounds keeps more during its iterations (an int32 label and a float32
-    lower bound per group of centres, :meth:`kmeans_dask.kernels.bounds.BoundsState.bytes_per_row`:
-    8 bytes up to k = 19, 28 at k = 64, 104 at k = 256); ``bounds_bytes`` is their sum over the
+    Lloyd run pruned by bounds keeps more during its iterations (an int32 label, a float32
+    upper bound, a float32 lower bound per group of centres and the segment sums,
+    :meth:`kmeans_dask.kernels.bounds.BoundsState.bytes_per_row`: 20 bytes up to k = 19, 40
+    at k = 64, 116 at k = 256); ``bounds_bytes`` is their sum over the
     runs alive at once (a sweep runs its K together, :func:`bounds_bytes_per_row`)."""
     return 4 * max(1, n_labellings) + 16 + max(0, bounds_bytes)
 
