@@ -107,3 +107,14 @@ def test_the_screen_is_off_where_it_cannot_pay(dtype):
     assert kernels.CentreSet(X[: screen.SCREEN_MIN_K], X.mean(0)).screen[0] == (
         dtype == np.float64
     )
+
+
+def test_a_chunk_of_ties_stops_screening_and_keeps_the_plain_labels():
+    # every row on two coincident centres: each fails the screen, the chunk stops screening
+    # after its first tiles (MAX_FAIL_SHARE) and the plain loop's tie rule decides
+    rng = np.random.default_rng(7)
+    C = rng.normal(size=(20, 6))
+    C[11] = C[4]
+    X = np.repeat(C[[4]], 6000, axis=0) + np.where(np.arange(6000) % 50 == 0, 1e-3, 0.0)[:, None]
+    labels = _assert_same(X, C, X.mean(axis=0))
+    assert (labels[np.arange(6000) % 50 != 0] == 4).all()

@@ -137,8 +137,9 @@ def _assign_kernel(X, shifted_t, bias, C, w, has_w, labels, mind, sums, wsum, ac
         if accumulate and ((start + m) % seg == 0 or start + m == n):
             add_segment(sums, wsum, ss, sw)
             clear(ss, sw)
-        # rows that keep failing the screen (data far from its centres' scale) cost more
-        # in float64 one by one than the screen saves: the rest of the chunk goes without
+        # rows that keep failing the screen (many ties: duplicated rows on coincident
+        # centres) cost more in float64 one by one than the screen saves: the rest of the
+        # chunk goes without
         if screen and sb[7][1] > MAX_FAIL_SHARE * sb[7][0] + 64:
             screen = False
     return inertia
