@@ -91,6 +91,9 @@ PAD = 1e-9
 #: bounds fail compute only the assigned centre's and the failing groups' distances
 #: (Yinyang's local filter, a product per group) rather than every distance
 LOCAL_SHARE = {"float64": 0.25, "float32": 0.12}
+#: the share of a tile's rows whose bounds fail above which the tile is recomputed whole
+#: from the float32 screen (float64 data, the screen on): every bound rebuilt tight
+SCREENED_FULL_SHARE = 0.3
 
 
 class BoundsState:
@@ -380,9 +383,12 @@ def bounds_partials(
     # rows costs in float64, twice that in float32
     plain_share = 0.75 if X.dtype == np.float64 else 0.4
     local_share = LOCAL_SHARE.get(X.dtype.name, LOCAL_SHARE["float64"]) if local else -1.0
-    shares = (plain_share, local_share)
+    # a tile recomputed whole from the float32 screen (:mod:`.bounds_full`) costs about
+    # what this share of its rows costs when their bounds fail (row by row)
+    full_share = SCREENED_FULL_SHARE if step.cs.screen[0] else 2.0
+    shares = (plain_share, local_share, full_share)
     q = (step.cs.shifted_t, step.cs.bias, step.cs.centres, step.reference, step.shifted64_t,
-         step.centre_sq, step.shifted64, *step.grouped)
+         step.centre_sq, step.shifted64, *step.grouped, step.cs.screen)
     st = (state.labels, state.lower, state.upper, state.seg_sums, state.seg_w, state.tries)
     inertia, computed = bounds_kernel(X, wa, w is not None, st, sums, wsum, full, seg, shares,
                                       step.p, q)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .bounds_full import full_screened
 from .bounds_local import group_values, local_rows
 from .bounds_rows import FLAGS, down32, sq_to, up32
 from .bounds_screen import failing_rows
 from .lloyd import BLOCK_ROWS
+from .screen import MAX_FAIL_SHARE, screen_buffers, screen_tile
 from .segments import add_segment, clear, resum
 
 
@@ -169,6 +171,12 @@ def bounds_kernel(X, w, has_w, st, sums, wsum, full, seg, shares, p, q):
         np.empty(BLOCK_ROWS, dtype=np.bool_),  # keep: settled by the screen
     )
     G = np.empty((BLOCK_ROWS, k), dtype=X.dtype)
+    # the float32 screen of the tiles recomputed whole (:mod:`.bounds_full`): its buffers,
+    # the group minima, and whether it is still on (off once its rows keep failing: ties)
+    sc = q[10]
+    sb = screen_buffers(sc[0], k, d)
+    scr = (sb, np.empty((t, BLOCK_ROWS if sc[0] else 0), dtype=np.float32),
+           np.array([sc[0]]))
     # pick[j] == s: centre j lost or gained a row in segment s (its sums there are redone)
     pick = np.full(k, -1, dtype=np.int64)
     inertia = 0.0
@@ -182,7 +190,7 @@ def bounds_kernel(X, w, has_w, st, sums, wsum, full, seg, shares, p, q):
         for start in range(s0, s1, BLOCK_ROWS):
             m = min(BLOCK_ROWS, s1 - start)
             c, inertia = _tile(X, w, has_w, st, start, m, full, shares, p, q, G, bufs, rows,
-                               ss, sw, pick, -1 if full else si, inertia)
+                               ss, sw, pick, -1 if full else si, inertia, scr)
             computed += c
         if not full and _marked(pick, si):
             resum(X, s0, s1, labels, w, has_w, ss, sw, pick, si)
@@ -192,7 +200,7 @@ def bounds_kernel(X, w, has_w, st, sums, wsum, full, seg, shares, p, q):
 
 @njit(nogil=True, cache=True)
 def _tile(X, w, has_w, st, start, m, full, shares, p, q, G, bufs, rows, ss, sw, pick, stamp,
-          inertia):
+          inertia, scr):
     # one tile of bounds_kernel; returns (distances computed, inertia)
     labels, lower, upper, _, _, tries = st
     sq, err, err64, todo, fail, own, old, v, gmin, lm, keep = rows
@@ -201,9 +209,13 @@ def _tile(X, w, has_w, st, start, m, full, shares, p, q, G, bufs, rows, ss, sw, 
     t = lower.shape[1]
     nt = 0
     plain = local = False
+    need = 0
     if not full:
+        # with the screen on, a tile most of whose rows fail is recomputed whole from it
+        # (:mod:`.bounds_full`), decided from the first, cheap test of its rows
+        most = int(shares[2] * m) if scr[2][0] else m
         nt, need = failing_rows(X, start, m, C, labels, lower, upper, p, sq, err, err64, todo,
-                              fail, own, lm, keep)
+                              fail, own, lm, keep, most)
         # the cheapest way to the unsettled rows' values: few distances (the failing
         # groups' centres) in float64 (Yinyang's local filter); else a float64 product
         # of those rows with every centre, unless most rows need one; the plain product
@@ -213,12 +225,20 @@ def _tile(X, w, has_w, st, start, m, full, shares, p, q, G, bufs, rows, ss, sw, 
         )
         # (one group: the local filter would compute every distance, row by row)
         local = not plain and t > 1 and need <= shares[1] * m * k
-    if full or (plain and nt > shares[0] * m):
-        # the plain kernel's product and one fused pass over the tile's rows (most rows
-        # need it: cheaper than row by row)
-        np.dot(X[start:start + m], shifted_t, G[:m])
-        inertia = _full_tile(X, start, m, G, bias, C, labels, lower, upper, p, v, gmin, w,
-                             has_w, ss, sw, pick, stamp, inertia)
+    if full or need < 0 or (plain and nt > shares[0] * m):
+        # every row (most rows need it: cheaper than row by row): from the float32 screen
+        # when it settles them all, else the plain kernel's product, in one fused pass
+        sb, gm, on = scr
+        if on[0] and screen_tile(X, start, m, q[10], sb) == 0:
+            inertia = full_screened(X, start, m, q[10], sb, gm, C, labels, lower, upper, p, w,
+                                    has_w, ss, sw, pick, stamp, inertia)
+        else:
+            np.dot(X[start:start + m], shifted_t, G[:m])
+            inertia = _full_tile(X, start, m, G, bias, C, labels, lower, upper, p, v, gmin, w,
+                                 has_w, ss, sw, pick, stamp, inertia)
+        # rows that keep failing the screen (ties) cost more than it saves: it stops
+        if on[0] and sb[7][1] > MAX_FAIL_SHARE * sb[7][0] + 64:
+            on[0] = False
         return m * k, inertia
     if nt == 0:
         return 0, inertia
@@ -236,7 +256,7 @@ def _unsettled(X, start, m, nt, plain, local, G, labels, lower, tries, p, q, buf
     # the labels, sq and bounds of the tile's unsettled rows (todo[:nt]) from the plain
     # product, a float64 product of those rows, or the local filter; returns the distances
     # computed
-    (shifted_t, bias, C, ref, shifted64_t, centre_sq, shifted64, SG, sorted_sq, pos) = q
+    (shifted_t, bias, C, ref, shifted64_t, centre_sq, shifted64, SG, sorted_sq, pos, _) = q
     Xg, Gg, B, rows, out = bufs
     # the per-row arrays one by one (see local_rows)
     group_of, gcum, acum, members, gstart = p[2], p[3], p[4], p[9], p[10]

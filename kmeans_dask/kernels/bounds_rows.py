@@ -40,6 +40,8 @@ def errors(xn, margin, margin64, radius, err, err64, i):
 def up32(x):
     # x rounded up to float32 (an upper bound stays an upper bound): moved up by 2^-22 of
     # its size and by 1e-37 first (more than float32's relative rounding, 2^-24, and its
-    # smallest spacing), at most 3.4e38 (inf beyond: such a bound never settles a row)
-    y = x + abs(x) * 2.384185791015625e-07 + 1e-37
+    # smallest spacing), at most 3.4e38 (inf beyond: such a bound never settles a row), at
+    # least -3.4e38 (a bound less a cumulative drift beyond float32's range would round to
+    # -inf: raising it keeps it an upper bound)
+    y = max(x + abs(x) * 2.384185791015625e-07 + 1e-37, -3.4e38)
     return np.float32(y) if y <= 3.4e38 else np.float32(np.inf)

@@ -13,7 +13,7 @@ from .prefetch import prefetch_row
 
 @njit(nogil=True, cache=True)
 def failing_rows(X, start, m, C, labels, lower, upper, p, sq, err, err64, todo, fail, own, lm,
-               keep):
+               keep, most):
     # the rows of X[start:start + m] whose bounds cannot exclude a change go to todo (their
     # count is returned, with the distances Yinyang's local filter would compute for them:
     # the assigned centre's and those of the groups whose bounds fail, flagged in fail;
@@ -21,11 +21,15 @@ def failing_rows(X, start, m, C, labels, lower, upper, p, sq, err, err64, todo, 
     # the others keep their label and their stored bounds. A row is first tested with its
     # upper bound (the row itself is not read); only the rows that fail it have their exact
     # distance computed (into sq, and as their new upper bound) and are tested again.
+    # More than ``most`` rows failing the first test: (their count, -1) at once (the tile is
+    # cheaper recomputed whole).
     (half_sep, cnorm, group_of, gcum, acum, cpad, margin, margin64, radius, _, gstart,
      ocum) = p
     d = X.shape[1]
     t = lower.shape[1]
     nc = _candidates(X, start, m, labels, lower, upper, p, err, err64, todo, lm, keep)
+    if nc > most:
+        return nc, -1
     # the candidates' exact distances in a loop of their own: their rows are scattered, and
     # independent reads overlap (each row's read would otherwise wait for the last test)
     for r in range(nc):

@@ -41,6 +41,7 @@ from .segments import TILE_ROWS
 
 __all__ = [
     "MAX_FAIL_SHARE", "SCREEN_MIN_K", "no_screen", "screen_args", "screen_buffers", "screen_tile",
+    "tile_products",
 ]
 
 #: the fewest centres for which float64 data is screened in float32 (one thread, 1M x 32
@@ -91,11 +92,12 @@ def no_screen(k: int, d: int) -> tuple:
 
 @njit(nogil=True, cache=True)
 def screen_buffers(use, k, d):
-    """Work arrays of one kernel call: ``(z tile, products (k, rows), ||z||, best, second,
-    label, settled, rows tried / failed)`` (empty when ``use`` is False)."""
+    """Work arrays of one kernel call: ``(z tile, products (k, rows) flat: see
+    :func:`tile_products`, ||z||, best, second, label, settled, rows tried / failed)`` (empty
+    when ``use`` is False)."""
     m = TILE_ROWS if use else 0
     return (
-        np.empty((m, d), dtype=np.float32), np.empty((k if use else 0, m), dtype=np.float32),
+        np.empty((m, d), dtype=np.float32), np.empty((k if use else 0) * m, dtype=np.float32),
         np.empty(m), np.empty(m, dtype=np.float32), np.empty(m, dtype=np.float32),
         np.empty(m, dtype=np.int32), np.empty(m, dtype=np.bool_), np.zeros(2, dtype=np.int64),
     )
@@ -173,15 +175,19 @@ def _row64(X, row, mu, C64, sq, lab, i, nz, consts):
 
 
 @njit(nogil=True, cache=True)
+def tile_products(sb, k, m):
+    """The float32 products of a tile of ``m`` rows in the buffers ``sb``: ``(k, m)``,
+    contiguous for any ``m`` (what :func:`screen_tile` computes and leaves there)."""
+    return sb[1][:k * m].reshape((k, m))
+
+
+@njit(nogil=True, cache=True)
 def screen_tile(X, start, m, sc, sb):
     """Labels of the tile's rows ``start .. start + m`` into ``sb[5][:m]``, settled ones marked
     in ``sb[6]``; returns how many rows are left to the plain kernel's product."""
     _, mu, C32, C64, sq32, sq, consts = sc
-    Z, P, nz, b1, b2, lab, ok, stat = sb
-    k, d = C32.shape
-    if m < Z.shape[0]:
-        Z = np.empty((m, d), dtype=np.float32)
-        P = np.empty((k, m), dtype=np.float32)
+    Z, _, nz, b1, b2, lab, ok, stat = sb
+    P = tile_products(sb, C32.shape[0], m)
     _fill(X, start, m, mu, Z, nz)
     np.dot(C32, Z[:m].T, P)
     _best_two(P, m, sq32, b1, b2, lab)
