@@ -4,6 +4,7 @@ many, and which centres share a group (balanced, near centres together)."""
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 #: most groups of centres (memory: 4 bytes a row each)
 MAX_GROUPS = 32
@@ -67,5 +68,21 @@ def _fill_nearest(dist: np.ndarray, cap: int) -> np.ndarray:
 
 
 def pairwise_sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    # direct differences (not the expanded form): exact to rounding, O(k^2 d) on the driver
-    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2)
+    """Squared distances between the rows of ``a`` and of ``b`` (float64), from the direct
+    differences (not the expanded form: exact to rounding). Compiled: ``O(k^2 d)`` on the
+    driver every iteration (numpy's broadcast took 5 ms at k = 256, d = 32)."""
+    return _pairwise_sq(np.ascontiguousarray(a, dtype=np.float64),
+                        np.ascontiguousarray(b, dtype=np.float64))
+
+
+@njit(nogil=True, cache=True)
+def _pairwise_sq(a, b):
+    out = np.empty((a.shape[0], b.shape[0]))
+    for i in range(a.shape[0]):
+        for j in range(b.shape[0]):
+            s = 0.0
+            for c in range(a.shape[1]):
+                diff = a[i, c] - b[j, c]
+                s += diff * diff
+            out[i, j] = s
+    return out
