@@ -50,7 +50,11 @@ bit), or, when few rows of a block need it, a float64 product of just those rows
 centred on ``mu`` (error far below ``E``), accepted only when its best and second-best values
 differ by more than ``2 E`` plus its own error bound (else the block's plain product decides;
 a block whose near-ties keep needing it goes straight to the plain product). Their group
-bounds are then the group minima less ``2 E``. All bound arithmetic is in float64 and padded
+bounds are then the group minima less ``2 E``. With float64 data and the float32 screen on
+(:mod:`.screen`), a block recomputed whole (a full pass, or more than
+:data:`SCREENED_FULL_SHARE` of its rows failing their first test) takes the screen's values
+instead when the screen settles all its rows, the bounds less the screen's error
+(:mod:`.bounds_full`). All bound arithmetic is in float64 and padded
 the safe way (relative ``1e-9``, plus an absolute term at the row's scale), then rounded down
 to float32. Where the plain kernel's own rounding is coarse (float32 data far from the
 origin, ``E`` large), near-ties are common, most blocks take the plain product and little is
