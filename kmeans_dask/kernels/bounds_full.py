@@ -66,6 +66,8 @@ def full_screened(X, start, m, sc, sb, gm, C, labels, lower, upper, p, w, has_w,
     t = lower.shape[1]
     group_minima(P, m, sq32, lab, members, gstart, gm)
     R, nmu = consts[0], consts[1]
+    base = np.empty(m)
+    mine = np.empty(m, dtype=np.float32)
     for i in range(m):
         row = start + i
         bj = lab[i]
@@ -93,11 +95,23 @@ def full_screened(X, start, m, sc, sb, gm, C, labels, lower, upper, p, w, has_w,
         e = (consts[2] * nz[i] * R + consts[3] * R * R + consts[4] * nx * R
              + consts[5] * (nx + R + nmu) * (nx + R + nmu))
         wa = sq32[bj] - np.float32(2.0) * P[bj, i]
-        base = (s - np.float64(wa)) * (1.0 - 1e-9) - 3.0 * e
-        own = group_of[bj]
+        b = (s - np.float64(wa)) * (1.0 - 1e-9) - 3.0 * e
         if not nz[i] * R < _OVERFLOW:
-            base = -np.inf  # the float32 values overflowed: bounds of 0 (still bounds)
+            b = -np.inf  # the float32 values overflowed: bounds of 0 (still bounds)
+        base[i] = b
+        # the row's own group is read against its centre's own cumulative drift
+        lo = np.sqrt(max(np.float64(gm[group_of[bj], i]) + b, 0.0)) * (1.0 - 1e-9)
+        mine[i] = down32(lo + acum[bj])
+    # the other groups' bounds across the rows, group by group (vectorised: the square
+    # roots are most of a full pass's cost beyond the plain kernel's), in place in gm
+    for g in range(t):
+        add = gcum[g]
+        for i in range(m):
+            lo = np.sqrt(max(np.float64(gm[g, i]) + base[i], 0.0)) * (1.0 - 1e-9)
+            gm[g, i] = down32(lo + add)
+    for i in range(m):
+        row = start + i
         for g in range(t):
-            lo = np.sqrt(max(np.float64(gm[g, i]) + base, 0.0)) * (1.0 - 1e-9)
-            lower[row, g] = down32(lo + (acum[bj] if g == own else gcum[g]))
+            lower[row, g] = gm[g, i]
+        lower[row, group_of[lab[i]]] = mine[i]
     return inertia
