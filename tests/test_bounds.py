@@ -32,6 +32,7 @@ from kmeans_dask.kernels.bounds import (
     n_groups,
 )
 from kmeans_dask.kernels.lloyd import CentreSet, assign, lloyd_partials, m_step
+from kmeans_dask.kernels.segments import TILE_ROWS, segment_rows
 
 DTYPES = [np.float64, np.float32]
 
@@ -181,6 +182,34 @@ def test_kernel_grouped_bounds_many_centres(kind, k, dtype):
     skipped = _run_kernel(X, w, seq, ref, inplace=True)
     if kind == "blobs":
         assert skipped > 0.5 * len(X) * k * len(seq), skipped
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_segments_of_several_tiles_recomputed_whole(dtype, weighted):
+    """A pruned pass recomputes a whole segment when its first tile needed every distance
+    (its sums then added from zero, not summed again per centre): segments of two tiles
+    here (d = 15, k = 80), rows sorted by blob so that after some centres jump some
+    segments' first tiles fail while their second tiles (or the next segments) do not, and
+    the odd last segment; the results stay the plain kernel's, the bounds true bounds."""
+    k, d = 80, 15
+    assert segment_rows(k, d) == 2 * TILE_ROWS
+    X, y = make_blobs(9_500, n_features=d, centers=k // 2, cluster_std=2.0,
+                      center_box=(-12, 12), random_state=7)
+    X = np.ascontiguousarray(X[np.argsort(y, kind="stable")], dtype=dtype)
+    rng = np.random.default_rng(8)
+    w = rng.uniform(0.2, 2.0, len(X)) if weighted else None
+    ref = X.astype(np.float64).mean(axis=0)
+    C0 = X[rng.choice(len(X), k, replace=False)].copy()
+    seq = _lloyd_sequence(X, C0, ref, 8, w)
+    C = seq[-1].copy()
+    moved = rng.choice(k, k // 4, replace=False)
+    C[moved] += rng.normal(scale=3.0, size=(len(moved), d)).astype(dtype)
+    seq += [C, *_lloyd_sequence(X, C, ref, 4, w)]
+    big = seq[-1] + rng.normal(scale=2.0, size=(k, d)).astype(dtype)  # every centre moves
+    seq += [big, *_lloyd_sequence(X, big, ref, 3, w)]
+    skipped = _run_kernel(X, w, seq, ref, inplace=True)
+    assert skipped > 0, skipped
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -140,6 +140,13 @@ def _marked(pick, stamp):
 
 
 @njit(nogil=True, cache=True)
+def _unmark(pick, stamp):
+    for j in range(pick.shape[0]):
+        if pick[j] == stamp:
+            pick[j] = -1
+
+
+@njit(nogil=True, cache=True)
 def bounds_kernel(X, w, has_w, st, sums, wsum, full, seg, shares, p, q):
     """The pruned E-step over the rows of X, segment by segment (``seg`` rows,
     :mod:`.segments`): labels, bounds and segment sums (``st``) updated in place, partials
@@ -187,12 +194,22 @@ def bounds_kernel(X, w, has_w, st, sums, wsum, full, seg, shares, p, q):
         ss, sw = seg_sums[si], seg_w[si]
         if full:
             clear(ss, sw)
+        whole = full
         for start in range(s0, s1, BLOCK_ROWS):
             m = min(BLOCK_ROWS, s1 - start)
-            c, inertia = _tile(X, w, has_w, st, start, m, full, shares, p, q, G, bufs, rows,
-                               ss, sw, pick, -1 if full else si, inertia, scr)
+            c, inertia = _tile(X, w, has_w, st, start, m, whole, shares, p, q, G, bufs, rows,
+                               ss, sw, pick, -1 if whole else si, inertia, scr)
             computed += c
-        if not full and _marked(pick, si):
+            if not whole and start == s0 and c == m * k and s1 > start + m:
+                # the segment's first tile was recomputed whole (most of its rows failed:
+                # the centres moved again), so are its other tiles, without testing their
+                # rows first, and its sums are added from zero as in a full pass (not
+                # summed again for every centre a row left or joined): the first tile's
+                # rows now, the others' as they come, in row order
+                whole = True
+                resum(X, s0, start + m, labels, w, has_w, ss, sw, pick, -1)
+                _unmark(pick, si)
+        if not whole and _marked(pick, si):
             resum(X, s0, s1, labels, w, has_w, ss, sw, pick, si)
         add_segment(sums, wsum, ss, sw)
     return (inertia if full else 0.0), computed
