@@ -12,9 +12,9 @@ to the label ``a``::
 
 so the group bounds are ``sqrt(min_g w + s - w_a - 3 e)`` with ``e = E_s + E_p`` (the same
 form as the float64 tile's, whose values carry ``E_p``). The group minima are taken centre by
-centre across the tile's rows (selects only: vectorised), the rest row by row with the plain
-kernel's statements (sums, inertia), so partials and inertia are bit for bit the plain
-kernel's. Numba only.
+centre across the tile's rows (selects only: vectorised), so are the group bounds (their
+square roots), group by group; the rest row by row with the plain kernel's statements (sums,
+inertia), so partials and inertia are bit for bit the plain kernel's. Numba only.
 """
 
 from __future__ import annotations
