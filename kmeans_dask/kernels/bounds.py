@@ -81,12 +81,7 @@ from .lloyd import CentreSet
 from .segments import SEGMENT_BYTES_PER_ROW, segment_rows
 
 __all__ = [
-    "BoundsState",
-    "BoundsStep",
-    "bounds_partials",
-    "bounds_step",
-    "centre_groups",
-    "n_groups",
+    "BoundsState", "BoundsStep", "bounds_partials", "bounds_step", "centre_groups", "n_groups",
 ]
 
 #: relative padding of every bound computed in float64 (far above its rounding error)
@@ -214,18 +209,17 @@ class BoundsStep:
         #: how far every centre moved since the state's centres (padded up; 0: none)
         self.drift = drift
         #: the cumulative drifts ``(per group: the largest move in the group, per centre: the
-        #: largest move of the other centres of its group, per centre: its own move)``,
-        #: summed (rounded up) over the
-        #: passes since the last full one: ``base`` before this step's drift (a state must
-        #: have been written against it, else its block is recomputed), ``cum`` after it
+        #: largest move of the other centres of its group, per centre: its own move)``, summed
+        #: (rounded up) over the passes since the last full one: ``base`` before this step's
+        #: drift (a state must have been written against it, else its block is recomputed),
+        #: ``cum`` after it
         self.base = base
         self.cum = cum
 
     def __reduce__(self) -> tuple:
-        # pickled as its inputs (the centres once, not in six forms: ~5x fewer bytes in every
-        # iteration's broadcast), the derived arrays rebuilt where it lands, deterministically
-        return (BoundsStep, (self.cs, self.reference, self.groups, self.p, self.full,
-                             self.drift, self.base, self.cum))
+        # pickled as its inputs (the centres once, not in six forms), rebuilt where it lands
+        args = (self.cs, self.reference, self.groups, self.p, self.full, self.drift, self.base)
+        return (BoundsStep, (*args, self.cum))
 
     def move_ratio(self, since: np.ndarray | None = None) -> float:
         """How far the centres moved (since the state's centres, or since ``since``) against
