@@ -65,17 +65,18 @@ def own_cluster():
 class _KillOnRecord(logging.Handler):
     """Kill one worker process when a log record matching ``text`` is emitted."""
 
-    def __init__(self, client: Client, text: str) -> None:
+    def __init__(self, client: Client, text: str, victim: int = 0) -> None:
         super().__init__(logging.DEBUG)
         self.client = client
         self.text = text
+        self.victim = victim  # which worker, in address order
         self.killed = False
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.killed or self.text not in record.getMessage():
             return
         pids = self.client.run(os.getpid)
-        os.kill(pids[sorted(pids)[0]], signal.SIGKILL)
+        os.kill(pids[sorted(pids)[self.victim]], signal.SIGKILL)
         self.killed = True
 
 
@@ -85,16 +86,24 @@ def _data(n=120_000):
 
 
 def _fit(
-    client: Client, logger: str | None = None, text: str | None = None, algorithm: str = "lloyd"
+    client: Client,
+    logger: str | None = None,
+    text: str | None = None,
+    algorithm: str = "lloyd",
+    lead: float | None = None,
+    victim: int = 0,
 ):
     handler = None
     if logger is not None:
-        handler = _KillOnRecord(client, text)
+        handler = _KillOnRecord(client, text, victim)
         log = logging.getLogger(logger)
         log.addHandler(handler)
         log.setLevel(logging.DEBUG)
     try:
-        with client.as_current(), dask.config.set({"kmeans_dask.block-bytes": "1MiB"}):
+        cfg = {"kmeans_dask.block-bytes": "1MiB"}
+        if lead is not None:  # seconds of iterations a worker leads at a time
+            cfg["kmeans_dask.lead-seconds"] = lead
+        with client.as_current(), dask.config.set(cfg):
             km = KMeans(
                 6, init="k-means||", max_iter=12, tol=0, random_state=0, algorithm=algorithm
             ).fit(_data())
@@ -108,17 +117,27 @@ def _fit(
 
 
 @pytest.mark.parametrize(
-    ("logger", "text", "algorithm"),
+    ("logger", "text", "algorithm", "lead", "victim"),
     [
-        ("kmeans_dask.engine.init", "k-means|| round 2", "lloyd"),
-        ("kmeans_dask.lloyd", "Lloyd iteration 5:", "lloyd"),
+        ("kmeans_dask.engine.init", "k-means|| round 2", "lloyd", None, 0),
+        # the client drives each iteration
+        ("kmeans_dask.lloyd", "Lloyd iteration 5:", "lloyd", 0, 0),
         # the bounds kept in the lost worker's actor are gone: the pass restarts without them
-        ("kmeans_dask.lloyd", "Lloyd iteration 5:", "bounds"),
+        ("kmeans_dask.lloyd", "Lloyd iteration 5:", "bounds", 0, 0),
+        # a worker leads each iteration (one per batch): the next batch finds the leader or
+        # its peer gone; either worker is killed
+        ("kmeans_dask.lloyd", "Lloyd iteration 5:", "bounds", 1e-9, 0),
+        ("kmeans_dask.lloyd", "Lloyd iteration 5:", "bounds", 1e-9, 1),
     ],
 )
-def test_worker_killed_mid_fit_gives_the_same_result(own_cluster, logger, text, algorithm):
+def test_worker_killed_mid_fit_gives_the_same_result(
+    own_cluster, caplog, logger, text, algorithm, lead, victim
+):
     ref, ref_labels = _fit(own_cluster)
-    km, labels = _fit(own_cluster, logger, text, algorithm)
+    with caplog.at_level(logging.WARNING, logger="kmeans_dask.engine.groups"):
+        km, labels = _fit(own_cluster, logger, text, algorithm, lead, victim)
+    if lead:  # the loss was met by a led batch
+        assert "during led iterations" in caplog.text
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
     assert km.inertia_ == ref.inertia_ and km.n_iter_ == ref.n_iter_
     np.testing.assert_array_equal(labels, ref_labels)

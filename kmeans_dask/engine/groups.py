@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import dask
@@ -93,6 +93,43 @@ class GroupActor:
         self.states = [r[1] for r in results]
         return reduce_group(self.indices, self.n_blocks, [r[0] for r in results])
 
+    async def lead(
+        self, peers: list[tuple[str, str]], body: Callable[..., Awaitable[Any]], *args: Any
+    ) -> Any:
+        """``await body(run_pass, *args)`` here, where ``await run_pass(func, fresh,
+        broadcast)`` is one pass over this actor's blocks and its ``peers``' (the other
+        workers' actors, as ``(address, key)``), reduced to the total partial: iterations led
+        by this worker without a round trip to the client per pass (:mod:`.drive`)."""
+
+        async def run_pass(func: PassFunc, fresh: bool, broadcast: dict) -> Any:
+            calls = [_call_peer(a, key, "run", func, fresh, broadcast) for a, key in peers]
+            parts = await asyncio.gather(self.run(func, fresh, broadcast), *calls)
+            nodes: dict[Node, Any] = {}
+            for part in parts:
+                nodes.update(part)
+            return reduce_root(nodes, self.n_blocks)
+
+        return await body(run_pass, *args)
+
+
+async def _call_peer(address: str, key: str, method: str, *args: Any) -> Any:
+    """``method(*args)`` of the actor ``key`` on the worker at ``address``, called from a
+    worker through its own connection pool.
+
+    Not through an actor proxy: a proxy that cannot reach its worker waits for the actor's
+    key to be computed again before it retries, and from a worker that wait never ended when
+    a peer was killed (measured). Here a lost peer fails the call at once (``OSError``, or
+    ``KeyError`` from a restarted worker without the actor), and the client rebuilds."""
+    from distributed import get_worker
+    from distributed.protocol import to_serialize
+
+    reply = await get_worker().rpc(address).actor_execute(
+        actor=key, function=method, args=[to_serialize(a) for a in args], kwargs={}
+    )
+    if reply["status"] != "OK":
+        raise reply["exception"]
+    return reply["result"]
+
 
 class GroupsUnavailable(RuntimeError):
     """The per-worker actors cannot be reached: the caller falls back to one task per block."""
@@ -110,6 +147,7 @@ class WorkerGroups:
         self.client = bs.client
         self._futures: list = []
         self._actors: list = []
+        self._places: list[tuple[str, str]] = []  # (worker address, key) of every actor
 
     @classmethod
     def start(cls, bs: Any) -> WorkerGroups | None:
@@ -153,6 +191,8 @@ class WorkerGroups:
             for w, idx in by_worker.items()
         ]
         self._actors = [f.result() for f in self._futures]
+        where = client.who_has(self._futures)  # where each actor lives (it may have moved)
+        self._places = [(where[f.key][0], f.key) for f in self._futures]
 
     def run(self, func: PassFunc, fresh: bool = False, **broadcast: Any) -> tuple[Any, bool]:
         """One pass over every block: the total partial (reduced along the block tree) and
@@ -175,11 +215,28 @@ class WorkerGroups:
             self._release()
             raise GroupsUnavailable(str(exc)) from exc
 
+    def lead(self, body: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """``body(run_pass, *args)`` run by the first worker's actor
+        (:meth:`GroupActor.lead`), or None when a worker was lost (the actors are rebuilt
+        and the per-block states dropped: the caller repeats the work from the client)."""
+        try:
+            return self._actors[0].lead(self._places[1:], body, *args).result()
+        except (OSError, KeyError) as exc:
+            if not _is_lost_worker(exc):
+                raise
+            logger.warning("a worker was lost during led iterations (%s); rebuilding", exc)
+        self._release()
+        self._build()
+        return None
+
     def _run(self, func: PassFunc, fresh: bool, broadcast: dict) -> Any:
-        calls = [a.run(func, fresh, broadcast) for a in self._actors]
+        async def calls() -> list:
+            # one hop into the client's event loop for all calls, not one per call and result
+            return await asyncio.gather(*[a.run(func, fresh, broadcast) for a in self._actors])
+
         nodes: dict[Node, Any] = {}
-        for c in calls:
-            nodes.update(c.result())
+        for part in self.client.sync(calls):
+            nodes.update(part)
         return reduce_root(nodes, self.bs.n_blocks)
 
     def _release(self) -> None:
@@ -187,7 +244,7 @@ class WorkerGroups:
             f.release()
         for actor in self._actors:
             _release_proxy(actor)
-        self._futures, self._actors = [], []
+        self._futures, self._actors, self._places = [], [], []
 
     def close(self) -> None:
         """Release the actors (and with them the states they hold)."""

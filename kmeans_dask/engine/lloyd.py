@@ -145,21 +145,13 @@ def _iterate(
     estep: EStep,
 ) -> LloydResult:
     history: list[IterationStats] = []
-    converged = False
-    for it in range(1, max_iter + 1):
-        t0 = time.perf_counter()
-        cs = kernels.CentreSet(C, reference)
-        sums, wsum, inertia, skipped = estep(C)
-        C_new, shift, n_empty = kernels.m_step(
-            C, sums, wsum, lambda m, cs=cs: _global_farthest(bs, cs, m)
-        )
-        if n_empty:
-            estep.reset()  # the bounds stay valid, but a relocation moves centres far
-        stats = IterationStats(it, inertia, shift, n_empty, time.perf_counter() - t0, skipped)
+
+    def report(inertia: float, shift: float, n_empty: int, seconds: float, skipped: int) -> None:
+        stats = IterationStats(len(history) + 1, inertia, shift, n_empty, seconds, skipped)
         history.append(stats)
         logger.debug(
             "Lloyd iteration %d: inertia %.6g, centre shift %.3g%s%s",
-            it,
+            stats.iteration,
             inertia,
             shift,
             f", {n_empty} empty cluster(s) re-seeded" if n_empty else "",
@@ -170,10 +162,24 @@ def _iterate(
         bar.advance(status=f"inertia {inertia:.6g}")
         if callback is not None:
             callback(stats)
-        C = C_new
-        if shift <= tol_abs:
-            converged = True
-            break
+
+    converged = False
+    while len(history) < max_iter and not converged:
+        # several iterations when a worker leads them (:mod:`.drive`), else one
+        batch = estep.iterate(C, max_iter - len(history), tol_abs)
+        for inertia, shift, seconds, skipped in batch.records:
+            report(inertia, shift, 0, seconds, skipped)
+        C, converged = batch.centres, batch.converged
+        if batch.pending is not None:  # an empty cluster: its relocation needs a pass
+            sums, wsum, inertia, skipped, seconds = batch.pending
+            t0 = time.perf_counter()
+            cs = kernels.CentreSet(C, reference)
+            C, shift, n_empty = kernels.m_step(
+                C, sums, wsum, lambda m, cs=cs: _global_farthest(bs, cs, m)
+            )
+            estep.reset()  # the bounds stay valid, but a relocation moves centres far
+            report(inertia, shift, n_empty, seconds + time.perf_counter() - t0, skipped)
+            converged = shift <= tol_abs
     return LloydResult(C, len(history), converged, history)
 
 

@@ -264,7 +264,7 @@ class SharedEStep(EStep):
 
     def _pass(self, C: np.ndarray, kind: str, func: PassFunc, bc: dict) -> tuple[str, tuple]:
         # the same ``fresh`` as EStep's own per-worker pass
-        return kind, self.member.run(func, self._full and kind != "plain", **bc)
+        return kind, self.member.run(func, self.plan.fresh(kind), **bc)
 
     def close(self) -> None:
         """Leave the lockstep (the others stop waiting for this fit)."""
