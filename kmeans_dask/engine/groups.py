@@ -102,8 +102,10 @@ class GroupActor:
         by this worker without a round trip to the client per pass (:mod:`.drive`)."""
 
         async def run_pass(func: PassFunc, fresh: bool, broadcast: dict) -> Any:
+            # the peers' calls first: their messages are written before this worker's own
+            # blocks start (which would hold up this event loop's serialisation)
             calls = [_call_peer(a, key, "run", func, fresh, broadcast) for a, key in peers]
-            parts = await asyncio.gather(self.run(func, fresh, broadcast), *calls)
+            parts = await asyncio.gather(*calls, self.run(func, fresh, broadcast))
             nodes: dict[Node, Any] = {}
             for part in parts:
                 nodes.update(part)
