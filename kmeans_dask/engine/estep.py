@@ -20,7 +20,6 @@ import numpy as np
 
 from . import drive
 from .blocks import Block, BlockSet
-from .drive import Batch, lead_seconds
 from .groups import GroupsUnavailable, WorkerGroups
 from .passes import PLAIN_PASSES, bounds_pass, fusable, keep_pass, plain_pass, plain_passes
 from .passplan import SWITCH_KEY, SWITCH_RATIO, PassPlan, switch_ratio
@@ -93,7 +92,6 @@ class EStep:
         self, bs: BlockSet, reference: np.ndarray, bounds: bool, *, groups: bool = True
     ) -> None:
         self.bs = bs
-        self.reference = reference
         #: the run's pass decisions (replaced by the updated copy after a worker-led batch)
         self.plan = PassPlan(reference, bounds, bs.n_samples)
         # ``groups=False``: the passes run elsewhere (a subclass's :meth:`_pass`)
@@ -117,11 +115,11 @@ class EStep:
         kind, total = self._pass(C, kind, func, bc)
         return self.plan.account(C, kind, total)
 
-    def iterate(self, C: np.ndarray, n_iter: int, tol_abs: float) -> Batch:
+    def iterate(self, C: np.ndarray, n_iter: int, tol_abs: float) -> drive.Batch:
         """Lloyd iterations from ``C`` (:func:`.drive.iterations`, at most ``n_iter``): a batch
         led by a worker when the passes run per worker (:data:`.drive.LEAD_KEY` seconds of
         them), else one iteration driven from here."""
-        budget = lead_seconds()
+        budget = drive.lead_seconds()
         if self.groups is not None and budget > 0:
             batch = self.groups.lead(drive.lead, self.plan, C, n_iter, tol_abs, budget)
             if batch is not None:

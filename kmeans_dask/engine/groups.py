@@ -203,16 +203,13 @@ class WorkerGroups:
         try:
             return self._run(func, fresh, broadcast), fresh
         except (OSError, KeyError) as exc:
-            if not _is_lost_worker(exc):
-                raise
-            logger.warning("a worker was lost during a pass (%s); repeating the pass", exc)
+            _reraise_unless_lost(exc, "a pass; repeating the pass")
         self._release()
         self._build()
         try:
             return self._run(func, True, broadcast), True
         except (OSError, KeyError) as exc:
-            if not _is_lost_worker(exc):
-                raise
+            _reraise_unless_lost(exc, "the repeated pass")
             # twice in a row: the workers are not reachable from here (e.g. behind a gateway)
             self._release()
             raise GroupsUnavailable(str(exc)) from exc
@@ -224,9 +221,7 @@ class WorkerGroups:
         try:
             return self._actors[0].lead(self._places[1:], body, *args).result()
         except (OSError, KeyError) as exc:
-            if not _is_lost_worker(exc):
-                raise
-            logger.warning("a worker was lost during led iterations (%s); rebuilding", exc)
+            _reraise_unless_lost(exc, "led iterations; rebuilding")
         self._release()
         self._build()
         return None
@@ -267,6 +262,13 @@ def _release_proxy(actor: Any) -> None:
     future = getattr(actor, "_future", None)
     if future is not None:
         future.release()
+
+
+def _reraise_unless_lost(exc: BaseException, during: str) -> None:
+    """Re-raise ``exc`` (being handled) unless it says a worker was lost; else log that."""
+    if not _is_lost_worker(exc):
+        raise exc
+    logger.warning("a worker was lost during %s (%s)", during, exc)
 
 
 def _is_lost_worker(exc: BaseException) -> bool:
