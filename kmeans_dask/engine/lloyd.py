@@ -158,6 +158,7 @@ def _iterate(
             f", bounds spared {skipped / (bs.n_samples * C.shape[0]):.0%} of the distances"
             if estep.bounds
             else "",
+            extra={"seconds": seconds},  # the iteration's own time (log records come per batch)
         )
         bar.advance(status=f"inertia {inertia:.6g}")
         if callback is not None:
