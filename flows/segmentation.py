@@ -15,6 +15,7 @@ from the environment, from a Prefect Secret block named by ``secrets_block``, or
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from kmeans_dask.io.errors import is_transient
 from kmeans_dask.job import pipeline, secrets
 from kmeans_dask.job.config import load_config
 from kmeans_dask.job.drift import describe
+from kmeans_dask.stopping import exits_within
 
 #: retries (with backoff) of the stages whose failures can be transient (storage, network)
 RETRIES = {
@@ -311,16 +313,40 @@ def serve(
     )
     announce(f"A run now: prefect deployment run 'segmentation/{name}'")
     announce("Stop with Ctrl+C or SIGTERM (the schedule is paused when serving stops).")
-    segmentation.serve(
+    # what Flow.serve does, with our own Ctrl+C: a bounded stop (kmeans_dask.stopping)
+    from prefect.runner import Runner
+
+    runner = Runner(name=name, pause_on_shutdown=True)
+    runner.add_flow(
+        segmentation,
         name=name,
         schedules=[schedule],
         parameters=parameters,
         description=f"kmeans-dask serve {config_uri}",
         tags=["segmentation", "serve"],
-        pause_on_shutdown=True,
-        print_starting_message=False,
         entrypoint_type=_module_entrypoint(),
     )
+    asyncio.run(_until_interrupted(runner))
+
+
+async def _until_interrupted(runner: Any) -> None:
+    """``runner.start()`` until Ctrl+C, which cancels it the way ``asyncio.run`` would (the
+    runner's exit then pauses the schedule), and bounds its stop: the process exits with
+    130 if the runner has not stopped :data:`~kmeans_dask.stopping.STOP_GRACE` s later."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    asked: list[bool] = []
+
+    def stop() -> None:
+        asked.append(True)
+        loop.call_soon_threadsafe(task.cancel)
+
+    with exits_within(what="kmeans-dask serve", on_interrupt=stop):
+        try:
+            await runner.start()
+        except asyncio.CancelledError:
+            if not asked:
+                raise
 
 
 def _module_entrypoint() -> Any:

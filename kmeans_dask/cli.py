@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import describe, exit_code
+from .stopping import EXIT_INTERRUPTED
 
 __all__ = ["main"]
-
-EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -248,9 +248,12 @@ def test_serve_on_a_cron_schedule_then_a_run_of_it(prefect_server, job):
     printed = server.procs.output("kmeans-dask-serve")
     assert f"segmentation/{name}" in printed and "0 3 * * *" in printed
     assert "Ctrl+C" in printed
-    # Prefect's runner shutdown took over 30 s on a loaded machine (SIGKILLed, -9)
+    # Prefect's runner once kept serving for over 90 s after the interrupt on a loaded
+    # machine (SIGKILLed, -9): the CLI now exits at most STOP_GRACE (30 s) after it, with 130
     Processes.stop(serve, sig=signal.SIGINT, timeout=90)
     assert serve.returncode in (0, 130), server.procs.output("kmeans-dask-serve")
+    if serve.returncode == 0:  # stopped in time: Prefect's runner paused the schedule
+        assert deployment()["paused"] is True, server.procs.output("kmeans-dask-serve")[-2500:]
 
 
 @pytest.mark.parametrize(
