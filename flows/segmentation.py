@@ -296,9 +296,11 @@ def serve(
     announce: Callable[[str], None] = print,
 ) -> None:
     """Serve :func:`segmentation` as deployment ``segmentation/{name}`` on the ``cron``
-    schedule (Prefect's ``Flow.serve``: this process polls for its runs and runs each in a
-    subprocess; no work pool or worker needed). Blocks until interrupted; the schedule is
-    paused when it stops. The parameters are stored by Prefect: no credentials in them."""
+    schedule (Prefect's runner, as ``Flow.serve`` runs it: this process polls for its runs
+    and runs each in a subprocess; no work pool or worker needed). Blocks until interrupted;
+    the schedule is paused when it stops, and the process ends at most
+    :data:`~kmeans_dask.stopping.STOP_GRACE` s after Ctrl+C. The parameters are stored by
+    Prefect: no credentials in them."""
     _refuse_credentials(overrides)
     schedule = cron_schedule(cron, timezone)
     parameters = {
