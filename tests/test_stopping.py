@@ -12,11 +12,17 @@ import time
 
 from kmeans_dask.stopping import EXIT_INTERRUPTED, exits_within
 
+# each body says 'ready' inside its try: the test signals as soon as it reads the line, and
+# an interrupt between the print and the try would escape the body (exit by SIGINT, -2)
 BODIES = {
     # the interrupt is lost inside (as in Prefect's runner once): only the timer ends it
     "swallowed": """
+        ready = False
         while True:
             try:
+                if not ready:
+                    ready = True
+                    print("ready", flush=True)
                 time.sleep(60)
             except KeyboardInterrupt:
                 print("swallowed", flush=True)
@@ -24,6 +30,7 @@ BODIES = {
     # the interrupt ends the block; the process goes on past the grace period unharmed
     "handled": """
         try:
+            print("ready", flush=True)
             time.sleep(60)
         except KeyboardInterrupt:
             print("handled", flush=True)
@@ -38,7 +45,6 @@ def _start(body: str, grace: float) -> subprocess.Popen:
             "import sys, time",
             "from kmeans_dask.stopping import exits_within",
             f"with exits_within({grace}, 'probe'):",
-            "    print('ready', flush=True)",
             textwrap.indent(textwrap.dedent(BODIES[body]).strip(), "    "),
             AFTER.get(body, ""),
             "sys.exit(0)",
