@@ -144,20 +144,23 @@ def _offer_row(row, norms, nbase, m, r0, qi, hv, hi, flags, words, count_first):
     pruned search visits near rows, where the count is mostly wasted (+13%), and skips it.
     """
     thr = hv[qi, 0]
+    # a slice, not ``norms[nbase + j]``: the variable offset keeps LLVM from vectorising
+    # the two passes below (0.47 -> 0.07 ns per value for the flags, one thread)
+    nn = norms[nbase : nbase + m]
     if count_first:
         below = 0
         for j in range(m):
-            below += row[j] + norms[nbase + j] < thr
+            below += row[j] + nn[j] < thr
         if below == 0:
             return
     for j in range(m):
-        flags[j] = np.uint8(row[j] + norms[nbase + j] < thr)
+        flags[j] = np.uint8(row[j] + nn[j] < thr)
     for w in range((m + 7) // 8):
         if words[w] == 0:
             continue
         for j in range(8 * w, min(8 * w + 8, m)):
             if flags[j]:
-                v = row[j] + norms[nbase + j]
+                v = row[j] + nn[j]
                 if v < thr:  # ties keep the earlier (lower) index
                     _replace_root(hv, hi, qi, v, r0 + j)
                     thr = hv[qi, 0]
