@@ -186,14 +186,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         X_ref, X_q, labels = make_data(args)
 
-        # warm-up: compile the kernels on the workers (numba caches them on disk too)
-        rng = np.random.default_rng(1)
-        small = rng.standard_normal((2000, args.d)).astype(args.dtype)
-        warm = KNeighborsScorer(n_neighbors=k).fit(small, rng.integers(0, 3, 2000))
+        # warm-up: load the kernels on the workers (numba caches them on disk too), those
+        # of the landmark index included (a block of 10,000 rows gets 4 clusters)
         import dask.array as da
 
-        warm.predict(da.from_array(small[:500], chunks=250)).compute()
-        del warm
+        rng = np.random.default_rng(1)
+        small = rng.standard_normal((10_000, args.d)).astype(args.dtype)
+        for algo in ("brute", "pruned", "auto"):
+            warm = KNeighborsScorer(n_neighbors=k, algorithm=algo)
+            warm.fit(da.from_array(small, chunks=10_000), rng.integers(0, 3, small.shape[0]))
+            warm.predict(da.from_array(small[:500], chunks=250)).compute()
+            del warm
         client.run(gc.collect)
 
         # ---------------------------------------------------------------- kmeans_dask

@@ -11,7 +11,7 @@ previous one could not settle:
    the reference set) and the reference block is walked in tiles of :data:`TILE_REF` rows;
    one float32 GEMM per (:data:`TILE_QUERY` x :data:`TILE_REF`) tile gives
    ``v = ||r - mu||^2 - 2 (q - mu).(r - mu)``, and a bounded max-heap per query row keeps
-   the ``n_candidates(k)`` smallest ``v`` (about 2k). A vectorised pass flags the ``v``
+   the ``n_candidates(k)`` smallest ``v`` (``k`` plus a margin). A vectorised pass flags the ``v``
    under the row's current worst candidate and only those few reach the heap (scikit-learn's
    ArgKmin compares each value with the heap root one by one).
 2. **Exact refinement and certificate.** The candidates' squared distances are recomputed
@@ -69,8 +69,16 @@ _FAST = {"reassoc", "contract", "nsz", "arcp"}  # no nnan/ninf: comparisons with
 
 
 def n_candidates(k: int) -> int:
-    """Heap size of the approximate selection for ``k`` neighbours (2k, at least k + 8)."""
-    return max(2 * k, k + 8)
+    """Heap size of the approximate selection for ``k`` neighbours: ``k + max(8, k // 4)``.
+
+    The margin past ``k`` only has to hold the rows whose float32 values tie with or come
+    within the selection's rounding of the k-th (the certificate); every extra slot costs
+    heap replacements and an exact distance per query. (It was ``max(2k, k + 8)``: at
+    k = 15, 30 -> 23 slots took the pruned search of 10,000 clustered queries x 250,000
+    rows from 0.39 to 0.35 s on one thread, with every row of uniform, blob and overlapping
+    data at d = 2..128 still certified in float32.)
+    """
+    return k + max(8, k // 4)
 
 
 # --------------------------------------------------------------------------- heaps

@@ -8,7 +8,7 @@ The query rows are grouped by their nearest landmark centroid and walked in tile
 :data:`TILE_QUERY` rows. A tile visits the clusters in the order of
 its smallest centroid distance; for each cluster, only the tile's rows whose lower bound
 ``(||q - c|| - radius_c)^2`` does not exceed their current candidate threshold
-``||q - mu||^2 + A_q`` (``A_q`` the worst of the row's ~2k float32 candidates) take part in
+``||q - mu||^2 + A_q`` (``A_q`` the worst of the row's float32 candidates) take part in
 one float32 GEMM with the cluster's rows; a cluster no row of the tile needs is skipped.
 The selection, the exact float64 refinement of the candidates and the certificate are those
 of the plain kernel: a skipped row has a true squared distance above ``||q - mu||^2 + A_q``,
