@@ -54,11 +54,8 @@ __all__ = [
 
 #: Query rows per GEMM tile of the plain selection.
 TILE_QUERY = 256
-#: Reference rows per GEMM tile: a (TILE_QUERY x TILE_REF) float32 tile is 512 KiB, in L2.
-#: (256 x 512 rather than 128 x 1024: 0.57 against 0.64 ns per distance for the
-#: selection without the count of ``_offer_row``, one thread, 4,000 x 250,000, d = 32;
-#: each reference tile is cast once and multiplied with every query tile, so a shorter one
-#: costs nothing more.)
+#: Reference rows per GEMM tile: a (TILE_QUERY x TILE_REF) float32 tile is 512 KiB, in L2
+#: (256 x 512 rather than 128 x 1024: 0.57 against 0.64 ns per distance, session 12).
 TILE_REF = 512
 #: Index of padding entries (a block with fewer than k rows): sorts after every real row.
 PAD_INDEX = np.iinfo(np.int64).max
@@ -71,12 +68,9 @@ _FAST = {"reassoc", "contract", "nsz", "arcp"}  # no nnan/ninf: comparisons with
 def n_candidates(k: int) -> int:
     """Heap size of the approximate selection for ``k`` neighbours: ``k + max(8, k // 4)``.
 
-    The margin past ``k`` only has to hold the rows whose float32 values tie with or come
-    within the selection's rounding of the k-th (the certificate); every extra slot costs
-    heap replacements and an exact distance per query. (It was ``max(2k, k + 8)``: at
-    k = 15, 30 -> 23 slots took the pruned search of 10,000 clustered queries x 250,000
-    rows from 0.39 to 0.35 s on one thread, with every row of uniform, blob and overlapping
-    data at d = 2..128 still certified in float32.)
+    The margin only has to hold rows within the selection's rounding of the k-th (the
+    certificate); each slot costs heap replacements and an exact distance per query
+    (``max(2k, k + 8)`` before: see ``benchmarks/README.md``, ``bench_knn.py`` session 22).
     """
     return k + max(8, k // 4)
 
@@ -152,8 +146,7 @@ def _offer_row(row, norms, nbase, m, r0, qi, hv, hi, flags, words, count_first):
     pruned search visits near rows, where the count is mostly wasted (+13%), and skips it.
     """
     thr = hv[qi, 0]
-    # a slice, not ``norms[nbase + j]``: the variable offset keeps LLVM from vectorising
-    # the two passes below (0.47 -> 0.07 ns per value for the flags, one thread)
+    # a slice: ``norms[nbase + j]`` kept LLVM from vectorising the passes (0.47 -> 0.07 ns)
     nn = norms[nbase : nbase + m]
     if count_first:
         below = 0
