@@ -17,7 +17,9 @@ does. Then, one after the other:
   reference blocks; builds the landmark index unless ``a='brute'``) and
   ``predict(X_query).compute()`` on the cluster (query chunks of ``--query-chunk`` rows),
   for each ``a`` of ``--algorithm`` (a comma list, e.g. ``brute,pruned,auto``), one after the
-  other; every algorithm's labels and checked neighbours must equal the first one's;
+  other; every algorithm's labels and checked neighbours must equal the first one's; with
+  ``--rounds N``, N - 1 more rounds of fit + predict of every algorithm (the order rotated
+  each round) and the medians of the predict times and of the per-round ratios;
 - scikit-learn: ``KNeighborsClassifier(k, algorithm="brute").fit(R, y).predict(Q)`` in the
   client on the gathered numpy arrays, with the client's thread pools (2 threads);
 - FAISS: ``IndexFlatL2`` (float32 only) ``add`` + ``search``, then a uniform vote, in the
@@ -74,7 +76,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--no-sklearn", action="store_true", help="skip scikit-learn's predict (keep the check)"
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="fit + predict every algorithm this many times, the order rotated each round, "
+        "and print the medians (the machine's drift between runs is ~10%%)",
+    )
     return p.parse_args(argv)
+
+
+def warm_float64_selection(d: int, k: int, dtype: str) -> None:
+    """Load (compiling on first use) the kernels of the float64 selection pass."""
+    from kmeans_dask.kernels.knn import block_topk
+
+    R = np.random.default_rng(0).standard_normal((600, d)).astype(dtype)
+    block_topk(R[:50], R, k, R.mean(axis=0).astype(np.float64), 0, (np.float64,))
+
+
+def more_rounds(args: argparse.Namespace, runs: dict, X_ref: Any, X_q: Any, labels: Any,
+                client: Any) -> None:
+    """Rounds 2..``--rounds`` of every algorithm (the order rotated each round, so that no
+    algorithm always runs first), then each one's predict seconds and their median, and
+    the median over the rounds of the first algorithm's time over each other's."""
+    import dask.array as da
+
+    from kmeans_dask import KNeighborsScorer
+
+    algos = list(runs)
+    times = {a: [runs[a][2]] for a in algos}
+    for r in range(1, args.rounds):
+        shift = r % len(algos)
+        for algo in algos[shift:] + algos[:shift]:
+            knn = KNeighborsScorer(n_neighbors=args.k, algorithm=algo).fit(X_ref, labels)
+            t, _ = timed(lambda knn=knn: da.compute(knn.predict(X_q), knn.search_stats_["delayed"]))
+            times[algo].append(t)
+            del knn
+            client.run(gc.collect)
+    print(f"\npredict seconds in {args.rounds} rounds (the order rotated each round):")
+    for a in algos:
+        print(f"  {a}: {', '.join(f'{t:.2f}' for t in times[a])}; median {np.median(times[a]):.2f}")
+    for a in algos[1:]:
+        per = [f / o for f, o in zip(times[algos[0]], times[a], strict=True)]
+        print(
+            f"  {algos[0]} / {a}: median of the rounds' ratios {np.median(per):.2f}x "
+            f"({', '.join(f'{x:.2f}' for x in per)})"
+        )
 
 
 def _peak_rss() -> int:
@@ -187,16 +234,21 @@ def main(argv: list[str] | None = None) -> int:
         X_ref, X_q, labels = make_data(args)
 
         # warm-up: load the kernels on the workers (numba caches them on disk too), those
-        # of the landmark index included (a block of 10,000 rows gets 4 clusters)
+        # of the landmark index included (two blocks of 20,000 rows get 9 clusters each;
+        # with fewer than 4 a block has no index, and the first timed search compiled
+        # them: ~7 s inside its predict)
         import dask.array as da
 
         rng = np.random.default_rng(1)
-        small = rng.standard_normal((10_000, args.d)).astype(args.dtype)
+        small = rng.standard_normal((40_000, args.d)).astype(args.dtype)
         for algo in ("brute", "pruned", "auto"):
             warm = KNeighborsScorer(n_neighbors=k, algorithm=algo)
-            warm.fit(da.from_array(small, chunks=10_000), rng.integers(0, 3, small.shape[0]))
+            warm.fit(da.from_array(small, chunks=20_000), rng.integers(0, 3, small.shape[0]))
             warm.predict(da.from_array(small[:500], chunks=250)).compute()
             del warm
+        # ... and the float64 selection, which only rows the float32 pass cannot certify
+        # take (compiling it on first use cost ~7 s inside a timed predict)
+        client.run(warm_float64_selection, args.d, k, args.dtype)
         client.run(gc.collect)
 
         # ---------------------------------------------------------------- kmeans_dask
@@ -232,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{(t_fit + t_pred) / (run[1] + run[2]):.2f}x; labels equal "
                     f"{np.mean(run[3] == pred):.6f}"
                 )
+        if args.rounds > 1:
+            more_rounds(args, runs, X_ref, X_q, labels, client)
 
         # ---------------------------------------------------------------- peers (client)
         R, Q, y = da.compute(X_ref, X_q, labels)
