@@ -103,6 +103,24 @@ def test_auto_takes_the_plain_kernel_where_pruning_cannot_pay():
     np.testing.assert_array_equal(d, d_plain)
 
 
+
+def test_auto_probes_tiles_of_one_region_as_the_search_visits_them():
+    from kmeans_dask.kernels.knn_pruned import PROBE_ROWS, TILE_QUERY, _probe_rows
+
+    region = np.random.default_rng(5).integers(0, 30, 5_000)  # 30 regions, shuffled rows
+    probe = _probe_rows(region)
+    assert probe.size == PROBE_ROWS
+    order = np.argsort(region, kind="stable")
+    position = np.empty_like(order)
+    position[order] = np.arange(order.size)
+    runs = np.sort(position[probe]).reshape(-1, TILE_QUERY)
+    # runs of consecutive rows of the region order (so each spans only a few regions), apart
+    assert (np.diff(runs, axis=1) == 1).all()
+    assert runs[1, 0] - runs[0, -1] > 1_000
+    assert all(np.unique(region[order[r]]).size <= 3 for r in runs)
+    np.testing.assert_array_equal(_probe_rows(region[:200]), np.arange(200))  # all of few
+
+
 # --------------------------------------------------------------------------- estimator
 
 CHUNKINGS = {

@@ -20,7 +20,8 @@ The bounds are rigorous lower bounds in float64: the centroid distance from the 
 form minus its rounding error ``2 (d + 4) u (||q - mu|| + ||c - mu||)^2``, the radius padded
 at build time, then a relative margin of a few ulps.
 
-``mode='auto'`` first searches a probe of :data:`PROBE_ROWS` evenly spaced query rows; when
+``mode='auto'`` first searches a probe of :data:`PROBE_ROWS` query rows (tiles of a few
+regions, evenly spaced in the search's order); when
 they skip less than :data:`AUTO_MIN_SKIP` of the distances, the rest of the block takes the
 plain kernel (pruning cannot pay there: heavy overlap, structureless data). :func:`prunable`
 runs the same probe once per reference block, with the block's own rows as the queries, so
@@ -32,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import knn_index as ki
 from .knn import (
     _FAST,
     _U32,
@@ -215,7 +217,7 @@ def pruned_topk(
     rows = np.arange(nq)
     computed = 0
     if mode == "auto" and nq > PROBE_ROWS:
-        probe = _probe_rows(nq)
+        probe = _probe_rows(ki.nearest_cluster(Q, index, mu))
         computed = _pruned_rows(Q, X, index, k, mu, probe, out_d, out_i)
         rows = np.setdiff1d(rows, probe)
         if not _pays(computed, probe.size, n):
@@ -230,8 +232,20 @@ def pruned_topk(
     return out_d, out_i, np.array([computed, total], dtype=np.int64)
 
 
-def _probe_rows(n: int) -> np.ndarray:
-    return np.unique(np.linspace(0, n - 1, min(PROBE_ROWS, n)).astype(np.int64))
+def _probe_rows(region: np.ndarray) -> np.ndarray:
+    """:data:`PROBE_ROWS` rows in runs of :data:`TILE_QUERY` rows of the search's order
+    (sorted by ``region``, their nearest landmark), evenly spaced in it: each run is one
+    tile of a region, as the search visits them. (Evenly spaced rows, each from another
+    region, made tiles that needed most clusters: ``auto`` paid 0.3-0.4 s of 5.6 s for its
+    probes on clustered data, ``bench_knn.py``, session 23.)"""
+    n = region.shape[0]
+    if n <= PROBE_ROWS:
+        return np.arange(n)
+    order = np.argsort(region, kind="stable")
+    runs = PROBE_ROWS // TILE_QUERY
+    firsts = ((np.arange(runs) + 0.5) * n / runs - TILE_QUERY / 2).astype(np.int64)
+    firsts = np.clip(firsts, 0, n - TILE_QUERY)
+    return np.unique(np.concatenate([order[f : f + TILE_QUERY] for f in firsts]))
 
 
 def _pays(computed: int, n_probe: int, n_ref: int, least: float = AUTO_MIN_SKIP) -> bool:
@@ -239,8 +253,8 @@ def _pays(computed: int, n_probe: int, n_ref: int, least: float = AUTO_MIN_SKIP)
 
 
 def prunable(X: np.ndarray, index: ClusterIndex, k: int, mu: np.ndarray) -> bool:
-    """Whether ``index`` can pay for itself: a pruned search of :data:`PROBE_ROWS` evenly
-    spaced rows of the block itself (as queries, ``k`` neighbours) skips at least
+    """Whether ``index`` can pay for itself: a pruned search of :data:`PROBE_ROWS` rows of
+    the block itself (tiles of a few of its clusters) (as queries, ``k`` neighbours) skips at least
     :data:`AUTO_KEEP_SKIP` of their distances.
 
     The block's rows stand for the queries to come (new rows of the same kind). Where they
@@ -248,7 +262,9 @@ def prunable(X: np.ndarray, index: ClusterIndex, k: int, mu: np.ndarray) -> bool
     its distance to the others) no query can prune much either, so ``algorithm='auto'`` drops
     the index and its per-search probes. Costs about 2 x ``PROBE_ROWS`` plain rows.
     """
-    probe = _probe_rows(X.shape[0])
+    region = np.empty(X.shape[0], dtype=np.int64)
+    region[index.order] = np.repeat(np.arange(index.n_clusters), np.diff(index.starts))
+    probe = _probe_rows(region)
     out_d, out_i = _padded(probe.size, k)
     Q = np.ascontiguousarray(X[probe])
     computed = _pruned_rows(Q, X, index, k, mu, np.arange(probe.size), out_d, out_i)
