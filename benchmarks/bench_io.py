@@ -74,6 +74,7 @@ def main() -> int:
     from distributed import Client, LocalCluster, wait
 
     import kmeans_dask
+    from kmeans_dask import worker_settings
     from kmeans_dask.io import open_dataset
 
     folder = Path(args.data) / f"io-{args.rows}x{args.features}-{args.files}"
@@ -108,6 +109,7 @@ def main() -> int:
 
     # ---- kmeans_dask on the cluster
     with (
+        worker_settings(),
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,

@@ -278,6 +278,7 @@ def _prepare_breakdown(data: Path, block_bytes: str) -> None:
     from dask.utils import parse_bytes
     from distributed import Client, LocalCluster, get_task_stream, wait
 
+    from kmeans_dask import worker_settings
     from kmeans_dask.engine.block import load, scale_in_place, summarize
     from kmeans_dask.engine.source import Affine, BlockSource
     from kmeans_dask.io import open_dataset
@@ -294,6 +295,7 @@ def _prepare_breakdown(data: Path, block_bytes: str) -> None:
         }
     )
     with (
+        worker_settings(),
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,

@@ -628,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     from distributed import Client, LocalCluster, default_client
 
     import kmeans_dask  # noqa: F401
+    from kmeans_dask import worker_settings
 
     skipped: list[str] = []
     for peer in list(args.peer_list):
@@ -640,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
 
     env_before = {k: os.environ.get(k) for k in THREAD_ENV}
     with (
+        worker_settings(),
         LocalCluster(
             n_workers=N_WORKERS, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,

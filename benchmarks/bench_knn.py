@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     import threadpoolctl  # noqa: F401
     from distributed import Client, LocalCluster
 
+    from kmeans_dask import worker_settings
+
     try:
         import faiss
     except Exception as exc:  # pragma: no cover - optional peer
@@ -215,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     env_before = {k: os.environ.get(k) for k in THREAD_ENV}
     with (
+        worker_settings(),
         LocalCluster(
             n_workers=N_WORKERS, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,

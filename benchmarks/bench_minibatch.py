@@ -319,10 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     from distributed import Client, LocalCluster, wait
 
     import kmeans_dask  # noqa: F401
+    from kmeans_dask import worker_settings
     from kmeans_dask.synthetic import make_blobs
 
     env_before = {k: os.environ.get(k) for k in THREAD_ENV}
     with (
+        worker_settings(),
         LocalCluster(
             n_workers=N_WORKERS, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,

@@ -106,9 +106,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from distributed import Client, LocalCluster
 
+    from kmeans_dask import worker_settings
+
     print(f"k = {args.k}, float32, d = 32, {args.passes} passes per size and round; per 1M rows "
           "in brackets; 'rest' = wall - busiest worker's kernel")  # fmt: skip
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+    with worker_settings(), \
+            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
             Client(cluster) as client:  # fmt: skip
         for r in range(args.rounds):
             for rows in args.rows:

@@ -304,6 +304,8 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
+    from kmeans_dask import worker_settings
+
     print(
         f"features {args.features} float32, k {args.k}, {args.iters} (persisted) / "
         f"{args.stream_iters} (streamed) Lloyd iterations, "
@@ -321,6 +323,7 @@ def main() -> None:
     )
     print(header)
     with (
+        worker_settings(),
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):

@@ -53,6 +53,7 @@ def main() -> int:
     from sklearn.metrics import silhouette_score
 
     import kmeans_dask
+    from kmeans_dask import worker_settings
     from kmeans_dask.metrics import silhouette_full_sq_score, silhouette_sample_score
     from kmeans_dask.sweep import sweep_k
     from kmeans_dask.synthetic import make_blobs
@@ -65,6 +66,7 @@ def main() -> int:
     )
     ks = list(range(args.kmin, args.kmax + 1))
     with (
+        worker_settings(),
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,

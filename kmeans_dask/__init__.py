@@ -3,6 +3,7 @@
 Public API::
 
     from kmeans_dask import KMeans, KNeighborsScorer, StandardScaler, sweep_k
+    from kmeans_dask import worker_settings   # wrap your own LocalCluster in it
 """
 
 from importlib import import_module
@@ -18,6 +19,7 @@ _LAZY = {
     "StandardScaler": "scale",
     "SweepResult": "sweep",
     "sweep_k": "sweep",
+    "worker_settings": "engine.workers",
     **dict.fromkeys(
         [
             "ConfigError",
@@ -68,4 +70,5 @@ __all__ = [
     "SweepResult",
     "__version__",
     "sweep_k",
+    "worker_settings",
 ]

@@ -35,14 +35,19 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
 @pytest.fixture(scope="session")
 def cluster():
-    """A real distributed cluster with worker processes, shared by the whole session."""
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        memory_limit="4GiB",
-    ) as c:
+    """A real distributed cluster with worker processes, shared by the whole session (with
+    the worker settings the job's embedded cluster gets)."""
+    from kmeans_dask import worker_settings
+
+    with worker_settings():  # read by the nannies as they are made
+        made = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            memory_limit="4GiB",
+        )
+    with made as c:
         yield c
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -16,11 +17,12 @@ import pandas as pd
 import pytest
 import requests
 import s3fs
-from _processes import Processes, environment, executable, processes
+from _processes import ROOT, Processes, environment, executable, processes
 from conftest import Store
 from distributed import Client
 
 from kmeans_dask import cli
+from kmeans_dask.engine.workers import WORKER_ENV
 from kmeans_dask.exceptions import ConfigError
 from kmeans_dask.job.cluster import ClusterUnavailableError
 from kmeans_dask.job.config import parse_config
@@ -30,6 +32,9 @@ from kmeans_dask.job.pipeline import run
 N, NQ, PARTS = 4000, 300, 4
 SILHOUETTE_SAMPLE = 600
 BUCKET = "external-cluster"
+
+#: the dask config shipped for `dask worker` processes (in the image's /etc/dask)
+DEPLOY_DASK = ROOT / "deploy" / "dask"
 
 
 @pytest.fixture(scope="module")
@@ -175,15 +180,28 @@ def _start_cluster(procs: Processes, tmp: Path, tls: dict[str, Path] | None = No
              "--nworkers", "1", "--memory-limit", "1GiB", "--no-dashboard",
              "--host", "127.0.0.1", "--local-directory", str(tmp / f"worker-{i}"),
              "--death-timeout", "60", "--preload", str(preload), *tls_args("worker")],
-            env=environment(),
+            env=_worker_environment(),
         )
     return address
+
+
+def _worker_environment() -> dict[str, str]:
+    # the shipped dask config of deploy/dask (as the image has it in /etc/dask); none of the
+    # allocator variables this process may carry (a nanny here leaks its own into it)
+    env = environment(DASK_CONFIG=str(DEPLOY_DASK))
+    for name in WORKER_ENV:
+        env.pop(name, None)
+    return env
 
 
 def _wait_for_workers(procs: Processes, address: str, security=None) -> dict:
     with Client(address, security=security, timeout=30, set_as_default=False) as c:
         procs.wait_for("two workers", lambda: len(c.scheduler_info()["workers"]) == 2,
                        timeout=60)
+        # the shipped worker settings reached the worker processes (distributed's own
+        # default would have set the trim threshold to 65536)
+        envs = c.run(lambda: {n: os.environ.get(n) for n in WORKER_ENV})
+        assert list(envs.values()) == [{n: str(v) for n, v in WORKER_ENV.items()}] * 2, envs
         return c.scheduler_info()["workers"]
 
 

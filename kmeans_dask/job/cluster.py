@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from ..engine.workers import worker_settings
 from ..exceptions import ConfigError, KMeansDaskError
 from .config import ClusterSpec, RunConfig
 
@@ -112,16 +113,15 @@ def _embedded(spec: ClusterSpec) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     n_workers = spec.n_workers or max(1, os.cpu_count() or 1)
-    with (
-        LocalCluster(
+    with worker_settings():  # read by the nannies as they are made, not after
+        cluster = LocalCluster(
             n_workers=n_workers,
             threads_per_worker=spec.threads_per_worker,
             processes=True,
             memory_limit=spec.memory_limit,
             dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+        )
+    with cluster, Client(cluster) as client:
         logger.info(
             "embedded LocalCluster: %d workers; dashboard %s", n_workers, client.dashboard_link
         )
