@@ -28,7 +28,7 @@ def test_the_session_cluster_workers_have_the_settings(client):
     for env in envs.values():
         assert env == {
             "MALLOC_TRIM_THRESHOLD_": str(32 << 20),
-            "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+            "MALLOC_MMAP_THRESHOLD_": str(4 << 20),
             "OMP_NUM_THREADS": "1",  # distributed's own variables are kept
         }
 
@@ -57,7 +57,7 @@ def test_replaces_only_distributeds_default_trim_threshold():
     with worker_settings() as env:
         assert dask.config.get(KEY) == env
         assert env["MALLOC_TRIM_THRESHOLD_"] == 32 << 20
-        assert env["MALLOC_MMAP_THRESHOLD_"] == 32 << 20
+        assert env["MALLOC_MMAP_THRESHOLD_"] == 4 << 20
         assert env["OMP_NUM_THREADS"] == before["OMP_NUM_THREADS"]
     assert dask.config.get(KEY) == before  # restored on leaving
 
