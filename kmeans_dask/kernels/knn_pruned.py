@@ -21,10 +21,10 @@ form minus its rounding error ``2 (d + 4) u (||q - mu|| + ||c - mu||)^2``, the r
 at build time, then a relative margin of a few ulps.
 
 ``mode='auto'`` first searches a probe of :data:`PROBE_ROWS` query rows (tiles of a few
-regions, evenly spaced in the search's order); when
-they skip less than :data:`AUTO_MIN_SKIP` of the distances, the rest of the block takes the
-plain kernel (pruning cannot pay there: heavy overlap, structureless data). :func:`prunable`
-runs the same probe once per reference block, with the block's own rows as the queries, so
+regions, evenly spaced in the search's order); when they skip less than
+:data:`AUTO_MIN_SKIP` of the distances, the rest of the block takes the plain kernel
+(pruning cannot pay there: heavy overlap, structureless data). :func:`prunable` runs the
+same probe once per reference block, with the block's own rows as the queries, so
 that an index that cannot pay is dropped before any search pays for probes.
 """
 
@@ -254,8 +254,8 @@ def _pays(computed: int, n_probe: int, n_ref: int, least: float = AUTO_MIN_SKIP)
 
 def prunable(X: np.ndarray, index: ClusterIndex, k: int, mu: np.ndarray) -> bool:
     """Whether ``index`` can pay for itself: a pruned search of :data:`PROBE_ROWS` rows of
-    the block itself (tiles of a few of its clusters) (as queries, ``k`` neighbours) skips at least
-    :data:`AUTO_KEEP_SKIP` of their distances.
+    the block itself (as queries, ``k`` neighbours; tiles of a few of its clusters, as for
+    ``auto``'s probe) skips at least :data:`AUTO_KEEP_SKIP` of their distances.
 
     The block's rows stand for the queries to come (new rows of the same kind). Where they
     cannot prune (structureless or heavily overlapping data: every cluster's radius is about
